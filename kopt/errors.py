@@ -1,0 +1,13 @@
+"""Exceptions kopt raises. Each subclasses the built-in type users would catch anyway."""
+
+
+class KoptError(Exception):
+    """Base class of every error kopt raises on purpose."""
+
+
+class UnsupportedModelError(KoptError, TypeError):
+    """The model's kind (subclassed, unbuilt Sequential, not a Keras model) cannot be analyzed."""
+
+
+class GraphRewriteError(KoptError, ValueError):
+    """A requested rewrite of the model graph is not well formed."""

@@ -1,0 +1,352 @@
+"""Keras Functional / Sequential model -> networkx DAG, and back.
+
+One DAG node per layer *call* (a layer called twice gives two nodes that share one layer
+object) and per raw ``keras.ops`` operation; one edge per tensor, so ``Add()([x, x])`` is
+two parallel edges (hence a ``MultiDiGraph``). Models used as layers are flattened:
+their inner calls become nodes of the outer graph, named ``outer_call/inner_layer``.
+
+Node attributes
+    ``layer``      the ``keras.Operation`` called (an ``InputLayer`` for input nodes)
+    ``kind``       ``"input"``, ``"layer"`` or ``"op"`` (a raw ``keras.ops`` operation)
+    ``arguments``  Keras' ``SymbolicArguments`` of the original call (``None`` for input
+                   nodes and for nodes created by :meth:`ModelGraph.fuse`)
+    ``tensors``    the original call's input KerasTensors, in ``arguments`` flat order
+    ``outputs``    the original call's output KerasTensors
+    ``order``      integer giving a stable, deterministic topological tie-break
+Edge attributes
+    ``src_index``  which output of the producer
+    ``dst_index``  which input slot of the consumer (index into ``tensors``)
+    ``shape``, ``dtype``  of the tensor
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+import keras
+import networkx as nx
+from keras import tree
+from keras.src.models.functional import Functional
+
+from kopt.errors import GraphRewriteError, UnsupportedModelError
+
+
+@dataclass
+class ModelGraph:
+    """A Keras model as a DAG of layer calls. Build it with :func:`analyze`."""
+
+    dag: nx.MultiDiGraph
+    inputs: list[str]
+    outputs: list[tuple[str, int]]
+    inputs_struct: Any
+    outputs_struct: Any
+    name: str
+    _order: Iterator[int] = field(default_factory=lambda: itertools.count(10**9), repr=False)
+
+    # ----------------------------------------------------------------- queries
+    def layer(self, node: str) -> keras.Operation:
+        return self.dag.nodes[node]["layer"]
+
+    def topological_nodes(self) -> list[str]:
+        """Node ids in execution order (deterministic)."""
+        order = self.dag.nodes
+        return list(nx.lexicographical_topological_sort(self.dag, key=lambda n: order[n]["order"]))
+
+    def layer_nodes(self) -> list[str]:
+        """Nodes that call a ``keras.layers.Layer`` (not inputs, not raw ops), in order."""
+        return [n for n in self.topological_nodes() if self.dag.nodes[n]["kind"] == "layer"]
+
+    def layers(self) -> list[keras.layers.Layer]:
+        """Distinct layer objects in execution order (a shared layer appears once)."""
+        seen: dict[int, keras.layers.Layer] = {}
+        for node in self.layer_nodes():
+            layer = self.layer(node)
+            seen.setdefault(id(layer), layer)
+        return list(seen.values())
+
+    def nodes_of(self, layer: keras.Operation) -> list[str]:
+        """Every node that calls ``layer`` (more than one for a shared layer)."""
+        return [n for n in self.topological_nodes() if self.dag.nodes[n]["layer"] is layer]
+
+    def consumers(self, node: str) -> list[str]:
+        return sorted(set(self.dag.successors(node)), key=lambda n: self.dag.nodes[n]["order"])
+
+    def producers(self, node: str) -> list[str]:
+        """Producers of ``node``'s inputs, in input-slot order (repeats kept)."""
+        edges = sorted(self.dag.in_edges(node, data=True), key=lambda e: e[2]["dst_index"])
+        return [u for u, _, _ in edges]
+
+    def is_output(self, node: str) -> bool:
+        return any(n == node for n, _ in self.outputs)
+
+    def output_shapes(self, node: str) -> list[tuple]:
+        return [tuple(t.shape) for t in self.dag.nodes[node]["outputs"]]
+
+    def input_shapes(self, node: str) -> list[tuple]:
+        return [tuple(t.shape) for t in self.dag.nodes[node]["tensors"]]
+
+    # ---------------------------------------------------------------- rewrites
+    def replace_layer(self, old: keras.Operation, new: keras.Operation) -> None:
+        """Call ``new`` wherever ``old`` was called (every call of a shared layer)."""
+        nodes = self.nodes_of(old)
+        if not nodes:
+            raise GraphRewriteError(f"Layer {getattr(old, 'name', old)!r} is not in model graph {self.name!r}.")
+        for node in nodes:
+            self.dag.nodes[node]["layer"] = new
+            if self.dag.nodes[node]["kind"] == "op" and isinstance(new, keras.layers.Layer):
+                self.dag.nodes[node]["kind"] = "layer"
+
+    def fuse(self, nodes: Iterable[str], new_layer: keras.layers.Layer, name: str | None = None) -> str:
+        """Replace the connected subgraph ``nodes`` by one call of ``new_layer``.
+
+        The new layer receives the tensors that enter the subgraph (one tensor, or a list
+        in slot order) and must produce the outputs of the subgraph's single exit node.
+        Returns the new node's id.
+        """
+        nodes = list(dict.fromkeys(nodes))
+        members = set(nodes)
+        missing = [n for n in nodes if n not in self.dag]
+        if missing:
+            raise GraphRewriteError(f"Cannot fuse: nodes {missing} are not in the graph.")
+        order = {n: self.dag.nodes[n]["order"] for n in nodes}
+        exits = {u for u, v in self.dag.out_edges(nodes) if v not in members}
+        exits |= {n for n in nodes if self.is_output(n)}
+        if len(exits) != 1:
+            raise GraphRewriteError(
+                f"Cannot fuse {nodes}: the subgraph must have exactly one node whose outputs leave it, "
+                f"found {sorted(exits) or 'none'}."
+            )
+        (exit_node,) = exits
+        entering = sorted(
+            (e for e in self.dag.in_edges(nodes, data=True, keys=True) if e[0] not in members),
+            key=lambda e: (order[e[1]], e[3]["dst_index"]),
+        )
+        leaving = [e for e in self.dag.out_edges(nodes, data=True, keys=True) if e[1] not in members]
+        new_id = self._unique_id(name or new_layer.name)
+        exit_data = self.dag.nodes[exit_node]
+        self.dag.add_node(
+            new_id,
+            layer=new_layer,
+            kind="layer",
+            arguments=None,
+            tensors=[self.dag.nodes[v]["tensors"][d["dst_index"]] for _, v, _, d in entering],
+            outputs=exit_data["outputs"],
+            order=min(order.values()),
+        )
+        for slot, (u, _, _, data) in enumerate(entering):
+            self.dag.add_edge(u, new_id, **{**data, "dst_index": slot})
+        for _, v, _, data in leaving:
+            self.dag.add_edge(new_id, v, **data)
+        self.outputs = [(new_id if n == exit_node else n, i) for n, i in self.outputs]
+        self.dag.remove_nodes_from(nodes)
+        return new_id
+
+    def bypass(self, node: str) -> None:
+        """Remove a one-input, one-output node (e.g. ``Dropout``), wiring its input through."""
+        in_edges = list(self.dag.in_edges(node, data=True))
+        if len(in_edges) != 1 or len(self.dag.nodes[node]["outputs"]) != 1:
+            raise GraphRewriteError(f"Cannot bypass {node!r}: it must have exactly one input and one output.")
+        (producer, _, in_data) = in_edges[0]
+        for _, consumer, data in list(self.dag.out_edges(node, data=True)):
+            self.dag.add_edge(producer, consumer, **{**data, "src_index": in_data["src_index"]})
+        self.outputs = [(producer, in_data["src_index"]) if n == node else (n, i) for n, i in self.outputs]
+        self.dag.remove_node(node)
+
+    def insert_after(self, node: str, new_layer: keras.layers.Layer, output_index: int = 0, name: str | None = None) -> str:
+        """Insert a one-input layer on output ``output_index`` of ``node``, before all its consumers."""
+        tensor = self.dag.nodes[node]["outputs"][output_index]
+        new_id = self._unique_id(name or new_layer.name)
+        self.dag.add_node(
+            new_id,
+            layer=new_layer,
+            kind="layer",
+            arguments=None,
+            tensors=[tensor],
+            outputs=[tensor],
+            order=self.dag.nodes[node]["order"] + 0.5,
+        )
+        for u, v, key, data in list(self.dag.out_edges(node, keys=True, data=True)):
+            if data["src_index"] == output_index:
+                self.dag.remove_edge(u, v, key)
+                self.dag.add_edge(new_id, v, **{**data, "src_index": 0})
+        self.dag.add_edge(node, new_id, src_index=output_index, dst_index=0, shape=tuple(tensor.shape), dtype=tensor.dtype)
+        self.outputs = [(new_id, 0) if (n, i) == (node, output_index) else (n, i) for n, i in self.outputs]
+        return new_id
+
+    def _unique_id(self, base: str) -> str:
+        candidate, k = base, 1
+        while candidate in self.dag:
+            candidate, k = f"{base}:{k}", k + 1
+        return candidate
+
+    # ----------------------------------------------------------------- rebuild
+    def rebuild(self, name: str | None = None, clone: bool = False) -> keras.Model:
+        """Build a ``keras.Model`` from the graph.
+
+        With ``clone=False`` the new model calls the same layer objects (weights are
+        shared with the original model); with ``clone=True`` every layer is copied with
+        its weights, so the new model is independent of the original one.
+        """
+        from kopt.graph.rebuild import rebuild_model
+
+        return rebuild_model(self, name=name, clone=clone)
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        """One row per node: id, class, input and output shapes (for reports and debugging)."""
+        rows = []
+        for node in self.topological_nodes():
+            data = self.dag.nodes[node]
+            rows.append(
+                {
+                    "node": node,
+                    "class": type(data["layer"]).__name__,
+                    "kind": data["kind"],
+                    "inputs": self.producers(node),
+                    "output_shapes": self.output_shapes(node),
+                }
+            )
+        return rows
+
+
+# --------------------------------------------------------------------- analyze
+def analyze(model: keras.Model) -> ModelGraph:
+    """Turn a Functional or Sequential Keras model into a :class:`ModelGraph`."""
+    functional = _functional_of(model, role="model")
+    dag = nx.MultiDiGraph()
+    counter = itertools.count()
+    tensor_source: dict[int, tuple[str, int]] = {}
+    input_ids: list[str] = []
+    for tensor in functional.inputs:
+        input_layer = tensor._keras_history.operation
+        node_id = _fresh_id(dag, input_layer.name)
+        dag.add_node(
+            node_id,
+            layer=input_layer,
+            kind="input",
+            arguments=None,
+            tensors=[],
+            outputs=[tensor],
+            order=next(counter),
+        )
+        tensor_source[id(tensor)] = (node_id, 0)
+        input_ids.append(node_id)
+
+    _add_functional(dag, functional, prefix="", tensor_source=tensor_source, counter=counter)
+    outputs = [tensor_source[id(t)] for t in functional.outputs]
+    return ModelGraph(
+        dag=dag,
+        inputs=input_ids,
+        outputs=outputs,
+        inputs_struct=functional._inputs_struct,
+        outputs_struct=functional._outputs_struct,
+        name=model.name,
+    )
+
+
+def _functional_of(model: Any, role: str) -> Functional:
+    """The Functional graph behind ``model``, or a clear error saying what to do."""
+    if isinstance(model, keras.Sequential):
+        functional = getattr(model, "_functional", None)
+        if functional is None:
+            raise UnsupportedModelError(
+                f"The Sequential {role} {model.name!r} has not been built, so its graph is unknown. "
+                "Build it first: start it with `keras.Input(shape=...)`, or call `model.build(input_shape)` "
+                "or the model itself on a batch of data."
+            )
+        return functional
+    if isinstance(model, Functional):
+        return model
+    if isinstance(model, keras.Model):
+        raise UnsupportedModelError(
+            f"{type(model).__name__} ({model.name!r}) is a subclassed Keras model: its graph cannot be read. "
+            "Rewrite it as a Functional or Sequential model, or wrap its layers individually "
+            "(e.g. `kopt.sparsity.prune_low_magnitude(layer)` on each layer)."
+        )
+    raise UnsupportedModelError(
+        f"Expected a keras.Model (Functional or Sequential), got {type(model).__name__}. "
+        "Build a Keras 3 model (`keras.Model(inputs, outputs)` or `keras.Sequential([...])`); "
+        "Keras 2 / tf_keras models are not supported."
+    )
+
+
+def _is_flattenable(operation: Any) -> bool:
+    if isinstance(operation, keras.Sequential):
+        return getattr(operation, "_functional", None) is not None
+    return isinstance(operation, Functional)
+
+
+def _add_functional(
+    dag: nx.MultiDiGraph,
+    functional: Functional,
+    prefix: str,
+    tensor_source: dict[int, tuple[str, int]],
+    counter: Iterator[int],
+) -> None:
+    """Add the calls of ``functional`` to ``dag``; its inputs must already be in ``tensor_source``."""
+    for depth in sorted(functional._nodes_by_depth, reverse=True):
+        for keras_node in functional._nodes_by_depth[depth]:
+            if keras_node.is_input or keras_node.operation is None:
+                continue
+            operation = keras_node.operation
+            tensors = list(keras_node.arguments.keras_tensors)
+            unknown = [t for t in tensors if id(t) not in tensor_source]
+            if unknown:
+                raise UnsupportedModelError(
+                    f"Layer {operation.name!r} in model {functional.name!r} consumes a tensor that is not "
+                    "computed from the model's inputs; kopt cannot place it in the graph."
+                )
+            base = prefix + operation.name
+            if _is_flattenable(operation):
+                inner = _functional_of(operation, role="sub-model")
+                if len(inner.inputs) != len(tensors):
+                    raise UnsupportedModelError(
+                        f"Sub-model {operation.name!r} was called with {len(tensors)} tensors but has "
+                        f"{len(inner.inputs)} inputs; kopt cannot flatten it."
+                    )
+                for inner_input, outer_tensor in zip(inner.inputs, tensors):
+                    tensor_source[id(inner_input)] = tensor_source[id(outer_tensor)]
+                _add_functional(dag, inner, _fresh_prefix(dag, base), tensor_source, counter)
+                for inner_output, outer_output in zip(inner.outputs, keras_node.outputs):
+                    tensor_source[id(outer_output)] = tensor_source[id(inner_output)]
+                continue
+            node_id = _fresh_id(dag, base)
+            is_layer = isinstance(operation, keras.layers.Layer)
+            dag.add_node(
+                node_id,
+                layer=operation,
+                kind="layer" if is_layer else "op",
+                arguments=keras_node.arguments,
+                tensors=tensors,
+                outputs=list(keras_node.outputs),
+                order=next(counter),
+            )
+            for slot, tensor in enumerate(tensors):
+                source, out_index = tensor_source[id(tensor)]
+                dag.add_edge(
+                    source,
+                    node_id,
+                    src_index=out_index,
+                    dst_index=slot,
+                    shape=tuple(tensor.shape),
+                    dtype=tensor.dtype,
+                )
+            for out_index, tensor in enumerate(keras_node.outputs):
+                tensor_source[id(tensor)] = (node_id, out_index)
+
+
+def _fresh_id(dag: nx.MultiDiGraph, base: str) -> str:
+    """``base`` for a layer's first call, ``base:1``, ``base:2``... for later calls."""
+    candidate, k = base, 1
+    while candidate in dag:
+        candidate, k = f"{base}:{k}", k + 1
+    return candidate
+
+
+def _fresh_prefix(dag: nx.MultiDiGraph, base: str) -> str:
+    """Name prefix for the inner nodes of one call of a sub-model (``sub/``, ``sub:1/``...)."""
+    candidate, k = base, 1
+    while any(str(n).startswith(candidate + "/") for n in dag):
+        candidate, k = f"{base}:{k}", k + 1
+    return candidate + "/"

@@ -1,0 +1,66 @@
+"""ModelGraph -> keras.Model: call every node's layer on the new tensors, in topological order."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import keras
+from keras import tree
+
+from kopt.errors import GraphRewriteError
+
+if TYPE_CHECKING:
+    from kopt.graph.model_graph import ModelGraph
+
+
+def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """A new layer with the same config, built to the same shapes, holding copies of the weights."""
+    copy = layer.__class__.from_config(layer.get_config())
+    build_config = layer.get_build_config()
+    if build_config is not None and not copy.built:
+        copy.build_from_config(build_config)
+    if layer.weights:
+        copy.set_weights(layer.get_weights())
+    return copy
+
+
+def rebuild_model(graph: "ModelGraph", name: str | None = None, clone: bool = False) -> keras.Model:
+    dag = graph.dag
+    produced: dict[str, list] = {}
+    clones: dict[int, keras.Operation] = {}
+
+    def layer_for(node: str) -> keras.Operation:
+        layer = dag.nodes[node]["layer"]
+        if not clone or not isinstance(layer, keras.layers.Layer):
+            return layer
+        if id(layer) not in clones:
+            clones[id(layer)] = clone_layer(layer)
+        return clones[id(layer)]
+
+    for node in graph.topological_nodes():
+        data = dag.nodes[node]
+        if data["kind"] == "input":
+            produced[node] = list(data["outputs"])
+            continue
+        in_edges = sorted(dag.in_edges(node, data=True), key=lambda e: e[2]["dst_index"])
+        new_inputs = [produced[u][d["src_index"]] for u, _, d in in_edges]
+        if len(new_inputs) != len(data["tensors"]):
+            raise GraphRewriteError(
+                f"Node {node!r} expects {len(data['tensors'])} input tensors but the graph gives it {len(new_inputs)}."
+            )
+        layer = layer_for(node)
+        if data["arguments"] is not None:
+            tensor_map = {id(old): new for old, new in zip(data["tensors"], new_inputs)}
+            args, kwargs = data["arguments"].fill_in(tensor_map)
+            outputs = layer(*args, **kwargs)
+        else:
+            outputs = layer(new_inputs[0] if len(new_inputs) == 1 else new_inputs)
+        produced[node] = tree.flatten(outputs)
+
+    inputs = [produced[n][0] for n in graph.inputs]
+    outputs = [produced[n][i] for n, i in graph.outputs]
+    return keras.Model(
+        inputs=tree.pack_sequence_as(graph.inputs_struct, inputs),
+        outputs=tree.pack_sequence_as(graph.outputs_struct, outputs),
+        name=name or graph.name,
+    )

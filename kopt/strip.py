@@ -1,0 +1,18 @@
+"""``kopt.strip``: remove every kopt wrapper, keeping the weights the wrappers deploy."""
+
+from __future__ import annotations
+
+import keras
+
+from kopt.graph import map_layers
+from kopt.wrapper import KoptWrapper
+
+
+def strip(model: keras.Model) -> keras.Model:
+    """A new plain Keras model equal to ``model`` at inference, without kopt wrappers.
+
+    Pruning masks are applied and cluster centroids gathered into the kernels. The
+    returned model shares no variables with ``model``. Wrappers whose :meth:`strip`
+    keeps them (quantization keeps its fake-quant ranges for lowering) stay in place.
+    """
+    return map_layers(model, lambda layer: layer.strip() if isinstance(layer, KoptWrapper) else None)

@@ -1,0 +1,42 @@
+"""The protocol every kopt wrapper follows, so techniques stack and strip the same way.
+
+A wrapper owns an inner Keras layer and computes it with some of the inner layer's
+variables replaced by transformed tensors (a masked kernel, a clustered kernel, a
+fake-quantized kernel). Subclasses say *which* weights and *how* in
+:meth:`KoptWrapper.transformed_weights`; calling, stripping and serialization are shared.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+from kopt.graph.rebuild import clone_layer
+from kopt.substitution import call_with_weights
+
+
+class KoptWrapper(keras.layers.Wrapper):
+    """Base class of kopt's layer wrappers (pruning, clustering, quantization)."""
+
+    def transformed_weights(self, training: bool = False) -> list[tuple[keras.Variable, Any]]:
+        """Pairs ``(inner variable, tensor to use instead)``; empty means "run the layer as is"."""
+        return []
+
+    def call(self, inputs: Any, training: bool | None = None, **kwargs: Any) -> Any:
+        substitutions = self.transformed_weights(training=bool(training))
+        if training is not None:
+            kwargs["training"] = training
+        return call_with_weights(self.layer, substitutions, inputs, **kwargs)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return self.layer.compute_output_shape(input_shape)
+
+    def strip(self) -> keras.layers.Layer:
+        """A plain copy of the inner layer holding the weights this wrapper deploys."""
+        plain = clone_layer(self.layer)
+        final = {id(variable): value for variable, value in self.transformed_weights(training=False)}
+        for copy_variable, inner_variable in zip(plain.weights, self.layer.weights):
+            if id(inner_variable) in final:
+                copy_variable.assign(final[id(inner_variable)])
+        return plain
