@@ -285,6 +285,7 @@ def _add_functional(
     counter: Iterator[int],
 ) -> None:
     """Add the calls of ``functional`` to ``dag``; its inputs must already be in ``tensor_source``."""
+    call_rank = _call_ranks(functional)
     for depth in sorted(functional._nodes_by_depth, reverse=True):
         for keras_node in functional._nodes_by_depth[depth]:
             if keras_node.is_input or keras_node.operation is None:
@@ -297,7 +298,8 @@ def _add_functional(
                     f"Layer {operation.name!r} in model {functional.name!r} consumes a tensor that is not "
                     "computed from the model's inputs; kopt cannot place it in the graph."
                 )
-            base = prefix + operation.name
+            rank = call_rank[id(keras_node)]
+            base = prefix + operation.name + (f":{rank}" if rank else "")
             if _is_flattenable(operation):
                 inner = _functional_of(operation, role="sub-model")
                 if len(inner.inputs) != len(tensors):
@@ -307,11 +309,11 @@ def _add_functional(
                     )
                 for inner_input, outer_tensor in zip(inner.inputs, tensors):
                     tensor_source[id(inner_input)] = tensor_source[id(outer_tensor)]
-                _add_functional(dag, inner, _fresh_prefix(dag, base), tensor_source, counter)
+                _add_functional(dag, inner, base + "/", tensor_source, counter)
                 for inner_output, outer_output in zip(inner.outputs, keras_node.outputs):
                     tensor_source[id(outer_output)] = tensor_source[id(inner_output)]
                 continue
-            node_id = _fresh_id(dag, base)
+            node_id = base
             is_layer = isinstance(operation, keras.layers.Layer)
             dag.add_node(
                 node_id,
@@ -336,17 +338,24 @@ def _add_functional(
                 tensor_source[id(tensor)] = (node_id, out_index)
 
 
+def _call_ranks(functional: Functional) -> dict[int, int]:
+    """For each call in ``functional``: 0 for its layer's first call in this model, 1 for the next..."""
+    calls: dict[int, list] = {}
+    for nodes in functional._nodes_by_depth.values():
+        for keras_node in nodes:
+            if keras_node.operation is not None and not keras_node.is_input:
+                calls.setdefault(id(keras_node.operation), []).append(keras_node)
+    ranks = {}
+    for keras_nodes in calls.values():
+        inbound = keras_nodes[0].operation._inbound_nodes
+        for rank, keras_node in enumerate(sorted(keras_nodes, key=inbound.index)):
+            ranks[id(keras_node)] = rank
+    return ranks
+
+
 def _fresh_id(dag: nx.MultiDiGraph, base: str) -> str:
-    """``base`` for a layer's first call, ``base:1``, ``base:2``... for later calls."""
+    """``base``, or ``base:1``, ``base:2``... if taken."""
     candidate, k = base, 1
     while candidate in dag:
         candidate, k = f"{base}:{k}", k + 1
     return candidate
-
-
-def _fresh_prefix(dag: nx.MultiDiGraph, base: str) -> str:
-    """Name prefix for the inner nodes of one call of a sub-model (``sub/``, ``sub:1/``...)."""
-    candidate, k = base, 1
-    while any(str(n).startswith(candidate + "/") for n in dag):
-        candidate, k = f"{base}:{k}", k + 1
-    return candidate + "/"

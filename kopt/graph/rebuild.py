@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING
 
 import keras
@@ -22,6 +23,21 @@ def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
     if layer.weights:
         copy.set_weights(layer.get_weights())
     return copy
+
+
+def _accepted_kwargs(layer: keras.Operation, kwargs: dict) -> dict:
+    """Drop a recorded ``mask=`` the layer's ``call`` cannot take.
+
+    Keras records the ``mask`` it auto-fills for a layer whose ``call`` has a ``mask``
+    parameter (a wrapper, an RNN). A replacement without one (the stripped inner Dense)
+    still gets the mask from its input tensor, but must not receive the keyword.
+    """
+    if "mask" not in kwargs or not isinstance(layer, keras.layers.Layer):
+        return kwargs
+    parameters = inspect.signature(layer.call).parameters
+    if "mask" in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return kwargs
+    return {key: value for key, value in kwargs.items() if key != "mask"}
 
 
 def rebuild_model(graph: "ModelGraph", name: str | None = None, clone: bool = False) -> keras.Model:
@@ -52,7 +68,7 @@ def rebuild_model(graph: "ModelGraph", name: str | None = None, clone: bool = Fa
         if data["arguments"] is not None:
             tensor_map = {id(old): new for old, new in zip(data["tensors"], new_inputs)}
             args, kwargs = data["arguments"].fill_in(tensor_map)
-            outputs = layer(*args, **kwargs)
+            outputs = layer(*args, **_accepted_kwargs(layer, kwargs))
         else:
             outputs = layer(new_inputs[0] if len(new_inputs) == 1 else new_inputs)
         produced[node] = tree.flatten(outputs)

@@ -1,0 +1,451 @@
+"""What to do to a model, as plain data: global technique settings, per-layer rules, presets, JSON.
+
+A :class:`Policy` never runs anything. :meth:`Policy.resolve` turns it into a
+:class:`Plan` for one model graph (which technique, with which settings, on which layer);
+the technique packages and :func:`kopt.optimize` act on the plan.
+
+Rule matching and precedence
+    A rule's ``match`` is one of
+      * ``"name:<layer name>"`` (or a bare layer name): exact layer name;
+      * ``"path:<regex>"``: ``re.fullmatch`` on the node path (``sub_model/layer`` for
+        layers of nested models, ``layer`` otherwise);
+      * ``"class:<ClassName>"``: the layer's class name (``Conv2D``...).
+    For each layer the most specific kind of match wins: name, then path, then class.
+    Two rules of the same kind matching one layer is an error (ambiguous), and so is a
+    rule that matches no layer (unless ``validate=False``).
+    A rule overrides only the settings it names; ``prune=False`` (likewise ``cluster``,
+    ``quantize``) turns that technique off for the layer; ``exclude=True`` turns all off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from kopt.errors import KoptError
+
+SCHEDULES = ("polynomial", "constant")
+CLUSTER_INITS = ("kmeans++", "linear", "random", "density")
+SCHEMES = ("default_8bit", "prune_preserve", "cluster_preserve", "prune_cluster_preserve")
+QUANTIZE_MODES = ("qat", "ptq")
+TARGETS = ("int8", "edgetpu")
+MATCH_KINDS = ("name", "path", "class")  # in precedence order
+
+
+class PolicyError(KoptError, ValueError):
+    """A policy (or policy file) is malformed, or does not fit the model it is applied to."""
+
+
+# ----------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class PruneSettings:
+    """Gradual magnitude pruning. ``end_step=None`` lets kopt end the schedule at 2/3 of the fine-tuning steps."""
+
+    sparsity: float = 0.5
+    schedule: str = "polynomial"
+    initial_sparsity: float = 0.0
+    begin_step: int = 0
+    end_step: int | None = None
+    frequency: int = 100
+    m_by_n: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        _check_fraction("prune.sparsity", self.sparsity)
+        _check_fraction("prune.initial_sparsity", self.initial_sparsity)
+        _check_choice("prune.schedule", self.schedule, SCHEDULES)
+        _check_int("prune.begin_step", self.begin_step, minimum=0)
+        _check_int("prune.frequency", self.frequency, minimum=1)
+        if self.end_step is not None:
+            _check_int("prune.end_step", self.end_step, minimum=0)
+            if self.end_step < self.begin_step:
+                raise PolicyError(f"prune.end_step={self.end_step} is before prune.begin_step={self.begin_step}.")
+        if self.m_by_n is not None:
+            pair = tuple(self.m_by_n)
+            if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
+                raise PolicyError(f"prune.m_by_n must be a pair of integers (M, N) such as (2, 4), got {self.m_by_n!r}.")
+            m, n = pair
+            if not 0 < m < n:
+                raise PolicyError(f"prune.m_by_n=({m}, {n}) needs 0 < M < N (M zeros in every block of N).")
+            object.__setattr__(self, "m_by_n", pair)
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """Weight clustering into ``number_of_clusters`` shared values per layer (or per output channel)."""
+
+    number_of_clusters: int = 16
+    init: str = "kmeans++"
+    per_channel: bool = False
+    preserve_sparsity: bool = False
+
+    def __post_init__(self) -> None:
+        _check_int("cluster.number_of_clusters", self.number_of_clusters, minimum=1)
+        _check_choice("cluster.init", self.init, CLUSTER_INITS)
+        _check_bool("cluster.per_channel", self.per_channel)
+        _check_bool("cluster.preserve_sparsity", self.preserve_sparsity)
+
+
+@dataclass(frozen=True)
+class QuantizeSettings:
+    """Quantization: ``mode="qat"`` trains with fake-quant (``scheme``); ``"ptq"`` calibrates after training."""
+
+    mode: str = "qat"
+    scheme: str = "default_8bit"
+    bits: int = 8
+
+    def __post_init__(self) -> None:
+        _check_choice("quantize.mode", self.mode, QUANTIZE_MODES)
+        _check_choice("quantize.scheme", self.scheme, SCHEMES)
+        _check_int("quantize.bits", self.bits, minimum=2, maximum=8)
+
+
+SETTINGS_TYPES = {"prune": PruneSettings, "cluster": ClusterSettings, "quantize": QuantizeSettings}
+
+
+@dataclass(frozen=True)
+class LayerRule:
+    """Per-layer override. Technique fields: ``None`` = inherit, ``False`` = off, a dict = override fields."""
+
+    match: str
+    prune: Mapping[str, Any] | bool | None = None
+    cluster: Mapping[str, Any] | bool | None = None
+    quantize: Mapping[str, Any] | bool | None = None
+    exclude: bool = False
+
+    def __post_init__(self) -> None:
+        kind, pattern = parse_match(self.match)
+        if kind == "path":
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise PolicyError(f"Rule {self.match!r}: invalid regular expression ({err}).") from None
+        _check_bool(f"rule {self.match!r}: exclude", self.exclude)
+        for technique, settings_type in SETTINGS_TYPES.items():
+            value = getattr(self, technique)
+            if value is None or isinstance(value, bool):
+                continue
+            if not isinstance(value, Mapping):
+                raise PolicyError(
+                    f"Rule {self.match!r}: {technique} must be true/false or an object of settings, got {value!r}."
+                )
+            unknown = set(value) - {f.name for f in fields(settings_type)}
+            if unknown:
+                raise PolicyError(
+                    f"Rule {self.match!r}: unknown {technique} setting(s) {sorted(unknown)}; "
+                    f"valid: {[f.name for f in fields(settings_type)]}."
+                )
+            object.__setattr__(self, technique, dict(value))
+
+    @property
+    def kind(self) -> str:
+        return parse_match(self.match)[0]
+
+    def matches(self, name: str, path: str, class_name: str) -> bool:
+        kind, pattern = parse_match(self.match)
+        if kind == "name":
+            return name == pattern
+        if kind == "path":
+            return re.fullmatch(pattern, path) is not None
+        return class_name == pattern
+
+
+def parse_match(match: str) -> tuple[str, str]:
+    if not isinstance(match, str) or not match:
+        raise PolicyError(f"A rule's match must be a non-empty string, got {match!r}.")
+    kind, sep, pattern = match.partition(":")
+    if sep and kind in MATCH_KINDS:
+        if not pattern:
+            raise PolicyError(f"Rule match {match!r} has nothing after '{kind}:'.")
+        return kind, pattern
+    return "name", match
+
+
+# ------------------------------------------------------------------ the plan
+@dataclass(frozen=True)
+class LayerPlan:
+    """The settings resolved for one layer; ``None`` means the technique is off for it."""
+
+    name: str
+    path: str
+    class_name: str
+    prune: PruneSettings | None
+    cluster: ClusterSettings | None
+    quantize: QuantizeSettings | None
+    rule: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Per-layer settings for one model, keyed by layer name, in execution order."""
+
+    layers: dict[str, LayerPlan]
+    policy: "Policy"
+
+    def for_layer(self, name: str) -> LayerPlan:
+        return self.layers[name]
+
+    def table(self) -> str:
+        """A Markdown table of the plan, one row per layer."""
+        rows = ["| layer | class | prune | cluster | quantize | rule |", "|---|---|---|---|---|---|"]
+        for p in self.layers.values():
+            prune = "-" if p.prune is None else (f"{p.prune.m_by_n[0]}:{p.prune.m_by_n[1]}" if p.prune.m_by_n else f"{p.prune.sparsity:.0%}")
+            cluster = "-" if p.cluster is None else f"{p.cluster.number_of_clusters}{' per-ch' if p.cluster.per_channel else ''}"
+            quantize = "-" if p.quantize is None else f"{p.quantize.mode} {p.quantize.bits}-bit"
+            rows.append(f"| {p.path} | {p.class_name} | {prune} | {cluster} | {quantize} | {p.rule or ''} |")
+        return "\n".join(rows)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+# -------------------------------------------------------------------- policy
+@dataclass(frozen=True)
+class Policy:
+    """A frozen, JSON-serializable description of what to do to a model.
+
+    ``prune`` / ``cluster`` / ``quantize`` hold the global settings of each technique
+    (``None``: technique not used); ``rules`` override them per layer (see module doc).
+    ``target`` is ``"int8"`` (fully-int8 TFLite) or ``"edgetpu"`` (also int8 I/O, batch 1,
+    and the Edge TPU check must report the model fully mapped).
+    """
+
+    name: str = "custom"
+    prune: PruneSettings | None = None
+    cluster: ClusterSettings | None = None
+    quantize: QuantizeSettings | None = None
+    rules: tuple[LayerRule, ...] = ()
+    target: str = "int8"
+    validate: bool = True
+
+    def __post_init__(self) -> None:
+        _check_choice("target", self.target, TARGETS)
+        for technique, settings_type in SETTINGS_TYPES.items():
+            value = getattr(self, technique)
+            if value is not None and not isinstance(value, settings_type):
+                raise PolicyError(f"Policy.{technique} must be a {settings_type.__name__} or None, got {value!r}.")
+        object.__setattr__(self, "rules", tuple(self.rules))
+        for rule in self.rules:
+            if not isinstance(rule, LayerRule):
+                raise PolicyError(f"Policy.rules must hold LayerRule objects, got {rule!r}.")
+
+    # presets ------------------------------------------------------------
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "Policy":
+        """A named deployment path, with common knobs as keywords.
+
+        Knobs: ``sparsity``, ``m_by_n``, ``number_of_clusters``, ``per_channel``, ``init``,
+        ``bits``, ``target``, ``rules``.
+        """
+        from kopt.presets import build_preset
+
+        return build_preset(cls, name, overrides)
+
+    # resolution ---------------------------------------------------------
+    def resolve(self, graph: Any) -> Plan:
+        """Per-layer settings for the layers of ``graph`` (a ModelGraph or a Keras model)."""
+        from kopt.graph import ModelGraph, analyze
+
+        if not isinstance(graph, ModelGraph):
+            graph = analyze(graph)
+        entries, layers = [], {}
+        for layer in graph.layers():
+            node = graph.nodes_of(layer)[0]
+            entries.append((layer.name, node, type(layer).__name__))
+            layers[layer.name] = layer
+        used: set[int] = set()
+        plans: dict[str, LayerPlan] = {}
+        for name, path, class_name in entries:
+            rule = self._rule_for(name, path, class_name)
+            if rule is not None:
+                used.add(id(rule))
+            plans[name] = self._layer_plan(name, path, class_name, rule, layers[name])
+        if self.validate:
+            unmatched = [r.match for r in self.rules if id(r) not in used and not self._matches_any(r, entries)]
+            if unmatched:
+                raise PolicyError(
+                    f"Policy rule(s) {unmatched} match no layer of model {graph.name!r}. Layer names: "
+                    f"{[e[0] for e in entries][:20]}{'...' if len(entries) > 20 else ''}. "
+                    "Fix the key, or pass validate=False to ignore rules that match nothing."
+                )
+        return Plan(layers=plans, policy=self)
+
+    @staticmethod
+    def _matches_any(rule: LayerRule, entries: list[tuple[str, str, str]]) -> bool:
+        return any(rule.matches(*entry) for entry in entries)
+
+    def _rule_for(self, name: str, path: str, class_name: str) -> LayerRule | None:
+        for kind in MATCH_KINDS:
+            hits = [r for r in self.rules if r.kind == kind and r.matches(name, path, class_name)]
+            if len(hits) > 1:
+                raise PolicyError(
+                    f"Layer {name!r} matches several '{kind}' rules: {[r.match for r in hits]}. "
+                    "Make the rules disjoint, or use a more specific kind of match (name beats path beats class)."
+                )
+            if hits:
+                return hits[0]
+        return None
+
+    def _layer_plan(self, name: str, path: str, class_name: str, rule: LayerRule | None, layer: Any) -> LayerPlan:
+        resolved = {}
+        for technique in SETTINGS_TYPES:
+            if not technique_applies(technique, layer):
+                resolved[technique] = None
+                continue
+            settings = getattr(self, technique)
+            override = None if rule is None else getattr(rule, technique)
+            if rule is not None and rule.exclude or override is False:
+                settings = None
+            elif isinstance(override, Mapping):
+                base = settings or SETTINGS_TYPES[technique]()
+                settings = _replace(base, override, where=f"rule {rule.match!r}: {technique}")
+            elif override is True and settings is None:
+                settings = SETTINGS_TYPES[technique]()
+            resolved[technique] = settings
+        return LayerPlan(name, path, class_name, rule=None if rule is None else rule.match, **resolved)
+
+    # JSON ---------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "target": self.target, "validate": self.validate}
+        for technique in SETTINGS_TYPES:
+            value = getattr(self, technique)
+            out[technique] = None if value is None else _settings_dict(value)
+        out["rules"] = [
+            {k: v for k, v in dataclasses.asdict(rule).items() if v is not None and not (k == "exclude" and v is False)}
+            for rule in self.rules
+        ]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Policy":
+        if not isinstance(data, Mapping):
+            raise PolicyError(f"A policy must be a JSON object, got {type(data).__name__}.")
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise PolicyError(f"Unknown policy field(s) {sorted(unknown)}; valid fields: {sorted(known)}.")
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in SETTINGS_TYPES:
+                kwargs[key] = None if value is None else _settings_from(SETTINGS_TYPES[key], value, where=key)
+            elif key == "rules":
+                if not isinstance(value, list):
+                    raise PolicyError(f"Policy 'rules' must be a list, got {type(value).__name__}.")
+                kwargs[key] = tuple(_rule_from(item) for item in value)
+            elif key in ("name", "target"):
+                if not isinstance(value, str):
+                    raise PolicyError(f"Policy '{key}' must be a string, got {value!r}.")
+                kwargs[key] = value
+            else:
+                _check_bool(key, value)
+                kwargs[key] = value
+        return cls(**kwargs)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Policy":
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, TypeError) as err:
+            raise PolicyError(f"Policy is not valid JSON: {err}.") from None
+        return cls.from_dict(data)
+
+    def dump(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Policy":
+        try:
+            text = Path(path).read_text()
+        except OSError as err:
+            raise PolicyError(f"Cannot read policy file {str(path)!r}: {err.strerror}.") from None
+        try:
+            return cls.from_json(text)
+        except PolicyError as err:
+            raise PolicyError(f"{path}: {err}") from None
+
+    def with_overrides(self, **changes: Any) -> "Policy":
+        return replace(self, **changes)
+
+
+# ------------------------------------------------------------------- helpers
+def technique_applies(technique: str, layer: Any) -> bool:
+    """Whether ``technique`` can act on ``layer`` at all (a Flatten has nothing to prune)."""
+    if technique == "quantize":
+        return True
+    return any(len(getattr(w, "shape", ())) >= 2 for w in getattr(layer, "trainable_weights", ()))
+
+
+def _settings_dict(settings: Any) -> dict[str, Any]:
+    data = dataclasses.asdict(settings)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+
+
+def _settings_from(settings_type: type, value: Any, where: str) -> Any:
+    if not isinstance(value, Mapping):
+        raise PolicyError(f"Policy '{where}' must be an object of settings or null, got {value!r}.")
+    return _replace(settings_type(), value, where=where)
+
+
+def _replace(base: Any, changes: Mapping[str, Any], where: str) -> Any:
+    valid = {f.name for f in fields(base)}
+    unknown = set(changes) - valid
+    if unknown:
+        raise PolicyError(f"{where}: unknown setting(s) {sorted(unknown)}; valid: {sorted(valid)}.")
+    changes = {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()}
+    try:
+        return replace(base, **changes)
+    except TypeError as err:
+        raise PolicyError(f"{where}: {err}") from None
+
+
+def _rule_from(item: Any) -> LayerRule:
+    if not isinstance(item, Mapping):
+        raise PolicyError(f"Each policy rule must be an object, got {item!r}.")
+    known = {f.name for f in fields(LayerRule)}
+    unknown = set(item) - known
+    if unknown:
+        raise PolicyError(f"Unknown rule field(s) {sorted(unknown)} in {dict(item)!r}; valid fields: {sorted(known)}.")
+    if "match" not in item:
+        raise PolicyError(f"Policy rule {dict(item)!r} has no 'match'.")
+    return LayerRule(**item)
+
+
+def _check_fraction(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise PolicyError(f"{name} must be a number in [0, 1), got {value!r}.")
+
+
+def _check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PolicyError(f"{name} must be an integer, got {value!r}.")
+    if minimum is not None and value < minimum or maximum is not None and value > maximum:
+        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise PolicyError(f"{name} must be {bounds}, got {value!r}.")
+
+
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise PolicyError(f"{name} must be true or false, got {value!r}.")
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise PolicyError(f"Unknown {name} {value!r}; valid: {list(choices)}.")
+
+
+__all__ = [
+    "ClusterSettings",
+    "LayerPlan",
+    "LayerRule",
+    "Plan",
+    "Policy",
+    "PolicyError",
+    "PruneSettings",
+    "QuantizeSettings",
+]

@@ -1,0 +1,161 @@
+"""kopt.graph.analyze / ModelGraph.rebuild on hand-built models of every supported shape."""
+
+import numpy as np
+import keras
+import pytest
+from keras import layers, ops
+
+from kopt.errors import UnsupportedModelError
+from kopt.graph import analyze
+
+pytestmark = pytest.mark.backends
+
+
+def predict(model, x):
+    return keras.tree.map_structure(ops.convert_to_numpy, model(x, training=False))
+
+
+def assert_same_predictions(a, b, x, atol=1e-5):
+    pa, pb = predict(a, x), predict(b, x)
+    for ya, yb in zip(keras.tree.flatten(pa), keras.tree.flatten(pb)):
+        np.testing.assert_allclose(ya, yb, atol=atol)
+
+
+def test_sequential_chain_nodes_edges_and_shapes():
+    model = keras.Sequential(
+        [keras.Input((6,)), layers.Dense(4, name="d1"), layers.ReLU(name="r"), layers.Dense(2, name="d2")]
+    )
+    graph = analyze(model)
+    assert graph.topological_nodes()[1:] == ["d1", "r", "d2"]
+    assert graph.layer_nodes() == ["d1", "r", "d2"]
+    assert graph.outputs == [("d2", 0)]
+    assert graph.dag.nodes[graph.inputs[0]]["kind"] == "input"
+    (edge,) = graph.dag.get_edge_data("d1", "r").values()
+    assert edge["shape"] == (None, 4)
+    assert edge["dtype"] == "float32"
+    assert nx_is_dag(graph)
+    assert_same_predictions(model, graph.rebuild(), np.random.rand(3, 6).astype("float32"))
+
+
+def nx_is_dag(graph):
+    import networkx as nx
+
+    return nx.is_directed_acyclic_graph(graph.dag)
+
+
+def test_unbuilt_sequential_is_refused_with_advice():
+    model = keras.Sequential([layers.Dense(2)])
+    with pytest.raises(UnsupportedModelError, match=r"Sequential model .* has not been built.*keras.Input"):
+        analyze(model)
+
+
+def test_subclassed_model_is_refused_naming_the_class():
+    class Tiny(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = layers.Dense(2)
+
+        def call(self, x):
+            return self.dense(x)
+
+    model = Tiny()
+    model(np.zeros((1, 3), "float32"))
+    with pytest.raises(UnsupportedModelError, match=r"Tiny .* subclassed .*wrap its layers individually"):
+        analyze(model)
+
+
+def test_non_model_is_refused():
+    with pytest.raises(UnsupportedModelError, match="Expected a keras.Model"):
+        analyze(layers.Dense(3))
+
+
+def test_add_of_the_same_tensor_gives_two_parallel_edges():
+    inputs = keras.Input((5,))
+    x = layers.Dense(5, name="d")(inputs)
+    out = layers.Add(name="add")([x, x])
+    model = keras.Model(inputs, out)
+    graph = analyze(model)
+    edges = graph.dag.get_edge_data("d", "add")
+    assert sorted(e["dst_index"] for e in edges.values()) == [0, 1]
+    assert graph.producers("add") == ["d", "d"]
+    assert_same_predictions(model, graph.rebuild(), np.random.rand(2, 5).astype("float32"))
+
+
+def build_nested_shared_multi_io():
+    inner_in = keras.Input((8,))
+    inner = keras.Model(inner_in, layers.Dense(8, activation="relu", name="idense")(inner_in), name="inner")
+    seq = keras.Sequential([keras.Input((8,)), layers.Dense(8, name="sdense")], name="seq")
+    a = keras.Input((8,), name="a")
+    b = keras.Input((8,), name="b")
+    shared = layers.Dense(8, name="shared")
+    x, y = shared(a), shared(b)
+    z = inner(layers.Add(name="add")([x, x]))
+    w = inner(seq(y))
+    c = layers.Concatenate(name="cat")([z, w, y])
+    r = ops.relu(c) * 2.0
+    outputs = {"o1": layers.Dense(3, name="o1")(r), "o2": layers.Dense(1, name="o2")(c)}
+    return keras.Model({"a": a, "b": b}, outputs, name="multi")
+
+
+def test_nested_models_are_flattened_and_shared_layers_kept():
+    model = build_nested_shared_multi_io()
+    graph = analyze(model)
+    nodes = set(graph.dag)
+    assert {"shared", "shared:1", "inner/idense", "inner:1/idense", "seq/sdense"} <= nodes
+    assert graph.layer("shared") is graph.layer("shared:1")
+    assert graph.layer("inner/idense") is graph.layer("inner:1/idense")
+    assert graph.producers("cat") == ["inner/idense", "inner:1/idense", "shared:1"]
+    assert graph.producers("inner:1/idense") == ["seq/sdense"]
+    kinds = {graph.dag.nodes[n]["kind"] for n in graph.dag}
+    assert kinds == {"input", "layer", "op"}  # ops.relu and * are raw operation nodes
+    assert len(graph.layers()) == len({id(graph.layer(n)) for n in graph.layer_nodes()})
+
+
+def test_nested_multi_io_rebuild_matches_and_keeps_structure():
+    model = build_nested_shared_multi_io()
+    rebuilt = analyze(model).rebuild()
+    assert set(rebuilt.output_names if isinstance(rebuilt.output, list) else rebuilt.output) == {"o1", "o2"}
+    rng = np.random.default_rng(0)
+    x = {"a": rng.random((4, 8), dtype="float32"), "b": rng.random((4, 8), dtype="float32")}
+    assert_same_predictions(model, rebuilt, x)
+
+
+def test_rebuild_reuses_weights_by_default_and_clone_copies_them():
+    model = build_nested_shared_multi_io()
+    graph = analyze(model)
+    shared_ids = {id(v) for v in model.weights}
+    assert {id(v) for v in graph.rebuild().weights} <= shared_ids
+    clone = graph.rebuild(clone=True)
+    assert not ({id(v) for v in clone.weights} & shared_ids)
+    assert len(clone.weights) == len(model.weights)
+    rng = np.random.default_rng(1)
+    x = {"a": rng.random((2, 8), dtype="float32"), "b": rng.random((2, 8), dtype="float32")}
+    assert_same_predictions(model, clone, x)
+    # The clone is independent: changing it leaves the original alone.
+    before = predict(model, x)
+    for v in clone.weights:
+        v.assign(ops.zeros(v.shape, v.dtype))
+    after = predict(model, x)
+    for p, q in zip(keras.tree.flatten(before), keras.tree.flatten(after)):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_shared_layer_stays_shared_after_clone():
+    inputs = keras.Input((4,))
+    dense = layers.Dense(4, name="twice")
+    model = keras.Model(inputs, dense(dense(inputs)))
+    clone = analyze(model).rebuild(clone=True)
+    twice = [layer for layer in clone.layers if layer.name == "twice"]
+    assert len(twice) == 1 and len(clone.weights) == 2
+
+
+def test_rebuild_keeps_batchnorm_statistics_and_training_flag():
+    inputs = keras.Input((4, 4, 3))
+    x = layers.Conv2D(4, 3, name="conv")(inputs)
+    x = layers.BatchNormalization(name="bn")(x)
+    x = layers.Dropout(0.5)(x)
+    model = keras.Model(inputs, layers.GlobalAveragePooling2D()(x))
+    model.get_layer("bn").moving_mean.assign(np.arange(4, dtype="float32"))
+    clone = analyze(model).rebuild(clone=True)
+    np.testing.assert_array_equal(ops.convert_to_numpy(clone.get_layer("bn").moving_mean), np.arange(4))
+    assert_same_predictions(model, clone, np.random.rand(2, 4, 4, 3).astype("float32"))
