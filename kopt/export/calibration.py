@@ -1,0 +1,135 @@
+"""Turn whatever the user gives as representative data into a bounded set of batch-1 samples.
+
+Post-training quantization only needs a few hundred samples to estimate activation ranges, and
+the converter consumes one batch-1 sample per step (the Edge TPU shape). So arrays, generators,
+``tf.data.Dataset`` objects and Keras ``PyDataset``-like iterables are all read up to
+``limit`` samples (default :data:`DEFAULT_CALIBRATION_SAMPLES`) and stacked, one array per model
+input. Elements may be ``x``, ``(x, y)``, ``(x, y, sample_weight)``, TF's ``[x]`` convention, or
+a dict keyed by input name; each ``x`` may be a single sample or a batch.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+#: Samples used for calibration when the caller does not say (TF's docs suggest ~100-500).
+DEFAULT_CALIBRATION_SAMPLES = 100
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input: its name, per-sample shape (None entries: unknown; None: unknown rank) and dtype."""
+
+    key: str
+    shape: tuple[int | None, ...] | None
+    dtype: str
+
+
+def materialize(data: Any, specs: list[InputSpec], limit: int = DEFAULT_CALIBRATION_SAMPLES) -> list[np.ndarray]:
+    """Up to ``limit`` samples of ``data``: one array ``(N, *sample_shape)`` per input in ``specs``."""
+    if limit < 1:
+        raise ValueError(f"calibration_samples must be >= 1, got {limit}")
+    if _is_array_like(data) or isinstance(data, Mapping):
+        arrays = _split(data, specs)
+        return [_check(a[:limit], spec) for a, spec in zip(arrays, specs)]
+    if isinstance(data, (list, tuple)) and len(specs) > 1 and len(data) == len(specs) and all(
+        _is_array_like(a) and (s.shape is None or np.ndim(a) == len(s.shape) + 1) for a, s in zip(data, specs)
+    ):
+        return [_check(np.asarray(a)[:limit], spec) for a, spec in zip(data, specs)]
+
+    samples: list[list[np.ndarray]] = [[] for _ in specs]
+    taken = 0
+    for element in itertools.islice(_iterate(data), 100 * limit):
+        arrays = _split(_features(element, specs), specs)
+        for k, array in enumerate(arrays):
+            samples[k].extend(array[: limit - taken])
+        taken = min(limit, taken + len(arrays[0]))
+        if taken >= limit:
+            break
+    if taken == 0:
+        raise ValueError("representative_data yielded no samples")
+    return [_check(np.stack(s[:taken]), spec) for s, spec in zip(samples, specs)]
+
+
+def batches(arrays: list[np.ndarray], keys: list[str]) -> Iterator[dict[str, np.ndarray]]:
+    """The converter's representative dataset: one dict of batch-1 arrays per sample."""
+    for i in range(len(arrays[0])):
+        yield {key: array[i : i + 1] for key, array in zip(keys, arrays)}
+
+
+def _is_array_like(value: Any) -> bool:
+    return isinstance(value, np.ndarray) or (
+        hasattr(value, "shape") and hasattr(value, "dtype") and hasattr(value, "__array__")
+    )
+
+
+def _iterate(data: Any) -> Iterator[Any]:
+    if hasattr(data, "as_numpy_iterator"):  # tf.data.Dataset
+        return iter(data.as_numpy_iterator())
+    if callable(data) and not hasattr(data, "__iter__"):  # TF-style representative_dataset function
+        return iter(data())
+    if hasattr(data, "__getitem__") and hasattr(data, "__len__") and not isinstance(data, (list, tuple)):
+        return (data[i] for i in range(len(data)))  # keras.utils.PyDataset and other sequences
+    try:
+        return iter(data)
+    except TypeError:
+        raise TypeError(
+            "representative_data must be an array, a list of arrays, a generator, a tf.data.Dataset "
+            f"or an iterable of batches; got {type(data).__name__}"
+        ) from None
+
+
+def _features(element: Any, specs: list[InputSpec]) -> Any:
+    """The ``x`` part of one element: strips ``y`` / ``sample_weight`` and TF's ``[x]`` wrapper."""
+    if isinstance(element, Mapping):
+        return element
+    if isinstance(element, (list, tuple)):
+        if len(specs) > 1 and len(element) == len(specs) and all(_is_array_like(e) for e in element):
+            if all(s.shape is None or np.ndim(e) in (len(s.shape), len(s.shape) + 1) for e, s in zip(element, specs)):
+                return list(element)
+        return element[0]
+    return element
+
+
+def _split(x: Any, specs: list[InputSpec]) -> list[np.ndarray]:
+    """Per-input arrays with a leading sample axis."""
+    if isinstance(x, Mapping):
+        missing = [s.key for s in specs if s.key not in x]
+        if missing:
+            raise ValueError(f"representative_data has no entry for input(s) {missing}; it has {sorted(x)}")
+        parts = [x[s.key] for s in specs]
+    elif isinstance(x, (list, tuple)):
+        if len(x) != len(specs):
+            raise ValueError(f"representative_data gives {len(x)} arrays for {len(specs)} model inputs")
+        parts = list(x)
+    else:
+        if len(specs) != 1:
+            raise ValueError(
+                f"the model has {len(specs)} inputs ({[s.key for s in specs]}): give a list or dict of arrays"
+            )
+        parts = [x]
+    arrays = []
+    for part, spec in zip(parts, specs):
+        array = np.asarray(part)
+        if spec.shape is not None and array.ndim == len(spec.shape):
+            array = array[None]
+        arrays.append(array)
+    if len({len(a) for a in arrays}) > 1:
+        raise ValueError(f"representative_data inputs have different sample counts: {[len(a) for a in arrays]}")
+    return arrays
+
+
+def _check(array: np.ndarray, spec: InputSpec) -> np.ndarray:
+    sample = array.shape[1:]
+    if spec.shape is None:
+        return np.ascontiguousarray(array.astype(spec.dtype, copy=False))
+    if len(sample) != len(spec.shape) or any(e is not None and e != d for e, d in zip(spec.shape, sample)):
+        raise ValueError(
+            f"representative_data for input '{spec.key}' has samples of shape {tuple(sample)}; "
+            f"the model expects {tuple(spec.shape)}"
+        )
+    return np.ascontiguousarray(array.astype(spec.dtype, copy=False))

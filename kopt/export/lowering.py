@@ -1,0 +1,265 @@
+"""``to_tflite``: lower a Keras 3 model to a TFLite flatbuffer (full int8, float16 or dynamic range).
+
+The route that works with Keras 3 and TF 2.21 (``TFLiteConverter.from_keras_model`` does not):
+export a SavedModel with a static input signature (batch 1 by default, the Edge TPU's shape),
+then convert it with ``TFLiteConverter.from_saved_model``. Only the TensorFlow backend can
+export, so a model built or trained under JAX or PyTorch is saved to ``.keras`` and converted
+by a fresh Python process running the TensorFlow backend (:mod:`kopt.export._subprocess_lower`).
+
+Activation ranges for ``mode="int8"`` come from the model's fake-quant ops when it was trained
+with quantization-aware training (detected in the exported graph), otherwise from
+``representative_data`` (post-training quantization). Dense layers are quantized per-tensor
+(TF 2.21 defaults to per-channel, which the TFLite spec and older delegates do not expect).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import keras
+import numpy as np
+
+from kopt.errors import UnsupportedModelError
+from kopt.export import diagnostics
+from kopt.export.calibration import DEFAULT_CALIBRATION_SAMPLES, InputSpec, batches, materialize
+from kopt.export.errors import ConversionError, MissingRangesError
+
+Mode = Literal["int8", "float16", "dynamic"]
+_MODES = ("int8", "float16", "dynamic")
+_FAKE_QUANT_OPS = ("FakeQuantWithMinMaxVars", "FakeQuantWithMinMaxVarsPerChannel", "FakeQuantWithMinMaxArgs")
+
+
+@dataclass(frozen=True)
+class LoweringOptions:
+    """The converter settings, plain data so they cross to the converting subprocess as JSON."""
+
+    mode: str = "int8"
+    io_type: str = "int8"  # "int8", "uint8" or "float32" (int8 mode only)
+    batch_size: int | None = 1
+    per_channel_dense: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def to_tflite(
+    model: keras.Model,
+    *,
+    representative_data: Any = None,
+    int8_io: bool | Literal["int8", "uint8"] = True,
+    mode: Mode = "int8",
+    batch_size: int | None = 1,
+    calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+    per_channel_dense: bool = False,
+    isolate: bool | None = None,
+) -> bytes:
+    """Convert ``model`` to a ``.tflite`` flatbuffer and return its bytes.
+
+    Args:
+        model: a built Keras model (Functional, Sequential, or subclassed with ``representative_data``).
+        representative_data: samples for post-training int8 calibration: an array ``(N, ...)``,
+            a list/dict of arrays for multi-input models, a generator (or generator function),
+            a ``tf.data.Dataset`` or any iterable of ``x`` / ``(x, y)`` batches. At most
+            ``calibration_samples`` samples are read (default 100), fed as batch-1 inputs.
+            Not needed for a QAT model (its fake-quant ranges are used).
+        int8_io: ``mode="int8"`` only. True / ``"int8"``: int8 inputs and outputs (nothing but
+            integer ops in the graph); ``"uint8"``: uint8 I/O (one QUANTIZE at each end, as in
+            Coral's models); False: float I/O with one QUANTIZE at the entry and one DEQUANTIZE
+            at the exit.
+        mode: ``"int8"`` (full integer: int8 activations and weights, int32 bias), ``"float16"``
+            (float16 weights) or ``"dynamic"`` (int8 weights, float activations; TF leaves
+            weight tensors under 1024 elements in float).
+        batch_size: static batch of the inputs (1 for the Edge TPU); None keeps it dynamic.
+        calibration_samples: how many samples of ``representative_data`` to use.
+        per_channel_dense: quantize Dense (FULLY_CONNECTED) weights per output channel
+            (TF 2.21's default) instead of per-tensor (the TFLite spec; safe for the Edge TPU).
+        isolate: convert in a fresh TensorFlow-backend Python process. Default: only when the
+            current Keras backend is not TensorFlow.
+
+    Raises:
+        MissingRangesError: ``mode="int8"`` with neither fake-quant ops nor representative data.
+        ConversionError: the converter failed; ``.op`` and ``.layer`` name the culprit.
+        NotFullyIntegerError: ``mode="int8"`` but some ops still compute in float.
+    """
+    io_type = _validate(model, representative_data, int8_io, mode, batch_size, calibration_samples)
+    options = LoweringOptions(mode, io_type, batch_size, bool(per_channel_dense))
+    specs = input_specs(model)
+    data = None
+    if representative_data is not None:
+        data = materialize(representative_data, specs, calibration_samples)
+        specs = [InputSpec(s.key, tuple(a.shape[1:]), s.dtype) for s, a in zip(specs, data)]
+    unknown = [s.key for s in specs if s.shape is None or any(d is None for d in s.shape)]
+    if unknown:
+        raise ValueError(
+            f"input(s) {unknown} of model '{model.name}' have unknown dimensions {[s.shape for s in specs]}: "
+            "build the model with a fully defined input shape or pass representative_data"
+        )
+    if isolate is None:
+        isolate = keras.backend.backend() != "tensorflow"
+    if isolate:
+        from kopt.export._subprocess_lower import lower_in_subprocess
+
+        return lower_in_subprocess(model, data, options)
+    return lower_in_process(model, data, specs, options)
+
+
+def input_specs(model: keras.Model) -> list[InputSpec]:
+    """Name, per-sample shape and dtype of each model input, in the model's flat input order."""
+    inputs = _model_inputs(model)
+    if inputs is None:
+        return _unknown_inputs(model)
+    struct, flat_with_paths = inputs
+    specs, used = [], set()
+    for path, tensor in flat_with_paths:
+        if isinstance(struct, dict) and path:
+            key = str(path[0])
+        else:
+            key = _sanitize(getattr(tensor, "name", None) or f"input_{len(specs)}")
+        while key in used:
+            key = f"{key}_{len(specs)}"
+        used.add(key)
+        dtype = keras.backend.standardize_dtype(tensor.dtype)
+        specs.append(InputSpec(key, tuple(tensor.shape[1:]), dtype))
+    return specs
+
+
+def lower_in_process(
+    model: keras.Model, data: list[np.ndarray] | None, specs: list[InputSpec], options: LoweringOptions
+) -> bytes:
+    """The TensorFlow-backend conversion (the current process must run the TensorFlow backend)."""
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError("lower_in_process needs KERAS_BACKEND=tensorflow; use to_tflite()")
+    import tensorflow as tf
+
+    names = diagnostics.layer_names(model)
+    with tempfile.TemporaryDirectory(prefix="kopt_export_") as tmp:
+        saved = os.path.join(tmp, "saved_model")
+        signature = _input_signature(model, specs, options.batch_size)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model.export(saved, format="tf_saved_model", input_signature=signature, verbose=False)
+        except Exception as error:  # noqa: BLE001 - re-raised with context
+            message = f"exporting model '{model.name}' to a TensorFlow SavedModel failed: {error}"
+            raise ConversionError(message) from error
+        fake_quant = has_fake_quant(saved)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        _configure(converter, tf, options, data, specs, fake_quant, model.name)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                tflite = bytes(converter.convert())
+        except Exception as error:  # noqa: BLE001 - re-raised with the op and layer at fault
+            raise diagnostics.conversion_error(error, names) from error
+    if options.mode == "int8":
+        diagnostics.require_full_integer(tflite, names, calibrated=data is not None)
+    return tflite
+
+
+def has_fake_quant(saved_model_dir: str) -> bool:
+    """Whether an exported SavedModel contains FakeQuant ops (the model was trained with QAT)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as handle:
+        proto.ParseFromString(handle.read())
+    for graph in proto.meta_graphs:
+        nodes = list(graph.graph_def.node)
+        for function in graph.graph_def.library.function:
+            nodes.extend(function.node_def)
+        if any(node.op in _FAKE_QUANT_OPS for node in nodes):
+            return True
+    return False
+
+
+def _configure(converter, tf, options: LoweringOptions, data, specs, fake_quant: bool, model_name: str) -> None:
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if options.mode == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+        return
+    if options.mode == "dynamic":
+        return
+    if data is not None:
+        keys = [s.key for s in specs]
+        converter.representative_dataset = lambda: batches(data, keys)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    elif not fake_quant:
+        raise MissingRangesError(
+            f"mode='int8' needs activation ranges, and model '{model_name}' has neither: it contains no "
+            "fake-quant ops (it was not trained with quantization-aware training) and no "
+            "representative_data was given. Pass representative_data=<array of input samples, a "
+            f"generator or a tf.data.Dataset> (up to {DEFAULT_CALIBRATION_SAMPLES} samples are used by "
+            "default), or quantize the model for QAT first."
+        )
+    # A QAT graph without representative data must not request TFLITE_BUILTINS_INT8: TF 2.21 then
+    # demands a representative dataset even though every range is known. Full-integer-ness is
+    # verified on the result instead.
+    io = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[options.io_type]
+    converter.inference_input_type = io
+    converter.inference_output_type = io
+    converter._experimental_disable_per_channel_quantization_for_dense_layers = not options.per_channel_dense
+
+
+def _validate(model, representative_data, int8_io, mode, batch_size, calibration_samples) -> str:
+    """Check every argument before anything runs; return the I/O type."""
+    if not isinstance(model, keras.Model):
+        raise UnsupportedModelError(f"to_tflite expects a keras.Model, got {type(model).__name__}")
+    if not model.built:
+        raise UnsupportedModelError(f"model '{model.name}' is not built: call it on data or give it an Input first")
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive int or None (dynamic), got {batch_size!r}")
+    if isinstance(calibration_samples, bool) or not isinstance(calibration_samples, int) or calibration_samples < 1:
+        raise ValueError(f"calibration_samples must be a positive int, got {calibration_samples!r}")
+    io_types = {True: "int8", "int8": "int8", "uint8": "uint8", False: "float32"}
+    if not isinstance(int8_io, (bool, str)) or int8_io not in io_types:
+        raise ValueError(f"int8_io must be True, False, 'int8' or 'uint8', got {int8_io!r}")
+    if mode != "int8" and representative_data is not None:
+        raise ValueError(f"representative_data is only used by mode='int8' (got mode={mode!r})")
+    return io_types[int8_io] if mode == "int8" else "float32"
+
+
+def _model_inputs(model: keras.Model):
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None
+    if not inputs:
+        return None
+    struct = getattr(model, "_inputs_struct", None)
+    if struct is None:
+        struct = inputs[0] if len(inputs) == 1 else list(inputs)
+    return struct, keras.tree.flatten_with_path(struct)
+
+
+def _unknown_inputs(model: keras.Model) -> list[InputSpec]:
+    """Subclassed models expose no inputs: assume one float input whose shape the data gives."""
+    shape = getattr(model, "_build_shapes_dict", None) or {}
+    if len(shape) == 1:
+        only = next(iter(shape.values()))
+        if isinstance(only, (tuple, list)) and all(isinstance(d, (int, type(None))) for d in only):
+            return [InputSpec("input_0", tuple(only[1:]), "float32")]
+    return [InputSpec("input_0", None, "float32")]
+
+
+def _input_signature(model: keras.Model, specs: list[InputSpec], batch_size: int | None) -> list:
+    import tensorflow as tf
+
+    tensor_specs = [tf.TensorSpec((batch_size,) + tuple(s.shape), s.dtype, name=s.key) for s in specs]
+    inputs = _model_inputs(model)
+    if inputs is None:
+        return tensor_specs
+    struct, _ = inputs
+    return [keras.tree.pack_sequence_as(struct, tensor_specs)]
+
+
+def _sanitize(name: str) -> str:
+    """A TF-legal op name (TensorSpec names become SavedModel signature keys)."""
+    clean = re.sub(r"[^A-Za-z0-9_.\-/]", "_", name)
+    return clean if re.match(r"[A-Za-z0-9.]", clean) else f"input_{clean}"

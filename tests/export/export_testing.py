@@ -1,0 +1,122 @@
+"""Small models and helpers shared by the kopt.export tests (imported by the test modules).
+
+The fake-quant layers here are a minimal stand-in for kopt's QAT package: they put
+``keras.quantizers.fake_quant_with_min_max_vars`` on activations and weights with fixed or
+weight-derived ranges, which is all the lowering needs to see.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+fake_quant = keras.quantizers.fake_quant_with_min_max_vars
+
+
+@keras.saving.register_keras_serializable(package="kopt_tests")
+class ActFQ(layers.Layer):
+    """Activation fake-quant with a fixed range (asymmetric, 8 bits, not narrow)."""
+
+    def __init__(self, lo: float, hi: float, **kwargs):
+        super().__init__(**kwargs)
+        self.lo, self.hi = float(lo), float(hi)
+
+    def call(self, x):
+        return fake_quant(x, self.lo, self.hi, num_bits=8, narrow_range=False)
+
+    def get_config(self):
+        return {**super().get_config(), "lo": self.lo, "hi": self.hi}
+
+
+@keras.saving.register_keras_serializable(package="kopt_tests")
+class QDense(layers.Layer):
+    """Dense with symmetric, narrow-range, per-tensor weight fake-quant."""
+
+    def __init__(self, units: int, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+
+    def build(self, shape):
+        self.kernel = self.add_weight(shape=(shape[-1], self.units), initializer="glorot_uniform")
+        self.bias = self.add_weight(shape=(self.units,), initializer="zeros")
+
+    def call(self, x):
+        m = ops.max(ops.abs(self.kernel))
+        return ops.matmul(x, fake_quant(self.kernel, -m, m, num_bits=8, narrow_range=True)) + self.bias
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+@keras.saving.register_keras_serializable(package="kopt_tests")
+class QConv(layers.Layer):
+    """3x3 'same' Conv2D + ReLU6 with per-output-channel symmetric weight fake-quant."""
+
+    def __init__(self, filters: int, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+
+    def build(self, shape):
+        self.kernel = self.add_weight(shape=(3, 3, shape[-1], self.filters), initializer="glorot_uniform")
+        self.bias = self.add_weight(shape=(self.filters,), initializer="zeros")
+
+    def call(self, x):
+        m = ops.max(ops.abs(self.kernel), axis=(0, 1, 2))
+        w = fake_quant(self.kernel, -m, m, num_bits=8, narrow_range=True, axis=-1)
+        return ops.relu6(ops.conv(x, w, padding="same") + self.bias)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters}
+
+
+def qat_model(shape=(8, 8, 3), classes=4, *, add_without_fake_quant=False) -> keras.Model:
+    """A tiny fully fake-quantized CNN (or, with the flag, one whose Add output has no range)."""
+    inp = keras.Input(shape)
+    x = ActFQ(-1.0, 1.0)(inp)
+    x = ActFQ(0.0, 6.0)(QConv(4)(x))
+    if add_without_fake_quant:
+        x = layers.Add()([x, ActFQ(0.0, 6.0)(QConv(4)(x))])
+    x = ActFQ(0.0, 6.0)(layers.GlobalAveragePooling2D()(x))
+    x = ActFQ(-8.0, 8.0)(QDense(classes)(x))
+    return keras.Model(inp, layers.Softmax()(x))
+
+
+def uniform(shape, seed=0, low=-1.0, high=1.0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(low, high, shape).astype("float32")
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+#: Coral's reference pairs (``<repo>/../shared/fixtures/edgetpu``, the SHARED folder of tests/conftest.py).
+EDGETPU_FIXTURES = os.path.join(REPO, "..", "shared", "fixtures", "edgetpu")
+REFERENCE_PAIRS = ("split_concat", "keras_lstm_mnist_ptq", "mobilenet_v1_0.25_128_quant")
+
+
+def fixture_path(name: str) -> str:
+    return os.path.join(EDGETPU_FIXTURES, f"{name}.tflite")
+
+
+def lower(build, shape, *, samples=16, **kwargs) -> bytes:
+    """Post-training int8 of ``build(input) -> output`` on a ``shape`` input, with uniform data."""
+    from kopt.export import to_tflite
+
+    inp = keras.Input(shape)
+    model = keras.Model(inp, build(inp))
+    return to_tflite(model, representative_data=uniform((samples,) + tuple(shape)), **kwargs)
+
+
+def mutate(tflite: bytes, edit) -> bytes:
+    """``tflite`` re-serialized after ``edit(model_object)`` changed the schema object model."""
+    from kopt.export.flatbuffer import read_object, to_bytes
+
+    model = read_object(tflite)
+    edit(model)
+    return to_bytes(model)
+
+
+def op_positions(tflite: bytes, name: str) -> list[int]:
+    from kopt.export.flatbuffer import load
+
+    return [op.index for op in load(tflite).main.operators if op.name == name]
