@@ -11,3 +11,11 @@ class UnsupportedModelError(KoptError, TypeError):
 
 class GraphRewriteError(KoptError, ValueError):
     """A requested rewrite of the model graph is not well formed."""
+
+
+class InvalidArgumentError(KoptError, ValueError):
+    """An argument of a public kopt function (schedule, option, block size...) has an invalid value."""
+
+
+class UnsupportedLayerError(KoptError, ValueError):
+    """A layer cannot take the requested optimization (unknown type, incompatible shape...)."""

@@ -1,0 +1,162 @@
+"""``prune_low_magnitude``: wrap a model's prunable layers (or one layer) in :class:`PruneWrapper`."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import keras
+
+from kopt.errors import UnsupportedLayerError
+from kopt.graph import analyze, clone_layer, map_layers
+from kopt.sparsity.prunable import NotPrunable, is_unknown_with_weights, plan_layer
+from kopt.sparsity.schedules import PruningSchedule
+from kopt.sparsity.wrapper import PruneWrapper, check_options, warn_skipped_weights
+from kopt.wrapper import KoptWrapper
+
+
+@dataclass
+class PruningReport:
+    """What ``prune_low_magnitude`` did to each layer of a model.
+
+    ``wrapped`` maps layer name -> names of the weights being pruned; ``skipped`` maps layer
+    name -> why it was left alone; ``dense_weights`` maps layer name -> {weight: reason} for
+    weights of wrapped layers that stay dense (e.g. M:N on a depthwise kernel).
+    """
+
+    wrapped: dict[str, list[str]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    dense_weights: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        lines = [f"Pruning: {len(self.wrapped)} layer(s) wrapped, {len(self.skipped)} left alone."]
+        for name, weights in self.wrapped.items():
+            lines.append(f"  pruned   {name}: {', '.join(weights)}")
+            for weight, reason in self.dense_weights.get(name, {}).items():
+                lines.append(f"           {name}.{weight} stays dense: {reason}")
+        for name, reason in self.skipped.items():
+            lines.append(f"  skipped  {name}: {reason}")
+        return "\n".join(lines)
+
+
+def prune_low_magnitude(
+    to_prune: keras.Model | keras.layers.Layer,
+    schedule: PruningSchedule | None = None,
+    m_by_n: Sequence[int] | None = None,
+    block_size: Sequence[int] = (1, 1),
+    *,
+    return_report: bool = False,
+) -> Any:
+    """Wrap every prunable layer of a model (or one layer) so training prunes it by magnitude.
+
+    Args:
+        to_prune: a Functional or Sequential model (nested models are flattened and shared
+            layers stay shared; the model passed in is not modified) or a single layer.
+        schedule: :class:`ConstantSparsity` or :class:`PolynomialDecay`; default
+            ``ConstantSparsity(0.5, begin_step=0)``.
+        m_by_n: ``(m, n)``: at least ``m`` zeros in every ``n`` consecutive weights along the
+            input-channel axis of the weight as the deployed TFLite op stores it (innermost
+            axis of FULLY_CONNECTED ``[out, in]`` and CONV_2D ``OHWI``; Keras axis ``in`` of a
+            Dense ``(in, out)`` or Conv2D ``(kh, kw, in, out)`` kernel). In a model, layers whose
+            input-channel count is not a multiple of ``n`` (a first conv on RGB input) and
+            weights without an input-channel axis (depthwise kernels, embeddings) stay dense
+            and are listed in the report; for a single layer that cannot take the pattern at
+            all, an :class:`~kopt.errors.UnsupportedLayerError` is raised.
+        block_size: ``(rows, cols)`` blocks over the last two axes of each weight (Keras
+            layout) scored by mean magnitude and pruned together.
+        return_report: also return a :class:`PruningReport` (model input only).
+
+    Returns:
+        The new model (or wrapper), or ``(model, report)`` with ``return_report=True``.
+        Layers kopt does not know are left unwrapped, listed in the report and, when they
+        hold weights, named in a warning. Train with ``model.fit`` as usual; pruning
+        advances inside each training step, on every backend.
+    """
+    schedule, m_by_n, block_size = check_options(schedule, m_by_n, block_size)
+    if isinstance(to_prune, keras.Model):
+        model, report = _prune_model(to_prune, schedule, m_by_n, block_size)
+        return (model, report) if return_report else model
+    if isinstance(to_prune, keras.layers.Layer):
+        if return_report:
+            raise TypeError("return_report=True needs a model; a single layer either is wrapped or raises.")
+        return _prune_layer(to_prune, schedule, m_by_n, block_size)
+    raise TypeError(
+        f"prune_low_magnitude expects a keras.Model or keras.layers.Layer, got {type(to_prune).__name__}."
+    )
+
+
+def _prune_layer(layer: keras.layers.Layer, schedule: PruningSchedule, m_by_n: Any, block_size: Any) -> PruneWrapper:
+    if isinstance(layer, KoptWrapper):
+        raise UnsupportedLayerError(f"Layer {layer.name!r} is already wrapped by kopt ({type(layer).__name__}).")
+    wrapper = PruneWrapper(layer, schedule=schedule, m_by_n=m_by_n, block_size=block_size)
+    if layer.built:
+        input_shape = _build_shape(layer)
+        wrapper.build(input_shape)
+        warn_skipped_weights(wrapper)
+    return wrapper
+
+
+def _build_shape(layer: keras.layers.Layer) -> Any:
+    config = layer.get_build_config() or {}
+    return config.get("input_shape")
+
+
+def _prune_model(
+    model: keras.Model, schedule: PruningSchedule, m_by_n: Any, block_size: Any
+) -> tuple[keras.Model, PruningReport]:
+    graph = analyze(model)
+    report = PruningReport()
+    calls: dict[int, int] = {}
+    for node in graph.layer_nodes():
+        key = id(graph.layer(node))
+        calls[key] = calls.get(key, 0) + 1
+
+    decisions: dict[int, Any] = {}
+    unknown: list[str] = []
+    for layer in graph.layers():
+        decision = _decide(layer, m_by_n, block_size, report)
+        decisions[id(layer)] = decision
+        if decision is None and is_unknown_with_weights(layer) and not isinstance(layer, KoptWrapper):
+            unknown.append(f"{layer.name} ({type(layer).__name__})")
+    if not report.wrapped:
+        raise UnsupportedLayerError(
+            f"No layer of model {model.name!r} can be pruned with these options.\n{report}"
+        )
+    if unknown:
+        warnings.warn(
+            f"Left unpruned because kopt does not know their weights: {', '.join(unknown)}. "
+            "Give a custom layer a `get_prunable_weights()` method to opt in "
+            "(prune_low_magnitude(..., return_report=True) lists every decision).",
+            stacklevel=3,
+        )
+
+    def wrap(layer: keras.layers.Layer) -> keras.layers.Layer | None:
+        if decisions.get(id(layer)) is None:
+            return None
+        return PruneWrapper(
+            clone_layer(layer),
+            schedule=schedule,
+            m_by_n=m_by_n,
+            block_size=block_size,
+            calls_per_step=calls[id(layer)],
+            name=f"prune_{layer.name}",
+        )
+
+    return map_layers(model, wrap), report
+
+
+def _decide(layer: keras.layers.Layer, m_by_n: Any, block_size: Any, report: PruningReport) -> Any:
+    """Record in ``report`` whether ``layer`` gets wrapped; return its plan or ``None``."""
+    if isinstance(layer, KoptWrapper):
+        report.skipped[layer.name] = f"already wrapped by kopt ({type(layer).__name__})"
+        return None
+    try:
+        plan = plan_layer(layer, m_by_n, block_size)
+    except NotPrunable as reason:
+        report.skipped[layer.name] = str(reason)
+        return None
+    report.wrapped[layer.name] = [w.name for w in plan.prune]
+    if plan.skipped:
+        report.dense_weights[layer.name] = dict(plan.skipped)
+    return plan
