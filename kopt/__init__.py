@@ -1,8 +1,37 @@
-"""kopt: model optimization (pruning, clustering, quantization-aware training) for Keras 3."""
+"""kopt: model optimization (pruning, clustering, quantization-aware training) for Keras 3.
 
-from kopt import graph
+Subpackages: ``kopt.graph`` (model <-> networkx DAG), ``kopt.sparsity`` (pruning),
+``kopt.clustering`` (weight sharing), ``kopt.quantization`` (QAT), ``kopt.export``
+(int8 TFLite lowering, Edge TPU check), ``kopt.callbacks``, ``kopt.report``, ``kopt.plots``.
+``kopt.Policy`` describes what to do, ``kopt.optimize`` does it, ``kopt.strip`` removes the
+training wrappers.
+"""
+
+from kopt import callbacks, clustering, export, graph, pipeline, plots, quantization, report, sparsity, stages, training
+from kopt.policy import Policy
 from kopt.strip import strip
+
+# Last, so that the name ``kopt.optimize`` is the function, not the module.
+from kopt.optimize import OptimizeResult, optimize, prepare  # noqa: E402  isort: skip
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["graph", "strip", "__version__"]
+__all__ = [
+    "OptimizeResult",
+    "Policy",
+    "__version__",
+    "callbacks",
+    "clustering",
+    "export",
+    "graph",
+    "optimize",
+    "pipeline",
+    "plots",
+    "prepare",
+    "quantization",
+    "report",
+    "sparsity",
+    "stages",
+    "strip",
+    "training",
+]

@@ -198,6 +198,17 @@ class Plan:
             rows.append(f"| {p.path} | {p.class_name} | {prune} | {cluster} | {quantize} | {p.rule or ''} |")
         return "\n".join(rows)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as JSON-ready data: the policy and, per layer, its resolved settings (``None``: off)."""
+        layers = []
+        for p in self.layers.values():
+            entry: dict[str, Any] = {"name": p.name, "path": p.path, "class_name": p.class_name, "rule": p.rule}
+            for technique in SETTINGS_TYPES:
+                value = getattr(p, technique)
+                entry[technique] = None if value is None else _settings_dict(value)
+            layers.append(entry)
+        return {"policy": self.policy.to_dict(), "layers": layers}
+
     def __str__(self) -> str:
         return self.table()
 
@@ -375,10 +386,27 @@ class Policy:
 
 # ------------------------------------------------------------------- helpers
 def technique_applies(technique: str, layer: Any) -> bool:
-    """Whether ``technique`` can act on ``layer`` at all (a Flatten has nothing to prune)."""
+    """Whether ``technique`` can act on ``layer`` at all (a Flatten has nothing to prune).
+
+    Asks the technique packages: pruning, :func:`kopt.sparsity.prunable_weights` (built-in
+    rules or a layer's ``get_prunable_weights``); clustering, :func:`kopt.clustering.is_clusterable`
+    (registry or ``get_clusterable_weights``). Quantization applies to every layer: whether the
+    scheme knows how is decided by ``quantize_apply``, which names the layers it cannot handle.
+    """
     if technique == "quantize":
         return True
-    return any(len(getattr(w, "shape", ())) >= 2 for w in getattr(layer, "trainable_weights", ()))
+    if technique == "prune":
+        from kopt.sparsity.prunable import NotPrunable, prunable_weights
+
+        try:
+            return bool(prunable_weights(layer))
+        except NotPrunable:
+            return False
+    if technique == "cluster":
+        from kopt.clustering import is_clusterable
+
+        return bool(is_clusterable(layer))
+    raise ValueError(f"Unknown technique {technique!r}.")
 
 
 def _settings_dict(settings: Any) -> dict[str, Any]:

@@ -1,0 +1,28 @@
+"""``kopt.callbacks.for_model(model)``: the callbacks a wrapped model needs in your own ``fit``."""
+
+from __future__ import annotations
+
+import keras
+
+from kopt.sparsity.callbacks import PruningSummaries, UpdatePruningStep, prune_wrappers
+
+
+def for_model(model: keras.Model, *, log_dir: str | None = None) -> list[keras.callbacks.Callback]:
+    """The kopt callbacks to pass to ``model.fit`` for the wrappers ``model`` contains.
+
+    Pruned layers get :class:`~kopt.callbacks.UpdatePruningStep` (warns when training stops
+    before a schedule finishes) and, with ``log_dir``, :class:`~kopt.callbacks.PruningSummaries`
+    for TensorBoard. Clustering and quantization-aware training update their state inside the
+    layers and need no callback, so a model without pruned layers gets ``[]``.
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"for_model expects a keras.Model, got {type(model).__name__}.")
+    callbacks: list[keras.callbacks.Callback] = []
+    if next(prune_wrappers(model), None) is not None:
+        callbacks.append(UpdatePruningStep())
+        if log_dir is not None:
+            callbacks.append(PruningSummaries(log_dir))
+    return callbacks
+
+
+__all__ = ["for_model"]

@@ -1,0 +1,231 @@
+"""The one-liner: ``kopt.optimize(model, "pcqat", train_data=(x, y))`` and ``kopt.prepare`` for your own fit.
+
+``optimize`` only composes public pieces: ``Policy.resolve`` (which layer gets what),
+:func:`kopt.pipeline.run_stages` (prune -> strip -> cluster -> strip -> QAT -> int8 TFLite -> Edge
+TPU check, each stage fine-tuned with the model's own compile settings) and
+:mod:`kopt.report`. Everything it does can be done step by step with those functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import keras
+
+from kopt.pipeline import run_stages
+from kopt.policy import Plan, Policy, PolicyError
+from kopt.report import Report
+from kopt.stages import StageResult, check_plan, stage_names, wrap
+from kopt.training import STAGES, CompileSettings, Training
+
+
+def as_policy(policy: Policy | str | Mapping[str, Any]) -> Policy:
+    """A :class:`Policy` from a policy, a preset name (``"pcqat"``) or a policy dict (as in JSON)."""
+    if isinstance(policy, Policy):
+        return policy
+    if isinstance(policy, str):
+        return Policy.preset(policy)
+    if isinstance(policy, Mapping):
+        return Policy.from_dict(policy)
+    raise PolicyError(f"policy must be a kopt.Policy, a preset name or a dict, got {type(policy).__name__}.")
+
+
+def _check_model(model: Any) -> None:
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"kopt needs a keras.Model, got {type(model).__name__}.")
+    if not model.built:
+        raise ValueError(f"Model {model.name!r} is not built: give it an Input, or call it on data first.")
+
+
+@dataclass
+class OptimizeResult:
+    """What :func:`optimize` produced.
+
+    ``model``: the final Keras model, stripped of pruning/clustering wrappers (a QAT model keeps
+    its fake-quant layers: they hold the int8 ranges); ``tflite``: the int8 ``.tflite`` bytes;
+    ``report``: a :class:`kopt.report.Report`; ``stages``: every stage's
+    :class:`kopt.stages.StageResult` (intermediate models and kernels, for plots).
+    """
+
+    model: keras.Model
+    tflite: bytes | None
+    report: Report
+    policy: Policy
+    plan: Plan
+    stages: list[StageResult] = field(default_factory=list)
+
+    @property
+    def edgetpu(self) -> Any:
+        """The Edge TPU report of the int8 model (:class:`kopt.export.EdgeTPUReport`), or None."""
+        return next((s.edgetpu for s in reversed(self.stages) if s.edgetpu is not None), None)
+
+    def save(self, directory: str | Path, *, plots: bool = True) -> dict[str, Path]:
+        """Write ``model.keras``, ``model.tflite``, ``report.json``, ``report.md`` and the plots
+        (``weight_density.png``, ``size_accuracy.png``; skipped when matplotlib is missing).
+
+        Returns the paths written, by kind.
+        """
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        paths: dict[str, Path] = {}
+        paths["keras"] = out / "model.keras"
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None and not optimizer.built:
+            optimizer.build(self.model.trainable_variables)  # so the file loads without a mismatch warning
+        self.model.save(paths["keras"])
+        if self.tflite is not None:
+            paths["tflite"] = out / "model.tflite"
+            paths["tflite"].write_bytes(self.tflite)
+        paths["json"], paths["markdown"] = self.report.save(out)
+        if plots:
+            try:
+                from kopt import plots as plotting
+
+                paths["weight_density"] = plotting.pipeline_weight_density(self.stages, out / "weight_density.png")
+                paths["size_accuracy"] = plotting.size_accuracy(self.report, out / "size_accuracy.png")
+            except ImportError:  # matplotlib is an optional dependency
+                pass
+        return paths
+
+
+def optimize(
+    model: keras.Model,
+    policy: Policy | str | Mapping[str, Any],
+    *,
+    train_data: Any,
+    validation_data: Any = None,
+    epochs: int | Mapping[str, int] = 2,
+    batch_size: int | None = 32,
+    steps_per_epoch: int | None = None,
+    representative_data: Any = None,
+    callbacks: Sequence[keras.callbacks.Callback] | None = None,
+    loss: Any = None,
+    optimizer: Any = None,
+    metrics: Any = None,
+    seed: int | None = None,
+    strict: bool = False,
+    lower: bool = True,
+    verbose: int | str = "auto",
+) -> OptimizeResult:
+    """Run the deployment path ``policy`` names on ``model`` and return the int8 model and a report.
+
+    Args:
+        model: a trained Functional or Sequential model (not modified).
+        policy: a :class:`kopt.Policy`, a preset name (``"pcqat"`` = ``Policy.preset("pcqat")``)
+            or a policy dict.
+        train_data: ``(x, y)`` / ``(x, y, sample_weight)`` arrays, a ``tf.data.Dataset`` or a
+            ``keras.utils.PyDataset``, used by every fine-tuning stage.
+        validation_data: same kinds; validation during fit and the accuracy of every stage
+            (without it, accuracies are measured on the training data).
+        epochs: fine-tuning epochs of every stage, or per stage ``{"prune": 3, "cluster": 1,
+            "quantize": 1}`` (stages not named get 2).
+        batch_size: for array data. ``steps_per_epoch``: for data of unknown length.
+        representative_data: calibration inputs for post-training int8 (policies without QAT);
+            default: up to 100 samples of ``train_data``.
+        callbacks: extra Keras callbacks for every stage's ``fit`` (kopt adds the ones each
+            stage needs).
+        loss, optimizer, metrics: compile settings of the fine-tuning stages; default: the
+            model's own (an uncompiled model needs at least ``loss`` and ``optimizer``). Each
+            stage gets a fresh optimizer built from this one's config.
+        seed: seeds Keras, NumPy and Python RNGs (and clustering's initialisation) first.
+        strict: raise :class:`kopt.stages.NotFullyMappedError` when the policy targets the
+            Edge TPU and the int8 model is not fully mapped (default: a warning in the report).
+        lower: finish with the int8 TFLite stage and the Edge TPU check (``False``: stop after
+            the last training stage; ``.tflite`` is then None).
+        verbose: Keras ``fit`` verbosity; 0 also silences kopt's per-stage summary lines.
+
+    Returns:
+        :class:`OptimizeResult` with ``.model``, ``.tflite``, ``.report`` and ``.save(dir)``.
+    """
+    _check_model(model)
+    policy = as_policy(policy)
+    plan = policy.resolve(model)
+    check_plan(plan)
+    compile_settings = CompileSettings.from_model(model, optimizer=optimizer, loss=loss, metrics=metrics)
+    training = Training(
+        train_data=train_data,
+        compile=compile_settings,
+        validation_data=validation_data,
+        epochs=epochs,
+        batch_size=batch_size,
+        steps_per_epoch=steps_per_epoch,
+        callbacks=list(callbacks or []),
+        verbose=verbose,
+    )
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    log = (lambda line: print(line, flush=True)) if verbose not in (0, "0", False) else (lambda line: None)
+    log(f"[kopt] policy {policy.name!r} on model {model.name!r}: stages baseline -> "
+        + " -> ".join([*stage_names(plan), *(["int8"] if lower else [])]))
+    pipeline = run_stages(
+        model, plan, training, representative_data=representative_data, seed=seed, strict=strict, lower=lower, log=log
+    )
+    report = Report(
+        model_name=model.name,
+        policy=policy.to_dict(),
+        stages=[stage.report for stage in pipeline.stages],
+        plan=plan.table(),
+        eval_split=training.eval_split,
+    )
+    for stage in pipeline.stages:
+        if stage.name == "int8" and stage.edgetpu is not None and policy.target == "edgetpu" and not stage.edgetpu.fully_mapped:
+            report.warnings.extend(n for n in stage.report.notes if "NOT fully mapped" in n)
+    return OptimizeResult(
+        model=pipeline.model,
+        tflite=pipeline.tflite,
+        report=report,
+        policy=policy,
+        plan=plan,
+        stages=pipeline.stages,
+    )
+
+
+def prepare(
+    model: keras.Model,
+    policy: Policy | str | Mapping[str, Any],
+    *,
+    stage: str | None = None,
+    steps: int | None = None,
+    seed: int | None = None,
+    compile: bool = True,
+) -> keras.Model:
+    """The wrapped model of one stage of ``policy``, for users who run their own ``fit``.
+
+    ``stage`` is ``"prune"``, ``"cluster"`` or ``"quantize"`` (default: the policy's first).
+    ``steps`` is the number of training steps you will run (epochs x batches per epoch); it
+    places pruning schedules whose ``end_step`` is not set (at 2/3 of it). When ``model`` is
+    compiled and ``compile`` is true, the wrapped model is compiled with the same settings and
+    a fresh optimizer. Train it with ``callbacks=kopt.callbacks.for_model(wrapped)``, then
+    ``kopt.strip`` it and ``prepare`` the next stage from the stripped model::
+
+        for stage in kopt.stages.stage_names(policy.resolve(model)):
+            wrapped = kopt.prepare(model, policy, stage=stage, steps=epochs * batches)
+            wrapped.fit(x, y, epochs=epochs, callbacks=kopt.callbacks.for_model(wrapped))
+            model = kopt.strip(wrapped)
+        tflite = kopt.export.to_tflite(model)
+    """
+    _check_model(model)
+    policy = as_policy(policy)
+    plan = policy.resolve(model)
+    check_plan(plan)
+    planned = stage_names(plan)
+    if stage is None:
+        if not planned:
+            raise PolicyError(
+                f"Policy {policy.name!r} has no training stage for model {model.name!r} (post-training only): "
+                "lower the model directly with kopt.export.to_tflite(model, representative_data=...)."
+            )
+        stage = planned[0]
+    if stage not in STAGES:
+        raise PolicyError(f"Unknown stage {stage!r}; stages: {list(STAGES)}.")
+    if stage not in planned:
+        raise PolicyError(f"Policy {policy.name!r} has no {stage!r} stage for this model; its stages: {planned}.")
+    wrapped = wrap(model, plan, stage, steps=steps, seed=seed)
+    if compile and getattr(model, "compiled", False):
+        CompileSettings.from_model(model).compile(wrapped)
+    return wrapped
+
+
+__all__ = ["OptimizeResult", "as_policy", "optimize", "prepare"]

@@ -1,0 +1,157 @@
+"""Pictures of a pipeline, saved as PNG with matplotlib's Agg backend (no display needed).
+
+* :func:`weight_density`: the distribution of one kernel's values at each stage, one panel per
+  stage (baseline, pruned, clustered, int8) — pruning shows as a spike at zero, clustering as
+  a few spikes, quantization as a fine grid.
+* :func:`size_accuracy`: zipped size and accuracy of every stage of a report.
+
+Figures are built with ``matplotlib.figure.Figure`` directly (no pyplot global state) at a
+fixed size and DPI, so a PNG's pixel size is known in advance: ``width * dpi`` by
+``height * dpi``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+DPI = 100
+PANEL_WIDTH = 8.0  # inches
+PANEL_HEIGHT = 2.0  # inches per stage
+
+
+def _figure(width: float, height: float) -> Any:
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as error:  # pragma: no cover - matplotlib is in the test/examples extras
+        raise ImportError("kopt.plots needs matplotlib: pip install 'kopt[examples]' (or matplotlib).") from error
+    figure = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure: Any, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png", dpi=DPI)
+    return path
+
+
+def weight_density(
+    kernels: Mapping[str, np.ndarray],
+    path: str | Path,
+    *,
+    title: str = "",
+    bins: int = 200,
+) -> Path:
+    """One panel per entry of ``kernels`` (stage label -> weight values): a histogram of the values.
+
+    Exact zeros are drawn as a separate bar and their share printed, since after pruning they
+    dwarf every other bin. All panels share the x axis. The PNG is ``800 x 200·n`` pixels.
+    """
+    if not kernels:
+        raise ValueError("weight_density needs at least one kernel (stage label -> array).")
+    arrays = {label: np.asarray(values, dtype=np.float64).reshape(-1) for label, values in kernels.items()}
+    finite = np.concatenate([a[np.isfinite(a)] for a in arrays.values()])
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (-1.0, 1.0)
+    if low == high:
+        low, high = low - 1.0, high + 1.0
+    edges = np.linspace(low, high, bins + 1)
+    figure = _figure(PANEL_WIDTH, PANEL_HEIGHT * len(arrays))
+    axes = figure.subplots(len(arrays), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (label, values) in zip(axes, arrays.items()):
+        zeros = values == 0
+        nonzero = values[~zeros]
+        ax.hist(nonzero, bins=edges, color="tab:blue", alpha=0.8, density=False)
+        share = float(np.mean(zeros)) if values.size else 0.0
+        if share > 0:
+            ax.axvline(0.0, color="tab:red", linewidth=1.5)
+        unique = int(np.unique(values).size)
+        ax.set_ylabel("count")
+        ax.set_title(f"{label}: {unique} unique values, {share:.0%} zeros", fontsize=9, loc="left")
+    axes[-1].set_xlabel("weight value")
+    if title:
+        figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+STAGE_LABELS = {"baseline": "baseline", "prune": "pruned", "cluster": "clustered", "quantize": "QAT", "int8": "int8 (deployed)"}
+
+
+def pick_layer(stages: Sequence[Any], layer: str | None = None) -> str:
+    """The layer to plot: ``layer`` if given, else the largest kernel among those present in the most stages."""
+    with_kernels = [s for s in stages if s.kernels]
+    if not with_kernels:
+        raise ValueError("No stage has kernels to plot.")
+    if layer is not None:
+        if not any(layer in s.kernels for s in with_kernels):
+            names = sorted({n for s in with_kernels for n in s.kernels})
+            raise ValueError(f"No stage has a kernel for layer {layer!r}; layers: {names}.")
+        return layer
+    first = with_kernels[0].kernels
+
+    def score(name: str) -> tuple[int, int]:
+        return sum(name in s.kernels for s in with_kernels), first[name].size
+
+    return max(first, key=score)
+
+
+def pipeline_weight_density(stages: Sequence[Any], path: str | Path, *, layer: str | None = None) -> Path:
+    """:func:`weight_density` of one layer's kernel through ``stages`` (``StageResult`` objects).
+
+    The QAT stage is left out when the int8 stage is there (they hold the same values).
+    """
+    name = pick_layer(stages, layer)
+    names = [s.name for s in stages]
+    kernels = {}
+    for stage in stages:
+        if stage.name == "quantize" and "int8" in names:
+            continue
+        if name in stage.kernels:
+            kernels[STAGE_LABELS.get(stage.name, stage.name)] = stage.kernels[name]
+    return weight_density(kernels, path, title=f"weights of layer {name!r}")
+
+
+def size_accuracy(report: Any, path: str | Path) -> Path:
+    """Bars: zipped size per stage (weights for Keras stages, ``.tflite`` for int8); line: accuracy.
+
+    The PNG is ``800 x 400`` pixels.
+    """
+    stages = list(report.stages)
+    if not stages:
+        raise ValueError("The report has no stage to plot.")
+    labels = [STAGE_LABELS.get(s.name, s.name) for s in stages]
+    sizes = [s.deployed_zipped_bytes / 1024 for s in stages]
+    accuracies = [s.accuracy for s in stages]
+    figure = _figure(8.0, 4.0)
+    ax = figure.subplots()
+    positions = np.arange(len(stages))
+    bars = ax.bar(positions, sizes, color="tab:blue", alpha=0.8)
+    for bar, size in zip(bars, sizes):
+        ax.annotate(f"{size:.1f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(positions, labels)
+    ax.set_ylabel("zipped size (KB)")
+    if any(a is not None for a in accuracies):
+        twin = ax.twinx()
+        points = [(p, a) for p, a in zip(positions, accuracies) if a is not None]
+        twin.plot([p for p, _ in points], [a for _, a in points], color="tab:orange", marker="o")
+        twin.set_ylabel("accuracy")
+        twin.set_ylim(0.0, 1.05)
+    ax.set_title(f"{report.model_name}: size and accuracy by stage", fontsize=10)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def png_size(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` of a PNG file, read from its header (raises ``ValueError`` if not a PNG)."""
+    data = Path(path).read_bytes()[:24]
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        raise ValueError(f"{path} is not a PNG file.")
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+__all__ = ["pick_layer", "pipeline_weight_density", "png_size", "size_accuracy", "weight_density"]

@@ -1,0 +1,57 @@
+"""Quantization-aware training for Keras 3 that mirrors the TFLite int8 spec.
+
+``quantize_model(model)`` returns a copy of a Functional/Sequential model with
+fake-quantized weights (symmetric, per output channel for convolutions) and activations
+(asymmetric, ranges learnt in training), BatchNorms folded and ranges shared where TFLite
+needs equal scales; train it with ``fit`` on any backend, then lower it with
+``kopt.export.to_tflite`` (no representative dataset needed).
+"""
+
+from kopt.quantization.api import (
+    QuantizationReport,
+    QuantizeAnnotate,
+    UnsupportedLayerError,
+    quantize_annotate_layer,
+    quantize_apply,
+    quantize_model,
+)
+from kopt.quantization.config import OUTPUT_RULES, QuantizeConfig
+from kopt.quantization.quantizers import (
+    ActivationQuantizer,
+    Quantizer,
+    WeightQuantizer,
+    fake_quant,
+    nudged_range,
+)
+from kopt.quantization.registry import USER_REGISTRY, QuantizeRegistry, default_8bit_registry, register
+from kopt.quantization.schemes import Scheme, available_schemes, default_8bit_scheme, get_scheme, register_scheme
+from kopt.quantization.wrapper import ActivationQuantize, ChannelAffine, FoldedBatchNorm, QuantizeWrapper
+
+__all__ = [
+    "OUTPUT_RULES",
+    "ActivationQuantize",
+    "ActivationQuantizer",
+    "ChannelAffine",
+    "FoldedBatchNorm",
+    "QuantizationReport",
+    "QuantizeAnnotate",
+    "QuantizeConfig",
+    "QuantizeRegistry",
+    "QuantizeWrapper",
+    "Quantizer",
+    "Scheme",
+    "USER_REGISTRY",
+    "UnsupportedLayerError",
+    "WeightQuantizer",
+    "available_schemes",
+    "default_8bit_registry",
+    "default_8bit_scheme",
+    "fake_quant",
+    "get_scheme",
+    "nudged_range",
+    "quantize_annotate_layer",
+    "quantize_apply",
+    "quantize_model",
+    "register",
+    "register_scheme",
+]

@@ -1,0 +1,238 @@
+"""Public entry points: ``quantize_model``, ``quantize_annotate_layer`` + ``quantize_apply``.
+
+The pipeline (each step in its own module):
+analyze the model -> resolve a config per node (annotations, user registry, scheme table;
+the whole plan is validated before anything is built) -> scheme transforms (separable
+split, activation split, BatchNorm folding) -> wrap weighted layers -> place activation
+fake-quants (range groups) -> rebuild. The user's model is never modified.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import keras
+
+from kopt.errors import KoptError
+from kopt.graph import ModelGraph, analyze
+from kopt.quantization.config import QuantizeConfig
+from kopt.quantization.ranges import insert_activation_quantizers, plan_ranges
+from kopt.quantization.schemes import Scheme, get_scheme
+from kopt.quantization.transforms import TransformContext, calls, clone_with, replace_calls
+from kopt.quantization.wrapper import ActivationQuantize, ChannelAffine, QuantizeWrapper
+
+AFFINE_LAYERS = (keras.layers.BatchNormalization, keras.layers.Rescaling, keras.layers.Normalization)
+
+
+class UnsupportedLayerError(KoptError, ValueError):
+    """A layer has no quantization config in the chosen scheme."""
+
+
+@dataclass
+class QuantizationReport:
+    """What ``quantize_apply`` did: wrapped, folded, split, left in float, ranges placed."""
+
+    scheme: str
+    quantized_weights: list[str] = field(default_factory=list)
+    folded_batch_norms: list[tuple[str, str]] = field(default_factory=list)
+    float_layers: list[tuple[str, str]] = field(default_factory=list)
+    activation_quantizers: int = 0
+    shared_ranges: list[list[str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [
+            f"Quantization scheme {self.scheme!r}:",
+            f"  layers with quantized weights: {len(self.quantized_weights)}",
+            f"  BatchNorms folded into their conv/dense: {len(self.folded_batch_norms)}",
+            f"  activation fake-quants: {self.activation_quantizers}"
+            f" ({len(self.shared_ranges)} shared by several tensors)",
+        ]
+        if self.float_layers:
+            lines.append(f"  left in float (no config): {len(self.float_layers)}")
+            lines += [f"    - {name} ({cls})" for name, cls in self.float_layers]
+        lines += [f"  {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------- annotate
+@keras.saving.register_keras_serializable(package="kopt")
+class QuantizeAnnotate(keras.layers.Wrapper):
+    """Marks a layer for ``quantize_apply`` (optionally with its own config); computes it unchanged."""
+
+    def __init__(self, layer: keras.layers.Layer, quantize_config: QuantizeConfig | dict | None = None, **kwargs: Any):
+        kwargs.setdefault("name", f"annotate_{layer.name}")
+        super().__init__(layer, **kwargs)
+        if isinstance(quantize_config, dict):
+            quantize_config = keras.saving.deserialize_keras_object(quantize_config)
+        if quantize_config is not None and not isinstance(quantize_config, QuantizeConfig):
+            raise TypeError(f"quantize_config must be a kopt.quantization.QuantizeConfig or None, got {quantize_config!r}.")
+        self.quantize_config = quantize_config
+
+    def call(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.layer(inputs, *args, **kwargs)
+
+    def compute_output_spec(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.layer.compute_output_spec(inputs, *args, **kwargs)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["quantize_config"] = (
+            None if self.quantize_config is None else keras.saving.serialize_keras_object(self.quantize_config)
+        )
+        return config
+
+
+def quantize_annotate_layer(layer: keras.layers.Layer, config: QuantizeConfig | None = None) -> QuantizeAnnotate:
+    """Mark ``layer`` for quantization; use the result in place of the layer when building the model.
+
+    With ``config`` the layer is quantized as that config says (needed for custom layers
+    no registry covers); without, the scheme's config for its class is used. When a model
+    contains annotations, ``quantize_apply`` quantizes only the annotated layers.
+    """
+    if not isinstance(layer, keras.layers.Layer):
+        raise TypeError(f"quantize_annotate_layer needs a keras.layers.Layer, got {type(layer).__name__}.")
+    if isinstance(layer, (QuantizeAnnotate, QuantizeWrapper)):
+        raise ValueError(f"Layer {layer.name!r} is already annotated or quantized.")
+    if config is not None and not isinstance(config, QuantizeConfig):
+        raise TypeError(f"config must be a kopt.quantization.QuantizeConfig or None, got {config!r}.")
+    return QuantizeAnnotate(layer, config)
+
+
+# -------------------------------------------------------------------- apply
+def quantize_model(
+    model: keras.Model,
+    scheme: Union[str, Scheme] = "default_8bit",
+    *,
+    unsupported: str = "error",
+    return_report: bool = False,
+) -> Any:
+    """A quantization-aware copy of ``model`` (every layer, or only the annotated ones).
+
+    Args:
+        model: Functional or Sequential Keras 3 model (nested models are flattened).
+        scheme: ``"default_8bit"`` (TFLite int8) or a :class:`Scheme`.
+        unsupported: ``"error"`` (default) raises :class:`UnsupportedLayerError` listing
+            every layer without a config; ``"float"`` leaves them in float and lists them
+            in the report (TFLite then runs them in float between QUANTIZE/DEQUANTIZE).
+        return_report: also return a :class:`QuantizationReport`.
+
+    Returns:
+        The new model (train it with ``fit`` as usual), or ``(model, report)``.
+    """
+    return quantize_apply(model, scheme, unsupported=unsupported, return_report=return_report)
+
+
+def quantize_apply(
+    model: keras.Model,
+    scheme: Union[str, Scheme] = "default_8bit",
+    *,
+    unsupported: str = "error",
+    return_report: bool = False,
+) -> Any:
+    """Quantize the annotated layers of ``model`` (all layers when none is annotated).
+
+    See :func:`quantize_model` for the arguments.
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"quantize_apply needs a keras.Model, got {type(model).__name__}.")
+    if unsupported not in ("error", "float"):
+        raise ValueError(f"unsupported must be 'error' or 'float', got {unsupported!r}.")
+    scheme = get_scheme(scheme)
+    if any(isinstance(layer, (QuantizeWrapper, ActivationQuantize)) for layer in model._flatten_layers()):
+        raise ValueError(f"Model {model.name!r} is already quantization-aware; quantize the original model.")
+    graph = analyze(model)
+    report = QuantizationReport(scheme=scheme.name)
+
+    configs, missing = _resolve_configs(graph, scheme)
+    if missing and unsupported == "error":
+        raise UnsupportedLayerError(_missing_message(graph, missing, scheme))
+    for node in missing:
+        layer = graph.layer(node)
+        entry = (getattr(layer, "name", node), type(layer).__name__)
+        if entry not in report.float_layers:
+            report.float_layers.append(entry)
+
+    context = TransformContext(graph=graph, configs=configs, lookup=scheme.config_for)
+    for transform in scheme.transforms:
+        transform(context)
+    report.folded_batch_norms = list(context.folded)
+    report.notes.extend(context.notes)
+
+    report.quantized_weights = _wrap_layers(graph, configs)
+    plan = plan_ranges(graph, configs, scheme.is_fusable_activation)
+    insert_activation_quantizers(graph, plan, scheme.activation_quantizer)
+    report.activation_quantizers = len(plan.groups)
+    report.shared_ranges = [[node for node, _ in group] for group in plan.shared]
+
+    quantized = graph.rebuild(name=model.name)
+    return (quantized, report) if return_report else quantized
+
+
+def _resolve_configs(graph: ModelGraph, scheme: Scheme) -> tuple[dict[str, QuantizeConfig | None], list[str]]:
+    """Config per node; unwraps annotations. Returns ``(configs, nodes lacking a config)``."""
+    annotated: dict[str, QuantizeConfig | None] = {}
+    for annotation in {id(l): l for l in graph.layers() if isinstance(l, QuantizeAnnotate)}.values():
+        annotation_calls = calls(graph, annotation)
+        replace_calls(graph, annotation_calls, annotation.layer)
+        for node in annotation_calls:
+            annotated[node] = annotation.quantize_config
+    selective = bool(annotated)
+    configs: dict[str, QuantizeConfig | None] = {}
+    missing: list[str] = []
+    for node in graph.topological_nodes():
+        if graph.dag.nodes[node]["kind"] == "input":
+            continue
+        if selective and node not in annotated:
+            configs[node] = None
+            continue
+        layer = graph.layer(node)
+        explicit = annotated.get(node)
+        config = scheme.finalize(layer, explicit) if explicit is not None else scheme.config_for(layer)
+        if config is None:
+            missing.append(node)
+        configs[node] = config
+    return configs, missing
+
+
+def _missing_message(graph: ModelGraph, missing: list[str], scheme: Scheme) -> str:
+    seen: dict[int, keras.Operation] = {}
+    for node in missing:
+        seen.setdefault(id(graph.layer(node)), graph.layer(node))
+    listed = ", ".join(f"{getattr(l, 'name', '?')!r} ({type(l).__name__})" for l in seen.values())
+    first = next(iter(seen.values()))
+    cls = type(first).__name__
+    return (
+        f"Scheme {scheme.name!r} has no quantization config for {len(seen)} layer(s): {listed}. "
+        f"Tell kopt how to quantize them, e.g. for {cls}: "
+        f"`kopt.quantization.register({cls}, QuantizeConfig(weights={{'kernel': WeightQuantizer()}}, output='range'))` "
+        f"for every {cls}, or `quantize_annotate_layer(layer, config=QuantizeConfig(...))` for one layer "
+        "(output='passthrough' for layers that only move values, e.g. reshapes). "
+        "Or pass unsupported='float' to keep them in float (listed in the report)."
+    )
+
+
+def _wrap_layers(graph: ModelGraph, configs: dict[str, QuantizeConfig | None]) -> list[str]:
+    """Wrap quantized weighted layers, copy the others; returns the wrapped layer names."""
+    wrapped = []
+    nodes_by_layer: dict[int, list[str]] = {}
+    for node in graph.layer_nodes():
+        nodes_by_layer.setdefault(id(graph.layer(node)), []).append(node)
+    for nodes in nodes_by_layer.values():
+        layer = graph.layer(nodes[0])
+        if isinstance(layer, (QuantizeWrapper, ActivationQuantize)):
+            continue  # created by a transform (e.g. FoldedBatchNorm): already a fresh copy
+        config = configs.get(nodes[0])
+        replacement: keras.layers.Layer | None = None
+        if config is not None and isinstance(layer, AFFINE_LAYERS):
+            replacement = ChannelAffine(clone_with(layer), config, name=f"quant_{layer.name}")
+        elif config is not None and config.weights:
+            replacement = QuantizeWrapper(clone_with(layer), config)
+        elif isinstance(layer, keras.layers.Layer):
+            replacement = clone_with(layer)  # never call the user's layer objects in the new model
+        if replacement is not None:
+            replace_calls(graph, nodes, replacement)
+            if isinstance(replacement, QuantizeWrapper):
+                wrapped.append(layer.name)
+    return wrapped

@@ -1,0 +1,340 @@
+"""Fake-quantizers that mirror the TFLite int8 scheme (how a tensor is quantized).
+
+Convention (TFLite's): ``real = scale * (q - zero_point)``. Every quantizer ends in
+``keras.quantizers.fake_quant_with_min_max_vars``, which on TensorFlow is the
+``FakeQuantWithMinMaxVars[PerChannel]`` op the TFLite converter turns into int8 params;
+on JAX and PyTorch it is Keras' generic straight-through implementation.
+
+Two details make the three backends and the converter agree bit for bit:
+
+* the range is *nudged* here, before the Keras op, so that 0.0 is exactly on the grid.
+  The zero point is rounded half away from zero as TensorFlow and TFLite do
+  (``keras.ops.round`` would round half to even, and Keras' generic path uses it);
+  the op's own nudging then finds an integral zero point and changes nothing;
+* the range gets no gradient (``stop_gradient``): weights are trained through the
+  straight-through estimator only, activation ranges by moving statistics.
+
+Values exactly halfway between two grid points round up (TF FakeQuant semantics); the
+TFLite QUANTIZE kernel rounds them away from zero. Only exact negative ties differ.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+#: Below this width an activation range is widened (an all-zero tensor would give scale 0).
+MIN_RANGE_WIDTH = 1e-3
+#: Weight channels whose largest magnitude is below this are treated as all-zero.
+MIN_WEIGHT_MAGNITUDE = 1e-6
+
+ACTIVATION_MODES = ("moving_average", "last_value", "all_values")
+
+
+def quant_bounds(num_bits: int, narrow_range: bool) -> tuple[int, int]:
+    """The unsigned grid ``[qmin, qmax]`` FakeQuant uses (``[1, 255]`` for 8-bit narrow range)."""
+    return (1 if narrow_range else 0), (1 << num_bits) - 1
+
+
+def nudged_range(min_value: Any, max_value: Any, num_bits: int = 8, narrow_range: bool = False) -> tuple[Any, Any]:
+    """``(min, max)`` moved so that 0.0 is a grid point, as TF FakeQuant and the converter do.
+
+    The zero point is ``clip(qmin - min / scale, qmin, qmax)`` rounded half away from zero.
+    """
+    qmin, qmax = quant_bounds(num_bits, narrow_range)
+    min_value = ops.cast(min_value, "float32")
+    max_value = ops.cast(max_value, "float32")
+    scale = (max_value - min_value) / float(qmax - qmin)
+    zero_point = ops.clip(qmin - min_value / scale, float(qmin), float(qmax))
+    zero_point = ops.floor(zero_point + 0.5)  # zero_point >= 0: half up == half away from zero
+    return (qmin - zero_point) * scale, (qmax - zero_point) * scale
+
+
+def fake_quant(
+    x: Any,
+    min_value: Any,
+    max_value: Any,
+    *,
+    num_bits: int = 8,
+    narrow_range: bool = False,
+    per_channel: bool = False,
+    training: bool = False,
+) -> Any:
+    """Fake-quantize ``x`` to the grid of ``[min_value, max_value]`` (per last-axis channel if asked).
+
+    The range is nudged first and carries no gradient; ``x`` gets the straight-through
+    gradient (1 inside the nudged range, 0 outside). In training the gradient is computed
+    here rather than by TF's FakeQuant gradient op, which also reduces gradients for the
+    range that nobody uses (a third of a QAT step's fake-quant cost); in inference the
+    plain op is emitted, which is what the TFLite converter reads.
+    """
+    low, high = nudged_range(min_value, max_value, num_bits, narrow_range)
+    low, high = ops.stop_gradient(low), ops.stop_gradient(high)
+
+    def quantize(values: Any, lo: Any, hi: Any) -> Any:
+        return keras.quantizers.fake_quant_with_min_max_vars(
+            values, lo, hi, num_bits=num_bits, narrow_range=narrow_range, axis=-1 if per_channel else None
+        )
+
+    if not training:
+        return quantize(x, low, high)
+
+    @ops.custom_gradient
+    def straight_through(values: Any, lo: Any, hi: Any) -> Any:
+        def grad(*args: Any, upstream: Any = None) -> Any:
+            if upstream is None:
+                (upstream,) = args
+            inside = ops.logical_and(ops.greater_equal(values, lo), ops.less_equal(values, hi))
+            return ops.where(inside, upstream, ops.zeros_like(upstream)), ops.zeros_like(lo), ops.zeros_like(hi)
+
+        return quantize(values, lo, hi), grad
+
+    return straight_through(x, low, high)
+
+
+class Quantizer:
+    """Base class: how one tensor is fake-quantized. Holds settings, never state.
+
+    State (activation ranges, later cluster centroids) lives in variables that
+    :meth:`build` creates on the *host* layer, so it is saved with the model and
+    updated inside ``call`` on every backend.
+    """
+
+    def build(
+        self, host: keras.layers.Layer, name: str, shape: tuple, weight: keras.Variable | None = None
+    ) -> dict[str, keras.Variable]:
+        """Create the variables this quantizer needs on ``host``; the default needs none.
+
+        ``weight`` is the variable a weight quantizer will see (e.g. to record which of its
+        entries are zero, for a sparsity-preserving quantizer); None for activations.
+        """
+        return {}
+
+    def __call__(self, x: Any, state: dict[str, keras.Variable], training: bool) -> Any:
+        raise NotImplementedError
+
+    def get_config(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "Quantizer":
+        return cls(**config)
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.get_config() == other.get_config()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, repr(sorted(self.get_config().items()))))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+@keras.saving.register_keras_serializable(package="kopt")
+class WeightQuantizer(Quantizer):
+    """Symmetric, narrow-range weight fake-quant: int8 values in [-127, 127], zero point 0.
+
+    The range is the current largest magnitude (per output channel or per tensor), so
+    no state is kept and the converter recomputes the same scale from the frozen graph.
+
+    Args:
+        num_bits: 8 for TFLite. Other widths (e.g. 4, ``[-7, 7]``) only simulate
+            low-bit weights: TFLite kernels run 8-bit, so such a model still lowers to
+            int8 tensors holding the coarser grid.
+        per_channel: one scale per output channel (TFLite CONV_2D / DEPTHWISE_CONV_2D).
+        channel_dims: how many trailing axes of the tensor form the output channel
+            (2 for a ``DepthwiseConv2D`` kernel ``(kh, kw, in, multiplier)``, whose TFLite
+            channel is ``in * multiplier``); the tensor given must have them last.
+    """
+
+    def __init__(self, num_bits: int = 8, per_channel: bool = True, channel_dims: int = 1):
+        if not isinstance(num_bits, int) or not 2 <= num_bits <= 8:
+            raise ValueError(f"WeightQuantizer num_bits must be an int in [2, 8], got {num_bits!r}.")
+        if channel_dims not in (1, 2):
+            raise ValueError(f"WeightQuantizer channel_dims must be 1 or 2, got {channel_dims!r}.")
+        self.num_bits = num_bits
+        self.per_channel = bool(per_channel)
+        self.channel_dims = channel_dims
+
+    def __call__(self, x: Any, state: dict[str, keras.Variable] | None = None, training: bool = False) -> Any:
+        # A value, not the variable itself (TF's custom gradient refuses functions that read variables).
+        x = ops.copy(ops.convert_to_tensor(x)) if training else ops.convert_to_tensor(x)
+        if not self.per_channel:
+            return self._quantize(x, None, training)
+        if self.channel_dims == 1:
+            return self._quantize(x, tuple(range(x.ndim - 1)), training)
+        shape = tuple(x.shape)
+        channels = shape[-2] * shape[-1]
+        flat = ops.reshape(x, shape[:-2] + (channels,))
+        return ops.reshape(self._quantize(flat, tuple(range(flat.ndim - 1)), training), shape)
+
+    def _quantize(self, x: Any, reduce_axes: tuple | None, training: bool) -> Any:
+        magnitude = ops.max(ops.abs(x), axis=reduce_axes)
+        magnitude = ops.where(magnitude < MIN_WEIGHT_MAGNITUDE, ops.ones_like(magnitude), magnitude)
+        return fake_quant(
+            x,
+            -magnitude,
+            magnitude,
+            num_bits=self.num_bits,
+            narrow_range=True,
+            per_channel=reduce_axes is not None,
+            training=training,
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {"num_bits": self.num_bits, "per_channel": self.per_channel, "channel_dims": self.channel_dims}
+
+
+@keras.saving.register_keras_serializable(package="kopt")
+class ActivationQuantizer(Quantizer):
+    """Asymmetric per-tensor activation fake-quant whose range is learnt from the data.
+
+    During training the batch range ``[min(x), max(x)]`` (widened to contain 0) updates
+    the stored range; in inference the stored range is used as is. Modes:
+
+    * ``"moving_average"`` (default): exponential moving average with ``decay``; the
+      first training batch sets the range directly (no slow drift from an arbitrary init);
+    * ``"last_value"``: the range of the latest batch;
+    * ``"all_values"``: the extremes of every batch seen.
+
+    ``num_calls > 1`` serves a range *shared* by several tensors (the inputs of a
+    Concatenate, which TFLite requires to have one scale): the host layer is called once
+    per tensor in each forward pass, the batch ranges of the calls are united, and the
+    stored range is updated once, on the last call.
+
+    Args:
+        num_bits: 8 for TFLite (other widths only simulate, see :class:`WeightQuantizer`).
+        mode: one of :data:`ACTIVATION_MODES`.
+        decay: moving-average decay (``"moving_average"`` only).
+        init_range: range used before any training step (so an untrained model still lowers).
+    """
+
+    def __init__(
+        self,
+        num_bits: int = 8,
+        mode: str = "moving_average",
+        decay: float = 0.99,
+        init_range: tuple[float, float] = (-6.0, 6.0),
+        num_calls: int = 1,
+    ):
+        if not isinstance(num_bits, int) or not 2 <= num_bits <= 8:
+            raise ValueError(f"ActivationQuantizer num_bits must be an int in [2, 8], got {num_bits!r}.")
+        if mode not in ACTIVATION_MODES:
+            raise ValueError(f"ActivationQuantizer mode must be one of {ACTIVATION_MODES}, got {mode!r}.")
+        if not 0.0 <= float(decay) < 1.0:
+            raise ValueError(f"ActivationQuantizer decay must be in [0, 1), got {decay!r}.")
+        low, high = (float(v) for v in init_range)
+        if not low <= 0.0 <= high or high - low <= 0:
+            raise ValueError(f"ActivationQuantizer init_range must satisfy min <= 0 <= max, min < max; got {init_range!r}.")
+        if not isinstance(num_calls, int) or num_calls < 1:
+            raise ValueError(f"ActivationQuantizer num_calls must be a positive int, got {num_calls!r}.")
+        self.num_bits = num_bits
+        self.mode = mode
+        self.decay = float(decay)
+        self.init_range = (low, high)
+        self.num_calls = num_calls
+
+    def with_calls(self, num_calls: int) -> "ActivationQuantizer":
+        """The same quantizer serving ``num_calls`` tensors that share one range."""
+        return ActivationQuantizer(**{**self.get_config(), "num_calls": num_calls})
+
+    # Layout of the single state variable: one variable (not six) keeps model building and
+    # every training step cheap.
+    MIN, MAX, SEEN, BATCH_MIN, BATCH_MAX, CALL = range(6)
+
+    def build(
+        self, host: keras.layers.Layer, name: str, shape: tuple = (), weight: keras.Variable | None = None
+    ) -> dict[str, keras.Variable]:
+        """One float32 variable ``range``: ``[min, max, initialized]``, plus
+        ``[batch_min, batch_max, call_index]`` when the range is shared by several calls."""
+        initial = [self.init_range[0], self.init_range[1], 0.0]
+        if self.num_calls > 1:
+            initial += [0.0, 0.0, 0.0]
+        variable = host.add_weight(
+            name=f"{name}_range" if name else "range",
+            shape=(len(initial),),
+            dtype="float32",
+            initializer=keras.initializers.Constant(initial),
+            trainable=False,
+            autocast=False,
+        )
+        return {"range": variable}
+
+    def stored_range(self, state: dict[str, keras.Variable]) -> tuple[Any, Any]:
+        values = ops.convert_to_tensor(state["range"])
+        return values[self.MIN], values[self.MAX]
+
+    def __call__(self, x: Any, state: dict[str, keras.Variable], training: bool = False) -> Any:
+        if training:
+            low, high = self._update(x, state)
+        else:
+            low, high = self.stored_range(state)
+        return fake_quant(x, low, high, num_bits=self.num_bits, narrow_range=False, training=training)
+
+    def _update(self, x: Any, state: dict[str, keras.Variable]) -> tuple[Any, Any]:
+        """Fold this batch into the stored range; return the range to quantize with now."""
+        stored = ops.convert_to_tensor(state["range"])
+        values = ops.stop_gradient(ops.cast(x, "float32"))
+        batch_min, batch_max = ops.min(values), ops.max(values)
+        commit = True
+        if self.num_calls > 1:
+            index = stored[self.CALL]
+            first = ops.less(index, 0.5)
+            batch_min = ops.where(first, batch_min, ops.minimum(stored[self.BATCH_MIN], batch_min))
+            batch_max = ops.where(first, batch_max, ops.maximum(stored[self.BATCH_MAX], batch_max))
+            commit = ops.greater(index, self.num_calls - 1.5)
+            next_index = ops.where(commit, 0.0, index + 1.0)
+        partial_min, partial_max = batch_min, batch_max
+        batch_min, batch_max = _containing_zero(batch_min, batch_max)
+
+        old_min, old_max, initialized = stored[self.MIN], stored[self.MAX], stored[self.SEEN]
+        seen = ops.greater(initialized, 0.5)
+        if self.mode == "moving_average":
+            new_min = old_min * self.decay + batch_min * (1.0 - self.decay)
+            new_max = old_max * self.decay + batch_max * (1.0 - self.decay)
+        elif self.mode == "all_values":
+            new_min, new_max = ops.minimum(old_min, batch_min), ops.maximum(old_max, batch_max)
+        else:
+            new_min, new_max = batch_min, batch_max
+        new_min = ops.where(seen, new_min, batch_min)
+        new_max = ops.where(seen, new_max, batch_max)
+        new_min, new_max = _containing_zero(new_min, new_max)
+        if commit is True:
+            state["range"].assign(ops.stack([new_min, new_max, ops.convert_to_tensor(1.0)]))
+            return new_min, new_max
+        new_min = ops.where(commit, new_min, old_min)
+        new_max = ops.where(commit, new_max, old_max)
+        new_initialized = ops.where(commit, 1.0, initialized)
+        state["range"].assign(ops.stack([new_min, new_max, new_initialized, partial_min, partial_max, next_index]))
+        # Until the first commit, the calls of the first step use the partial union.
+        settled = ops.greater(new_initialized, 0.5)
+        return ops.where(settled, new_min, batch_min), ops.where(settled, new_max, batch_max)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "num_bits": self.num_bits,
+            "mode": self.mode,
+            "decay": self.decay,
+            "init_range": list(self.init_range),
+            "num_calls": self.num_calls,
+        }
+
+
+def _containing_zero(low: Any, high: Any) -> tuple[Any, Any]:
+    """Widen ``[low, high]`` to contain 0 (0.0 must be exact) and to a usable width."""
+    low = ops.minimum(low, 0.0)
+    high = ops.maximum(high, 0.0)
+    return low, ops.maximum(high, low + MIN_RANGE_WIDTH)
+
+
+def serialize(quantizer: Quantizer | None) -> Any:
+    return None if quantizer is None else keras.saving.serialize_keras_object(quantizer)
+
+
+def deserialize(config: Any) -> Quantizer | None:
+    if config is None or isinstance(config, Quantizer):
+        return config
+    return keras.saving.deserialize_keras_object(config)

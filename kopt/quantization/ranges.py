@@ -1,0 +1,152 @@
+"""Where activation fake-quants go, and which tensors share a range.
+
+Every float tensor of an int8 TFLite model has one (scale, zero point). This module
+decides, from each node's :class:`QuantizeConfig` ``output`` rule, which tensors must carry
+an :class:`ActivationQuantize` and which must share one:
+
+* a ``"range"`` node's output gets its own fake-quant — unless the node fuses
+  activations and its only consumer is a ReLU / ReLU6, in which case only the
+  activation's output is quantized (TFLite runs the pair as one op);
+* a ``"passthrough"`` node's output *is* its input's range (pooling, reshape, pad...):
+  no fake-quant, which would only add a requantize op;
+* a ``"shared"`` node (Concatenate) unites the ranges of all its inputs and its
+  output: union-find over tensors gives range groups, and each group gets *one*
+  ActivationQuantize layer called on every tensor of the group that needs a
+  fake-quant. The concat inputs then have equal scales by construction, so TFLite
+  needs no requantization and the trained ranges are what the converter uses
+  (TFMOT issue #1053);
+* a ``"fixed"`` node's output (softmax, sigmoid, tanh) gets none: TFLite imposes it;
+* a tensor produced by a float (unquantized) node or a model input gets a fake-quant
+  when a quantized node consumes it, so the quantized op has an input scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+import networkx as nx
+
+from kopt.graph import ModelGraph
+from kopt.quantization.config import QuantizeConfig
+from kopt.quantization.quantizers import ActivationQuantizer
+from kopt.quantization.wrapper import ActivationQuantize
+
+Tensor = tuple[str, int]  # (producer node, output index)
+
+
+@dataclass
+class RangePlan:
+    """Range groups: the tensors that share one ActivationQuantize, and where it is called."""
+
+    groups: list[list[Tensor]]
+    fused: list[str]
+
+    @property
+    def shared(self) -> list[list[Tensor]]:
+        return [g for g in self.groups if len(g) > 1]
+
+
+def plan_ranges(
+    graph: ModelGraph,
+    configs: dict[str, QuantizeConfig | None],
+    is_fusable_activation: Callable[[keras.Operation], bool],
+) -> RangePlan:
+    """Decide the fake-quant sites (see the module docstring); the graph is not modified."""
+    dag = graph.dag
+    kinds: dict[Tensor, str] = {}
+    groups = nx.utils.UnionFind()
+    fused: list[str] = []
+
+    def input_tensor(node: str, slot: int) -> Tensor | None:
+        for u, _, data in dag.in_edges(node, data=True):
+            if data["dst_index"] == slot:
+                return (u, data["src_index"])
+        return None
+
+    for node in graph.topological_nodes():
+        data = dag.nodes[node]
+        outputs = [(node, i) for i in range(len(data["outputs"]))]
+        for tensor in outputs:
+            groups[tensor]  # register every tensor, even a lone one
+        config = configs.get(node) if data["kind"] != "input" else None
+        rule = "float" if config is None else config.output
+        if rule == "passthrough":
+            source = input_tensor(node, 0)
+            for tensor in outputs:
+                kinds[tensor] = "alias"
+                if source is not None:
+                    groups.union(source, tensor)
+        elif rule == "shared":
+            members = outputs + [input_tensor(node, s) for s in range(len(data["tensors"]))]
+            groups.union(*[m for m in members if m is not None])
+            kinds.update({t: "alias" for t in outputs})
+        else:
+            kinds.update({t: rule for t in outputs})
+        for tensor, symbolic in zip(outputs, data["outputs"]):
+            if not _is_float(symbolic):
+                kinds[tensor] = "none"
+
+    # Activation fusing: CONV/FC/ADD/MUL + ReLU(6) are one TFLite op, quantized after the ReLU.
+    for node in graph.topological_nodes():
+        config = configs.get(node)
+        if config is None or config.output != "range" or not config.fuses_activation:
+            continue
+        if len(dag.nodes[node]["outputs"]) != 1 or graph.is_output(node):
+            continue
+        out_edges = list(dag.out_edges(node))
+        if len(out_edges) != 1:
+            continue
+        consumer = out_edges[0][1]
+        consumer_config = configs.get(consumer)
+        if consumer_config is not None and consumer_config.output == "range" and is_fusable_activation(graph.layer(consumer)):
+            kinds[(node, 0)] = "fused"
+            fused.append(node)
+
+    consumers_needing_range = {
+        node for node, config in configs.items() if config is not None and config.output in ("range", "fixed")
+    }
+    planned: list[list[Tensor]] = []
+    for members in groups.to_sets():
+        members = sorted(members, key=lambda t: (dag.nodes[t[0]]["order"], t[1]))
+        own = [t for t in members if kinds.get(t) == "range"]
+        consumed = any(
+            v in consumers_needing_range
+            for t in members
+            for _, v, d in dag.out_edges(t[0], data=True)
+            if d["src_index"] == t[1]
+        )
+        if not own and not consumed:
+            continue  # a float region
+        sites = [t for t in members if kinds.get(t) in ("range", "float")]
+        fixed = [t for t in members if kinds.get(t) == "fixed"]
+        if fixed and sites:
+            sites += fixed  # a fixed-range tensor inside a shared group must adopt the group's range
+        if not sites:
+            continue
+        planned.append(sorted(sites, key=lambda t: (dag.nodes[t[0]]["order"], t[1])))
+    planned.sort(key=lambda g: (dag.nodes[g[0][0]]["order"], g[0][1]))
+    return RangePlan(groups=planned, fused=fused)
+
+
+def insert_activation_quantizers(graph: ModelGraph, plan: RangePlan, quantizer: ActivationQuantizer) -> list[str]:
+    """Insert one ActivationQuantize per range group, called after each of its tensors."""
+    used_names = {getattr(graph.layer(n), "name", "") for n in graph.dag}
+    inserted = []
+    for group in plan.groups:
+        producer = graph.layer(group[0][0])
+        base = f"{getattr(producer, 'name', group[0][0])}_quant".replace("/", "_")
+        name, k = base, 1
+        while name in used_names:
+            name, k = f"{base}_{k}", k + 1
+        used_names.add(name)
+        layer = ActivationQuantize(quantizer.with_calls(len(group)), name=name)
+        for node, index in group:
+            inserted.append(graph.insert_after(node, layer, output_index=index, name=name))
+    return inserted
+
+
+def _is_float(tensor: keras.KerasTensor) -> bool:
+    dtype = getattr(tensor, "dtype", None)
+    return dtype is not None and "float" in str(dtype)

@@ -1,0 +1,113 @@
+"""Schemes: *for which target* — a registry of layer configs + graph transforms + quantizer choices.
+
+``"default_8bit"`` mirrors the TFLite int8 spec. Collaborative optimization adds schemes
+without touching the rest: a scheme can swap the weight quantizer of every config
+through ``weight_quantizer`` (e.g. wrap it in a sparsity- or cluster-preserving one),
+change the activation quantizer, or add transforms. Register a new scheme under a name
+with :func:`register_scheme`; :func:`get_scheme` resolves names for ``quantize_model``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Callable, Union
+
+import keras
+
+from kopt.quantization.config import QuantizeConfig
+from kopt.quantization.quantizers import ActivationQuantizer, Quantizer
+from kopt.quantization.registry import USER_REGISTRY, QuantizeRegistry, default_8bit_registry, is_fusable_activation
+from kopt.quantization.transforms import DEFAULT_TRANSFORMS, Transform
+
+#: ``(layer, weight attribute, quantizer the config chose) -> quantizer to use``.
+WeightQuantizerHook = Callable[[keras.Operation, str, Quantizer], Quantizer]
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """Everything that makes quantization target-specific.
+
+    Attributes:
+        name: what reports and errors call it.
+        registry: layer class -> QuantizeConfig table (user registrations take precedence).
+        transforms: graph rewrites run before wrapping, in order.
+        activation_quantizer: template of every activation fake-quant.
+        weight_quantizer: optional hook replacing the weight quantizer each config picks.
+        is_fusable_activation: which activations TFLite fuses into their producer.
+    """
+
+    name: str
+    registry: QuantizeRegistry
+    transforms: tuple[Transform, ...] = DEFAULT_TRANSFORMS
+    activation_quantizer: ActivationQuantizer = field(default_factory=ActivationQuantizer)
+    weight_quantizer: WeightQuantizerHook | None = None
+    is_fusable_activation: Callable[[keras.Operation], bool] = is_fusable_activation
+
+    def config_for(self, layer: keras.Operation) -> QuantizeConfig | None:
+        """The layer's config: the user registry first, then this scheme's table; hook applied."""
+        config = USER_REGISTRY.lookup(layer)
+        if config is None:
+            config = self.registry.lookup(layer)
+        return None if config is None else self.finalize(layer, config)
+
+    def finalize(self, layer: keras.Operation, config: QuantizeConfig) -> QuantizeConfig:
+        """Apply the scheme's weight-quantizer hook to a config (also to annotation configs)."""
+        if self.weight_quantizer is None or not config.weights:
+            return config
+        weights = {attr: self.weight_quantizer(layer, attr, q) for attr, q in config.weights.items()}
+        return config.replace(weights=weights)
+
+    def with_weight_quantizer(self, hook: WeightQuantizerHook, name: str | None = None) -> "Scheme":
+        """A scheme whose weight quantizers are ``hook(layer, attr, quantizer)`` of this one's."""
+        previous = self.weight_quantizer
+
+        def composed(layer: keras.Operation, attr: str, quantizer: Quantizer) -> Quantizer:
+            return hook(layer, attr, previous(layer, attr, quantizer) if previous else quantizer)
+
+        return replace(self, name=name or self.name, weight_quantizer=composed)
+
+
+def default_8bit_scheme(
+    *,
+    weight_bits: int = 8,
+    activation_bits: int = 8,
+    activation_mode: str = "moving_average",
+    decay: float = 0.99,
+    dense_per_channel: bool = False,
+) -> Scheme:
+    """The TFLite int8 scheme, with its options.
+
+    ``weight_bits`` / ``activation_bits`` other than 8 (e.g. 4) are experimental: they
+    simulate a coarser grid in training, but TFLite kernels only run 8-bit.
+    ``dense_per_channel`` quantizes Dense kernels per output unit (TF 2.21's converter
+    default) instead of per tensor (the TFLite spec and the Edge TPU's reference models).
+    """
+    bits = "" if (weight_bits, activation_bits) == (8, 8) else f"_w{weight_bits}a{activation_bits}"
+    return Scheme(
+        name=f"default_8bit{bits}",
+        registry=default_8bit_registry(weight_bits=weight_bits, dense_per_channel=dense_per_channel),
+        activation_quantizer=ActivationQuantizer(num_bits=activation_bits, mode=activation_mode, decay=decay),
+    )
+
+
+_SCHEMES: dict[str, Callable[[], Scheme]] = {"default_8bit": default_8bit_scheme}
+
+
+def register_scheme(name: str, factory: Callable[[], Scheme]) -> None:
+    """Make ``quantize_model(model, scheme=name)`` use ``factory()``."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"A scheme name must be a non-empty string, got {name!r}.")
+    _SCHEMES[name] = factory
+
+
+def available_schemes() -> list[str]:
+    return sorted(_SCHEMES)
+
+
+def get_scheme(scheme: Union[str, Scheme]) -> Scheme:
+    """Resolve a scheme name (or pass a Scheme through)."""
+    if isinstance(scheme, Scheme):
+        return scheme
+    if isinstance(scheme, str) and scheme in _SCHEMES:
+        return _SCHEMES[scheme]()
+    raise ValueError(f"Unknown quantization scheme {scheme!r}. Available: {available_schemes()} (or pass a Scheme).")

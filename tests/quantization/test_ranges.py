@@ -1,0 +1,95 @@
+"""Placement of activation fake-quants: fusing, pass-through, shared Concatenate ranges, fixed outputs."""
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+from kopt.quantization import ActivationQuantize, FoldedBatchNorm, quantize_model
+
+
+def quantizers_of(model):
+    return [l for l in model.layers if isinstance(l, ActivationQuantize)]
+
+
+def producers_of(model, layer):
+    """Names of the layers whose outputs feed ``layer`` (one per call)."""
+    names = []
+    for node in layer._inbound_nodes:
+        for tensor in node.input_tensors:
+            names.append(tensor._keras_history.operation.name)
+    return names
+
+
+def test_conv_relu_is_quantized_once_after_the_activation():
+    inp = keras.Input((8, 8, 3))
+    x = layers.Conv2D(4, 3, use_bias=False)(inp)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU(6.0)(x)
+    x = layers.MaxPooling2D()(x)
+    x = layers.Flatten()(x)
+    out = layers.Dense(2)(x)
+    q = quantize_model(keras.Model(inp, out))
+    sites = {producers_of(q, l)[0] for l in quantizers_of(q)}
+    folded = [l for l in q.layers if isinstance(l, FoldedBatchNorm)]
+    assert len(folded) == 1
+    relu = next(l.name for l in q.layers if isinstance(l, layers.ReLU))
+    # input, relu (not the conv: fused), dense output; nothing after max pool / flatten.
+    assert sites == {inp._keras_history.operation.name, relu, "quant_dense"}
+
+
+@pytest.mark.backends  # several range updates in one step: the JAX stateless scope must chain them
+def test_concatenate_inputs_share_one_range():
+    inp = keras.Input((8, 8, 3))
+    a = layers.Conv2D(4, 1)(inp)
+    b = layers.Conv2D(4, 1, activation="relu")(inp)
+    c = layers.Conv2D(4, 1)(inp)
+    x = layers.Concatenate()([a, b, c])
+    out = layers.Conv2D(2, 1)(x)
+    q = quantize_model(keras.Model(inp, out))
+    shared = [l for l in quantizers_of(q) if l.quantizer.num_calls > 1]
+    assert len(shared) == 1 and shared[0].quantizer.num_calls == 3
+    assert sorted(producers_of(q, shared[0])) == ["quant_conv2d", "quant_conv2d_1", "quant_conv2d_2"]
+    assert len(quantizers_of(q)) == 3  # input, the shared concat range, the output
+
+    x = np.random.default_rng(0).normal(size=(4, 8, 8, 3)).astype("float32")
+    q(x, training=True)  # one training forward pass: every range starts from this batch
+    convs = [q.get_layer(n).output for n in ("quant_conv2d", "quant_conv2d_1", "quant_conv2d_2")]
+    outputs = [np.asarray(keras.ops.convert_to_numpy(t)) for t in keras.Model(q.input, convs)(x)]
+    lo, hi = shared[0].range  # the union of the three inputs' ranges
+    assert lo == pytest.approx(min(0.0, min(o.min() for o in outputs)), rel=1e-5)
+    assert hi == pytest.approx(max(o.max() for o in outputs), rel=1e-5)
+
+
+def test_dense_chain_of_concatenations_is_one_range_group():
+    inp = keras.Input((6, 6, 4))
+    x = layers.Conv2D(4, 1)(inp)
+    for _ in range(3):  # DenseNet-style: each concat output feeds the next concat
+        y = layers.Conv2D(2, 1)(x)
+        x = layers.Concatenate()([x, y])
+    q = quantize_model(keras.Model(inp, x))
+    shared = [l for l in quantizers_of(q) if l.quantizer.num_calls > 1]
+    assert len(shared) == 1 and shared[0].quantizer.num_calls == 4
+
+
+def test_softmax_and_sigmoid_outputs_get_no_fake_quant():
+    inp = keras.Input((5,))
+    x = layers.Dense(4, activation="sigmoid")(inp)
+    out = layers.Dense(3, activation="softmax")(x)
+    q = quantize_model(keras.Model(inp, out))
+    sites = [producers_of(q, l)[0] for l in quantizers_of(q)]
+    assert sorted(sites) == sorted([inp._keras_history.operation.name, "quant_dense", "quant_dense_1"])
+    assert isinstance(q.layers[-1], layers.Activation)  # the softmax is the model output, unquantized
+
+
+def test_add_output_has_its_own_range_and_fuses_relu():
+    inp = keras.Input((4, 4, 2))
+    a = layers.Conv2D(2, 1)(inp)
+    x = layers.Add()([a, inp])
+    x = layers.ReLU()(x)
+    out = layers.GlobalAveragePooling2D()(x)
+    q = quantize_model(keras.Model(inp, out))
+    sites = sorted(producers_of(q, l)[0] for l in quantizers_of(q))
+    relu = next(l.name for l in q.layers if isinstance(l, layers.ReLU))
+    gap = next(l.name for l in q.layers if isinstance(l, layers.GlobalAveragePooling2D))
+    assert sites == sorted([inp._keras_history.operation.name, "quant_conv2d", relu, gap])
