@@ -44,7 +44,7 @@ class QuantizationReport:
     def __str__(self) -> str:
         lines = [
             f"Quantization scheme {self.scheme!r}:",
-            f"  layers with quantized weights: {len(self.quantized_weights)}",
+            f"  layers with fake-quantized weights: {len(self.quantized_weights)}",
             f"  BatchNorms folded into their conv/dense: {len(self.folded_batch_norms)}",
             f"  activation fake-quants: {self.activation_quantizers}"
             f" ({len(self.shared_ranges)} shared by several tensors)",
@@ -160,12 +160,14 @@ def quantize_apply(
     report.folded_batch_norms = list(context.folded)
     report.notes.extend(context.notes)
 
-    report.quantized_weights = _wrap_layers(graph, configs)
+    _wrap_layers(graph, configs)
+    report.quantized_weights = _quantized_weight_layers(graph)
     plan = plan_ranges(graph, configs, scheme.is_fusable_activation)
     insert_activation_quantizers(graph, plan, scheme.activation_quantizer)
     report.activation_quantizers = len(plan.groups)
     report.shared_ranges = [[node for node, _ in group] for group in plan.shared]
 
+    _make_names_unique(graph)
     quantized = graph.rebuild(name=model.name)
     return (quantized, report) if return_report else quantized
 
@@ -213,9 +215,32 @@ def _missing_message(graph: ModelGraph, missing: list[str], scheme: Scheme) -> s
     )
 
 
-def _wrap_layers(graph: ModelGraph, configs: dict[str, QuantizeConfig | None]) -> list[str]:
-    """Wrap quantized weighted layers, copy the others; returns the wrapped layer names."""
-    wrapped = []
+def _make_names_unique(graph: ModelGraph) -> None:
+    """Keras needs unique layer names: a kopt layer whose name a user layer already has gets a suffix."""
+    layers = list({id(graph.layer(n)): graph.layer(n) for n in graph.layer_nodes()}.values())
+    created = (QuantizeWrapper, ActivationQuantize)
+    taken: set[str] = set()
+    for layer in [l for l in layers if not isinstance(l, created)] + [l for l in layers if isinstance(l, created)]:
+        name, k = layer.name, 1
+        while name in taken:
+            name, k = f"{layer.name}_{k}", k + 1
+        if name != layer.name:
+            layer.name = name
+        taken.add(name)
+
+
+def _quantized_weight_layers(graph: ModelGraph) -> list[str]:
+    """Names of the (inner) layers whose weights are fake-quantized, in execution order."""
+    names: list[str] = []
+    for node in graph.layer_nodes():
+        layer = graph.layer(node)
+        if isinstance(layer, QuantizeWrapper) and layer.quantize_config.weights and layer.layer.name not in names:
+            names.append(layer.layer.name)
+    return names
+
+
+def _wrap_layers(graph: ModelGraph, configs: dict[str, QuantizeConfig | None]) -> None:
+    """Wrap quantized weighted layers in place, copy the others."""
     nodes_by_layer: dict[int, list[str]] = {}
     for node in graph.layer_nodes():
         nodes_by_layer.setdefault(id(graph.layer(node)), []).append(node)
@@ -233,6 +258,3 @@ def _wrap_layers(graph: ModelGraph, configs: dict[str, QuantizeConfig | None]) -
             replacement = clone_with(layer)  # never call the user's layer objects in the new model
         if replacement is not None:
             replace_calls(graph, nodes, replacement)
-            if isinstance(replacement, QuantizeWrapper):
-                wrapped.append(layer.name)
-    return wrapped

@@ -3,7 +3,8 @@
 Convention (TFLite's): ``real = scale * (q - zero_point)``. Every quantizer ends in
 ``keras.quantizers.fake_quant_with_min_max_vars``, which on TensorFlow is the
 ``FakeQuantWithMinMaxVars[PerChannel]`` op the TFLite converter turns into int8 params;
-on JAX and PyTorch it is Keras' generic straight-through implementation.
+on JAX and PyTorch it is Keras' generic implementation. In training, the gradient is
+kopt's straight-through estimator on every backend (see :func:`fake_quant`).
 
 Two details make the three backends and the converter agree bit for bit:
 
@@ -67,7 +68,7 @@ def fake_quant(
     The range is nudged first and carries no gradient; ``x`` gets the straight-through
     gradient (1 inside the nudged range, 0 outside). In training the gradient is computed
     here rather than by TF's FakeQuant gradient op, which also reduces gradients for the
-    range that nobody uses (a third of a QAT step's fake-quant cost); in inference the
+    range that nobody uses (most of the fake-quant's backward cost); in inference the
     plain op is emitted, which is what the TFLite converter reads.
     """
     low, high = nudged_range(min_value, max_value, num_bits, narrow_range)
@@ -86,11 +87,8 @@ def fake_quant(
         def grad(*args: Any, upstream: Any = None) -> Any:
             if upstream is None:
                 (upstream,) = args
-            import os
-            if os.environ.get("KOPT_STE") == "identity":
-                return upstream, ops.zeros_like(lo), ops.zeros_like(hi)
             inside = ops.logical_and(ops.greater_equal(values, lo), ops.less_equal(values, hi))
-            return ops.where(inside, upstream, ops.zeros_like(upstream)), ops.zeros_like(lo), ops.zeros_like(hi)
+            return upstream * ops.cast(inside, upstream.dtype), ops.zeros_like(lo), ops.zeros_like(hi)
 
         return quantize(values, lo, hi), grad
 
@@ -144,9 +142,9 @@ class WeightQuantizer(Quantizer):
     no state is kept and the converter recomputes the same scale from the frozen graph.
 
     Args:
-        num_bits: 8 for TFLite. Other widths (e.g. 4, ``[-7, 7]``) only simulate
-            low-bit weights: TFLite kernels run 8-bit, so such a model still lowers to
-            int8 tensors holding the coarser grid.
+        num_bits: 8 for TFLite int8 (and the Edge TPU). Experimental: 4 (``[-7, 7]``);
+            TF 2.21's converter then stores INT4 weights, which TFLite's CPU kernels run but
+            the Edge TPU and most delegates do not.
         per_channel: one scale per output channel (TFLite CONV_2D / DEPTHWISE_CONV_2D).
         channel_dims: how many trailing axes of the tensor form the output channel
             (2 for a ``DepthwiseConv2D`` kernel ``(kh, kw, in, multiplier)``, whose TFLite
@@ -209,7 +207,8 @@ class ActivationQuantizer(Quantizer):
     stored range is updated once, on the last call.
 
     Args:
-        num_bits: 8 for TFLite (other widths only simulate, see :class:`WeightQuantizer`).
+        num_bits: 8 for TFLite. Other widths only simulate in Keras: the converter rejects
+            4-bit activations (TFLite kernels take 8- or 16-bit activations).
         mode: one of :data:`ACTIVATION_MODES`.
         decay: moving-average decay (``"moving_average"`` only).
         init_range: range used before any training step (so an untrained model still lowers).

@@ -77,8 +77,9 @@ def default_8bit_scheme(
 ) -> Scheme:
     """The TFLite int8 scheme, with its options.
 
-    ``weight_bits`` / ``activation_bits`` other than 8 (e.g. 4) are experimental: they
-    simulate a coarser grid in training, but TFLite kernels only run 8-bit.
+    ``weight_bits`` / ``activation_bits`` other than 8 are experimental: ``weight_bits=4``
+    lowers to TFLite INT4 weights (CPU kernels only, not the Edge TPU); 4-bit activations
+    train in Keras but do not lower (TFLite kernels run 8-bit activations).
     ``dense_per_channel`` quantizes Dense kernels per output unit (TF 2.21's converter
     default) instead of per tensor (the TFLite spec and the Edge TPU's reference models).
     """

@@ -126,7 +126,7 @@ def test_report_counts_what_was_done():
     q, report = quantize_model(small_cnn(), return_report=True)
     assert len(report.folded_batch_norms) == 2
     assert sum(isinstance(l, FoldedBatchNorm) for l in q.layers) == 2
-    assert report.quantized_weights == ["dense"]
+    assert report.quantized_weights == ["conv2d", "depthwise_conv2d", "dense"]
     assert report.float_layers == []
     assert report.activation_quantizers == 6  # input, two ReLU6 (fused into conv), add, pooled features, dense
 
@@ -180,3 +180,14 @@ def test_invalid_arguments():
         quantize_model(layers.Dense(3))
     with pytest.raises(ValueError, match="already quantization-aware"):
         quantize_model(quantize_model(small_cnn()))
+
+
+def test_kopt_layer_names_never_clash_with_user_layer_names():
+    inp = keras.Input((4,))
+    x = layers.Dense(4, name="dense")(inp)
+    x = layers.ReLU(name="quant_dense")(x)  # the name kopt would give the wrapped "dense"
+    out = layers.Dense(2, name="dense_quant")(x)  # the name of dense's activation fake-quant
+    q = quantize_model(keras.Model(inp, out))
+    names = [l.name for l in q.layers]
+    assert len(names) == len(set(names)) and "quant_dense" in names
+    assert isinstance(q.get_layer("quant_dense"), layers.ReLU)

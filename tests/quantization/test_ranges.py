@@ -53,7 +53,8 @@ def test_concatenate_inputs_share_one_range():
     assert len(quantizers_of(q)) == 3  # input, the shared concat range, the output
 
     x = np.random.default_rng(0).normal(size=(4, 8, 8, 3)).astype("float32")
-    q(x, training=True)  # one training forward pass: every range starts from this batch
+    q.compile(keras.optimizers.SGD(0.0), "mse")  # one training step that leaves the weights alone
+    q.fit(x, np.zeros((4, 8, 8, 2), "float32"), batch_size=4, epochs=1, verbose=0)
     convs = [q.get_layer(n).output for n in ("quant_conv2d", "quant_conv2d_1", "quant_conv2d_2")]
     outputs = [np.asarray(keras.ops.convert_to_numpy(t)) for t in keras.Model(q.input, convs)(x)]
     lo, hi = shared[0].range  # the union of the three inputs' ranges
