@@ -165,8 +165,8 @@ def _separable_parts(layer: keras.layers.SeparableConv2D) -> tuple[keras.layers.
         name=f"{layer.name}_pointwise",
     )
     input_shape = layer.get_build_config()["input_shape"]
-    depthwise.build(input_shape)
-    pointwise.build(depthwise.compute_output_shape(input_shape))
+    _build_cheaply(depthwise, {"input_shape": input_shape})
+    _build_cheaply(pointwise, {"input_shape": depthwise.compute_output_shape(input_shape)})
     depthwise.kernel.assign(_copy_of(layer.depthwise_kernel))
     pointwise.kernel.assign(_copy_of(layer.pointwise_kernel))
     if layer.use_bias:
