@@ -62,6 +62,7 @@ def fake_quant(
     narrow_range: bool = False,
     per_channel: bool = False,
     training: bool = False,
+    nonnegative: bool = False,
 ) -> Any:
     """Fake-quantize ``x`` to the grid of ``[min_value, max_value]`` (per last-axis channel if asked).
 
@@ -69,7 +70,8 @@ def fake_quant(
     gradient (1 inside the nudged range, 0 outside). In training the gradient is computed
     here rather than by TF's FakeQuant gradient op, which also reduces gradients for the
     range that nobody uses (most of the fake-quant's backward cost); in inference the
-    plain op is emitted, which is what the TFLite converter reads.
+    plain op is emitted, which is what the TFLite converter reads. ``nonnegative`` promises
+    ``x >= 0`` (a ReLU output; ``min_value <= 0`` always): the mask then only checks the maximum.
     """
     low, high = nudged_range(min_value, max_value, num_bits, narrow_range)
     low, high = ops.stop_gradient(low), ops.stop_gradient(high)
@@ -87,7 +89,10 @@ def fake_quant(
         def grad(*args: Any, upstream: Any = None) -> Any:
             if upstream is None:
                 (upstream,) = args
-            inside = ops.logical_and(ops.greater_equal(values, lo), ops.less_equal(values, hi))
+            if nonnegative:
+                inside = ops.less_equal(values, hi)
+            else:
+                inside = ops.logical_and(ops.greater_equal(values, lo), ops.less_equal(values, hi))
             return upstream * ops.cast(inside, upstream.dtype), ops.zeros_like(lo), ops.zeros_like(hi)
 
         return quantize(values, lo, hi), grad
@@ -201,6 +206,10 @@ class ActivationQuantizer(Quantizer):
     * ``"last_value"``: the range of the latest batch;
     * ``"all_values"``: the extremes of every batch seen.
 
+    ``nonnegative=True`` declares the input never negative (a ReLU / ReLU6 output, the
+    quantizer placement sets it): the range minimum is then 0 without a reduction, and the
+    gradient mask only checks the maximum — the same results, a cheaper training step.
+
     ``num_calls > 1`` serves a range *shared* by several tensors (the inputs of a
     Concatenate, which TFLite requires to have one scale): the host layer is called once
     per tensor in each forward pass, the batch ranges of the calls are united, and the
@@ -221,6 +230,7 @@ class ActivationQuantizer(Quantizer):
         decay: float = 0.99,
         init_range: tuple[float, float] = (-6.0, 6.0),
         num_calls: int = 1,
+        nonnegative: bool = False,
     ):
         if not isinstance(num_bits, int) or not 2 <= num_bits <= 8:
             raise ValueError(f"ActivationQuantizer num_bits must be an int in [2, 8], got {num_bits!r}.")
@@ -238,10 +248,14 @@ class ActivationQuantizer(Quantizer):
         self.decay = float(decay)
         self.init_range = (low, high)
         self.num_calls = num_calls
+        self.nonnegative = bool(nonnegative)
 
-    def with_calls(self, num_calls: int) -> "ActivationQuantizer":
+    def with_calls(self, num_calls: int, nonnegative: bool | None = None) -> "ActivationQuantizer":
         """The same quantizer serving ``num_calls`` tensors that share one range."""
-        return ActivationQuantizer(**{**self.get_config(), "num_calls": num_calls})
+        changes = {"num_calls": num_calls}
+        if nonnegative is not None:
+            changes["nonnegative"] = nonnegative
+        return ActivationQuantizer(**{**self.get_config(), **changes})
 
     # Layout of the single state variable: one variable (not six) keeps model building and
     # every training step cheap.
@@ -274,13 +288,16 @@ class ActivationQuantizer(Quantizer):
             low, high = self._update(x, state)
         else:
             low, high = self.stored_range(state)
-        return fake_quant(x, low, high, num_bits=self.num_bits, narrow_range=False, training=training)
+        return fake_quant(
+            x, low, high, num_bits=self.num_bits, narrow_range=False, training=training, nonnegative=self.nonnegative
+        )
 
     def _update(self, x: Any, state: dict[str, keras.Variable]) -> tuple[Any, Any]:
         """Fold this batch into the stored range; return the range to quantize with now."""
         stored = ops.convert_to_tensor(state["range"])
         values = ops.stop_gradient(ops.cast(x, "float32"))
-        batch_min, batch_max = ops.min(values), ops.max(values)
+        batch_max = ops.max(values)
+        batch_min = ops.zeros_like(batch_max) if self.nonnegative else ops.min(values)
         commit = True
         if self.num_calls > 1:
             index = stored[self.CALL]
@@ -322,6 +339,7 @@ class ActivationQuantizer(Quantizer):
             "decay": self.decay,
             "init_range": list(self.init_range),
             "num_calls": self.num_calls,
+            "nonnegative": self.nonnegative,
         }
 
 

@@ -22,7 +22,7 @@ an :class:`ActivationQuantize` and which must share one:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import keras
@@ -31,6 +31,7 @@ import networkx as nx
 from kopt.graph import ModelGraph
 from kopt.quantization.config import QuantizeConfig
 from kopt.quantization.quantizers import ActivationQuantizer
+from kopt.quantization.registry import has_nonnegative_output
 from kopt.quantization.wrapper import ActivationQuantize
 
 Tensor = tuple[str, int]  # (producer node, output index)
@@ -42,6 +43,7 @@ class RangePlan:
 
     groups: list[list[Tensor]]
     fused: list[str]
+    nonnegative: list[bool] = field(default_factory=list)
 
     @property
     def shared(self) -> list[list[Tensor]]:
@@ -127,21 +129,23 @@ def plan_ranges(
             continue
         planned.append(sorted(sites, key=lambda t: (dag.nodes[t[0]]["order"], t[1])))
     planned.sort(key=lambda g: (dag.nodes[g[0][0]]["order"], g[0][1]))
-    return RangePlan(groups=planned, fused=fused)
+    nonnegative = [all(has_nonnegative_output(graph.layer(node)) for node, _ in group) for group in planned]
+    return RangePlan(groups=planned, fused=fused, nonnegative=nonnegative)
 
 
 def insert_activation_quantizers(graph: ModelGraph, plan: RangePlan, quantizer: ActivationQuantizer) -> list[str]:
     """Insert one ActivationQuantize per range group, called after each of its tensors."""
     used_names = {getattr(graph.layer(n), "name", "") for n in graph.dag}
     inserted = []
-    for group in plan.groups:
+    for position, group in enumerate(plan.groups):
         producer = graph.layer(group[0][0])
         base = f"{getattr(producer, 'name', group[0][0])}_quant".replace("/", "_")
         name, k = base, 1
         while name in used_names:
             name, k = f"{base}_{k}", k + 1
         used_names.add(name)
-        layer = ActivationQuantize(quantizer.with_calls(len(group)), name=name)
+        nonnegative = plan.nonnegative[position] if plan.nonnegative else False
+        layer = ActivationQuantize(quantizer.with_calls(len(group), nonnegative), name=name)
         for node, index in group:
             inserted.append(graph.insert_after(node, layer, output_index=index, name=name))
     return inserted

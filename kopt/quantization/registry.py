@@ -136,6 +136,16 @@ def relu_variant(layer: keras.Operation) -> str | None:
     return None
 
 
+def has_nonnegative_output(layer: keras.Operation) -> bool:
+    """The layer ends in a ReLU / ReLU6 (its own or its ``activation``): its output is never negative."""
+    if relu_variant(layer) is not None:
+        return True
+    inner = getattr(layer, "layer", None)  # a wrapper: look at the wrapped layer's activation
+    if inner is not None and not isinstance(layer, keras.Model):
+        return has_nonnegative_output(inner)
+    return hasattr(layer, "activation") and activation_name(layer.activation) in ("relu", "relu6")
+
+
 def is_fusable_activation(layer: keras.Operation) -> bool:
     """TFLite folds this activation into a preceding CONV/DEPTHWISE/FC/ADD/SUB/MUL."""
     return relu_variant(layer) is not None

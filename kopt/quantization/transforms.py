@@ -64,10 +64,10 @@ Transform = Callable[[TransformContext], None]
 
 
 def clone_with(layer: keras.layers.Layer, name: str | None = None, **changes: Any) -> keras.layers.Layer:
-    """A copy of ``layer`` with some config entries changed, weights copied by name.
+    """A copy of ``layer`` (own variables, host copies of the values) with some config entries changed.
 
-    Variables the copy has but the original lacks (a bias added by ``use_bias=True``)
-    start at zero.
+    Weights are copied in order; when a change adds variables (``use_bias=True``) they are
+    matched by name and the new ones start at zero.
     """
     config = {**layer.get_config(), **changes}
     if name is not None:

@@ -25,7 +25,7 @@ from keras import ops
 from kopt.graph.rebuild import clone_layer
 from kopt.quantization import kernels
 from kopt.quantization.config import QuantizeConfig
-from kopt.quantization.quantizers import ActivationQuantizer, Quantizer, WeightQuantizer, deserialize, serialize
+from kopt.quantization.quantizers import ActivationQuantizer, Quantizer, deserialize, serialize
 from kopt.wrapper import KoptWrapper
 
 
@@ -366,4 +366,4 @@ class ActivationQuantize(keras.layers.Layer):
         return {**super().get_config(), "quantizer": serialize(self.quantizer)}
 
 
-__all__ = ["ActivationQuantize", "ChannelAffine", "FoldedBatchNorm", "QuantizeWrapper", "WeightQuantizer"]
+__all__ = ["ActivationQuantize", "ChannelAffine", "FoldedBatchNorm", "QuantizeWrapper"]

@@ -135,3 +135,13 @@ def test_shared_range_unites_the_calls_of_one_forward_pass():
     a, b = _run(layer, [x, x], training=False)
     np.testing.assert_allclose(a, b)
     np.testing.assert_allclose(a, ref_fake_quant(x, lo, hi), atol=1e-6)
+
+
+def test_nonnegative_quantizer_gives_the_same_ranges_and_values_on_relu_outputs():
+    x = np.maximum(np.random.default_rng(5).normal(size=(4, 32)), 0).astype("float32")
+    general = ActivationQuantize(ActivationQuantizer(decay=0.5))
+    relu_only = ActivationQuantize(ActivationQuantizer(decay=0.5, nonnegative=True))
+    for batch in (x, 2 * x):
+        a, b = _run(general, [batch])[0], _run(relu_only, [batch])[0]
+        np.testing.assert_array_equal(a, b)
+    assert general.range == relu_only.range and relu_only.range[0] == 0.0

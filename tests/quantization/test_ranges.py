@@ -36,6 +36,8 @@ def test_conv_relu_is_quantized_once_after_the_activation():
     relu = next(l.name for l in q.layers if isinstance(l, layers.ReLU))
     # input, relu (not the conv: fused), dense output; nothing after max pool / flatten.
     assert sites == {inp._keras_history.operation.name, relu, "quant_dense"}
+    nonnegative = {producers_of(q, l)[0]: l.quantizer.nonnegative for l in quantizers_of(q)}
+    assert nonnegative == {inp._keras_history.operation.name: False, relu: True, "quant_dense": False}
 
 
 @pytest.mark.backends  # several range updates in one step: the JAX stateless scope must chain them

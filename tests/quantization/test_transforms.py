@@ -2,7 +2,6 @@
 
 import keras
 import numpy as np
-import pytest
 from keras import layers, ops
 
 from kopt.graph import analyze

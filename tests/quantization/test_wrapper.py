@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import keras
 from keras import layers, ops
 from qat_reference import symmetric_weight_codes
 
