@@ -26,6 +26,8 @@ from typing import Any
 import keras
 from keras import ops
 
+from kopt.distribute import cross_replica_extremes
+
 #: Below this width an activation range is widened (an all-zero tensor would give scale 0).
 MIN_RANGE_WIDTH = 1e-3
 #: Weight channels whose largest magnitude is below this are treated as all-zero.
@@ -276,6 +278,9 @@ class ActivationQuantizer(Quantizer):
             initializer=keras.initializers.Constant(initial),
             trainable=False,
             autocast=False,
+            # Every replica computes the same update (batch extremes are reduced across
+            # replicas in _update), so replica 0's value is everyone's.
+            aggregation="only_first_replica",
         )
         return {"range": variable}
 
@@ -298,6 +303,8 @@ class ActivationQuantizer(Quantizer):
         values = ops.stop_gradient(ops.cast(x, "float32"))
         batch_max = ops.max(values)
         batch_min = ops.zeros_like(batch_max) if self.nonnegative else ops.min(values)
+        # Under tf.distribute each replica sees a slice of the batch: use the global extremes.
+        batch_min, batch_max = cross_replica_extremes(batch_min, batch_max)
         commit = True
         if self.num_calls > 1:
             index = stored[self.CALL]
