@@ -29,12 +29,6 @@ def data():
     return digits()
 
 
-def _scheme_registered(name: str) -> bool:
-    from kopt.quantization import available_schemes
-
-    return name in available_schemes()
-
-
 def _run(model, policy, data, **kwargs):
     x, y, xv, yv = data
     kwargs.setdefault("epochs", 1)
@@ -105,12 +99,25 @@ def test_preset_end_to_end(trained, data, preset):
 
 
 @pytest.mark.parametrize("preset", ["pqat", "cqat", "pcqat"])
-def test_preserving_presets_fail_early_until_their_scheme_exists(trained, data, preset):
-    scheme = Policy.preset(preset).quantize.scheme
-    if _scheme_registered(scheme):
-        pytest.skip(f"scheme {scheme!r} is registered: covered by the collaborative-optimization tests")
-    with pytest.raises(PolicyError, match=rf"scheme '{scheme}', which is not registered"):
-        _run(trained, preset, data, epochs=50)  # fails before any training
+def test_preserving_presets_keep_structure_in_the_tflite(trained, data, preset):
+    result = _run(trained, preset, data)
+    report = result.report
+    expected = {"pqat": ["prune"], "cqat": ["cluster"], "pcqat": ["prune", "cluster"]}[preset]
+    assert [s.name for s in report.stages] == ["baseline", *expected, "quantize", "int8"]
+    assert report.final.int8_accuracy >= report.stage("baseline").keras_accuracy - 0.08
+    stage_models = {s.name: s.model for s in result.stages if s.model is not None}
+    before_qat = stage_models[expected[-1]]  # the stripped model quantization-aware training started from
+    tensors = {t.op: t for t in weight_tensors(result.tflite)}
+    assert set(tensors) == {"CONV_2D", "FULLY_CONNECTED"} and all(t.values.dtype == np.int8 for t in tensors.values())
+    if "prune" in expected:
+        fc = kernel(before_qat, "fc")
+        assert np.mean(fc == 0) >= 0.5 - 1e-6
+        assert tensors["FULLY_CONNECTED"].sparsity >= np.mean(fc == 0) - 0.005  # zeros survive QAT and int8
+        np.testing.assert_array_equal(tensors["FULLY_CONNECTED"].values.T == 0, fc == 0)
+    if "cluster" in expected:
+        assert len(np.unique(kernel(before_qat, "fc"))) <= 16
+        assert all(t.max_unique_per_channel <= 16 for t in tensors.values())  # FC: per tensor, conv: per channel
+        assert tensors["FULLY_CONNECTED"].unique_values <= 16
 
 
 def test_result_save_writes_loadable_files(trained, data, tmp_path):

@@ -23,6 +23,14 @@ from kopt.quantization.quantizers import (
     fake_quant,
     nudged_range,
 )
+from kopt.quantization.preserve import (
+    ClusterPreservingQuantizer,
+    NotClusteredError,
+    SparsityPreservingQuantizer,
+    cluster_preserve_scheme,
+    prune_cluster_preserve_scheme,
+    prune_preserve_scheme,
+)
 from kopt.quantization.registry import USER_REGISTRY, QuantizeRegistry, default_8bit_registry, register
 from kopt.quantization.schemes import Scheme, available_schemes, default_8bit_scheme, get_scheme, register_scheme
 from kopt.quantization.wrapper import ActivationQuantize, ChannelAffine, FoldedBatchNorm, QuantizeWrapper
@@ -32,7 +40,9 @@ __all__ = [
     "ActivationQuantize",
     "ActivationQuantizer",
     "ChannelAffine",
+    "ClusterPreservingQuantizer",
     "FoldedBatchNorm",
+    "NotClusteredError",
     "QuantizationReport",
     "QuantizeAnnotate",
     "QuantizeConfig",
@@ -40,15 +50,19 @@ __all__ = [
     "QuantizeWrapper",
     "Quantizer",
     "Scheme",
+    "SparsityPreservingQuantizer",
     "USER_REGISTRY",
     "UnsupportedLayerError",
     "WeightQuantizer",
     "available_schemes",
+    "cluster_preserve_scheme",
     "default_8bit_registry",
     "default_8bit_scheme",
     "fake_quant",
     "get_scheme",
     "nudged_range",
+    "prune_cluster_preserve_scheme",
+    "prune_preserve_scheme",
     "quantize_annotate_layer",
     "quantize_apply",
     "quantize_model",

@@ -77,6 +77,17 @@ class QuantizeWrapper(KoptWrapper):
     def weight_quantizer(self, attr: str) -> Quantizer:
         return self.quantize_config.weights[attr]
 
+    def source_weight(self, attr: str) -> Any:
+        """The value of ``layer.<attr>`` to compute with, before any BatchNorm fold or fake-quant.
+
+        The variable itself, unless its quantizer has a ``source_weight(value, state)`` method
+        that derives it from the quantizer's state (a cluster-preserving quantizer's trained
+        centroids gathered by fixed indices, a sparsity-preserving quantizer's masked kernel).
+        """
+        value = ops.convert_to_tensor(getattr(self.layer, attr))
+        supply = getattr(self.quantize_config.weights.get(attr), "source_weight", None)
+        return value if supply is None else supply(value, self._quantizer_state.get(attr, {}))
+
     def _quantized_view(self, attr: str, view: Any, training: bool) -> Any:
         return self.weight_quantizer(attr)(view, self._quantizer_state.get(attr, {}), training)
 
@@ -85,15 +96,15 @@ class QuantizeWrapper(KoptWrapper):
         for attr in self.quantize_config.weights:
             variable = getattr(self.layer, attr)
             if attr == "kernel":
-                view = kernels.kernel_view(self.layer, ops.convert_to_tensor(variable))
+                view = kernels.kernel_view(self.layer, self.source_weight(attr))
                 pairs.append((variable, kernels.from_view(self.layer, self._quantized_view(attr, view, training))))
             else:
-                pairs.append((variable, self._quantized_view(attr, ops.convert_to_tensor(variable), training)))
+                pairs.append((variable, self._quantized_view(attr, self.source_weight(attr), training)))
         return pairs
 
     def call(self, inputs: Any, training: bool | None = None, **kwargs: Any) -> Any:
         if kernels.uses_conv2d_view(self.layer) and "kernel" in self.quantize_config.weights:
-            view = kernels.kernel_view(self.layer, ops.convert_to_tensor(self.layer.kernel))
+            view = kernels.kernel_view(self.layer, self.source_weight("kernel"))
             return kernels.run_linear(self.layer, inputs, self._quantized_view("kernel", view, bool(training)), None)
         return super().call(inputs, training=training, **kwargs)
 
@@ -185,7 +196,7 @@ class FoldedBatchNorm(QuantizeWrapper):
         bn = self.batch_norm
         gamma, beta = _bn_parameters(bn)
         scale = gamma * ops.rsqrt(ops.cast(bn.moving_variance, "float32") + bn.epsilon)
-        view = kernels.kernel_view(self.layer, ops.convert_to_tensor(self.layer.kernel))
+        view = kernels.kernel_view(self.layer, self.source_weight("kernel"))
         folded = kernels.scale_kernel(self.layer, view, scale)
         bias = ops.convert_to_tensor(self.layer.bias) if self._has_bias() else 0.0
         folded_bias = beta + (bias - ops.cast(bn.moving_mean, "float32")) * scale
@@ -221,7 +232,10 @@ class FoldedBatchNorm(QuantizeWrapper):
         else:
             z = kernels.run_linear(self.layer, inputs, quantized, None)
         inverse = _safe_reciprocal(scale)
-        z_mean, z_variance = ops.moments(z, axes=tuple(range(len(z.shape) - 1)))
+        # synchronized=True (TensorFlow): the statistics of the global batch under tf.distribute.
+        z_mean, z_variance = ops.moments(
+            z, axes=tuple(range(len(z.shape) - 1)), synchronized=bool(getattr(bn, "synchronized", False))
+        )
         mean, variance = z_mean * inverse, z_variance * ops.square(inverse)  # statistics of z / s
         _update_moving_statistics(bn, mean, variance)
         normalizer = gamma * ops.rsqrt(variance + bn.epsilon)
@@ -273,7 +287,9 @@ class ChannelAffine(QuantizeWrapper):
             gamma, beta = _bn_parameters(layer)
             if training and layer.trainable and inputs is not None:
                 axes = tuple(range(len(inputs.shape) - 1))
-                mean, variance = ops.moments(ops.cast(inputs, "float32"), axes=axes)
+                mean, variance = ops.moments(
+                    ops.cast(inputs, "float32"), axes=axes, synchronized=bool(getattr(layer, "synchronized", False))
+                )
                 _update_moving_statistics(layer, mean, variance)
             else:
                 mean = ops.cast(layer.moving_mean, "float32")
