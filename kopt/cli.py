@@ -228,17 +228,45 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def load_tflite(spec: str) -> Any:
+    """Decode a ``.tflite`` file; a truncated or corrupted one is bad input (exit 2), never a crash."""
+    from kopt.export.flatbuffer import load
+
+    path = Path(spec)
+    if not path.is_file():
+        raise UsageError(f"no .tflite file at {spec!r}.")
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise UsageError(f"cannot read {spec!r}: {error}") from error
+    try:
+        return load(raw)
+    except ValueError as error:
+        if "not a TFLite flatbuffer" in str(error):
+            raise UsageError(f"{spec!r}: {error}") from error
+        raise UsageError(_corrupted(spec, len(raw), error)) from error
+    except Exception as error:  # noqa: BLE001 - the flatbuffer decoder fails in many ways on bad bytes
+        raise UsageError(_corrupted(spec, len(raw), error)) from error
+
+
+def _corrupted(spec: str, size: int, error: BaseException) -> str:
+    return (
+        f"{spec!r} ({size} bytes) is truncated or corrupted: it starts like a TFLite flatbuffer but cannot be "
+        f"decoded ({type(error).__name__}: {error}). Copy the file again or re-export it with kopt.export.to_tflite."
+    )
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from kopt.export import check_edgetpu, inspect
 
-    path = Path(args.model)
-    if not path.is_file():
-        raise UsageError(f"no .tflite file at {args.model!r}.")
+    model = load_tflite(args.model)
     try:
-        summary = inspect(path)
-        edgetpu = check_edgetpu(path)
+        summary = inspect(model)
+        edgetpu = check_edgetpu(model)
     except ValueError as error:
         raise UsageError(f"{args.model!r}: {error}") from error
+    except Exception as error:  # noqa: BLE001 - decoded but inconsistent (e.g. an index out of range)
+        raise UsageError(_corrupted(args.model, len(model.raw), error)) from error
     if args.json:
         print(json.dumps({"summary": summary.to_dict(), "edgetpu": edgetpu.to_dict()}, indent=2))
     else:

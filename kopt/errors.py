@@ -18,4 +18,17 @@ class InvalidArgumentError(KoptError, ValueError):
 
 
 class UnsupportedLayerError(KoptError, ValueError):
-    """A layer cannot take the requested optimization (unknown type, incompatible shape...)."""
+    """A layer cannot take the requested optimization (unknown type, incompatible shape, no
+    quantization config in the chosen scheme...). The one class every technique raises;
+    ``kopt.quantization.UnsupportedLayerError`` is this class."""
+
+
+class NonFiniteWeightsError(KoptError, ValueError):
+    """A model weight holds NaN or Inf, so no compression of it can be trusted.
+
+    ``weights`` lists ``(layer path, weight name, NaN count, Inf count)`` of every bad weight.
+    """
+
+    def __init__(self, message: str, *, weights: list[tuple[str, str, int, int]] | None = None) -> None:
+        super().__init__(message)
+        self.weights = [tuple(w) for w in (weights or [])]

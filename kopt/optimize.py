@@ -19,6 +19,7 @@ from kopt.policy import Plan, Policy, PolicyError
 from kopt.report import Report
 from kopt.stages import StageResult, check_plan, stage_names, wrap
 from kopt.training import STAGES, CompileSettings, Training
+from kopt.validation import check_finite_weights
 
 
 def as_policy(policy: Policy | str | Mapping[str, Any]) -> Policy:
@@ -32,11 +33,12 @@ def as_policy(policy: Policy | str | Mapping[str, Any]) -> Policy:
     raise PolicyError(f"policy must be a kopt.Policy, a preset name or a dict, got {type(policy).__name__}.")
 
 
-def _check_model(model: Any) -> None:
+def _check_model(model: Any, caller: str) -> None:
     if not isinstance(model, keras.Model):
         raise TypeError(f"kopt needs a keras.Model, got {type(model).__name__}.")
     if not model.built:
         raise ValueError(f"Model {model.name!r} is not built: give it an Input, or call it on data first.")
+    check_finite_weights(model, caller)
 
 
 @dataclass
@@ -139,7 +141,7 @@ def optimize(
     Returns:
         :class:`OptimizeResult` with ``.model``, ``.tflite``, ``.report`` and ``.save(dir)``.
     """
-    _check_model(model)
+    _check_model(model, "kopt.optimize")
     policy = as_policy(policy)
     plan = policy.resolve(model)
     check_plan(plan)
@@ -206,7 +208,7 @@ def prepare(
             model = kopt.strip(wrapped)
         tflite = kopt.export.to_tflite(model)
     """
-    _check_model(model)
+    _check_model(model, "kopt.prepare")
     policy = as_policy(policy)
     plan = policy.resolve(model)
     check_plan(plan)

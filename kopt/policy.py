@@ -364,6 +364,8 @@ class Policy:
             data = json.loads(text)
         except (json.JSONDecodeError, TypeError) as err:
             raise PolicyError(f"Policy is not valid JSON: {err}.") from None
+        except RecursionError:
+            raise PolicyError("Policy JSON is nested too deeply to be a policy.") from None
         return cls.from_dict(data)
 
     def dump(self, path: str | Path) -> None:
@@ -375,6 +377,8 @@ class Policy:
             text = Path(path).read_text()
         except OSError as err:
             raise PolicyError(f"Cannot read policy file {str(path)!r}: {err.strerror}.") from None
+        except UnicodeDecodeError:
+            raise PolicyError(f"Cannot read policy file {str(path)!r}: it is not UTF-8 text.") from None
         try:
             return cls.from_json(text)
         except PolicyError as err:

@@ -32,6 +32,16 @@ class KoptWrapper(keras.layers.Wrapper):
     def compute_output_shape(self, input_shape: Any) -> Any:
         return self.layer.compute_output_shape(input_shape)
 
+    def compute_output_spec(
+        self, inputs: Any, *args: Any, training: bool | None = None, mask: Any = None, **kwargs: Any
+    ) -> Any:
+        """The inner layer's output spec: also right for custom layers without ``compute_output_shape``
+        (Keras then traces the inner ``call``). ``training`` never changes the output's shape or
+        dtype and is dropped; ``mask`` is passed only to layers whose ``call`` takes one."""
+        if mask is not None and getattr(self.layer, "_call_has_mask_arg", False):
+            kwargs["mask"] = mask
+        return self.layer.compute_output_spec(inputs, *args, **kwargs)
+
     def strip(self) -> keras.layers.Layer:
         """A plain copy of the inner layer holding the weights this wrapper deploys."""
         plain = clone_layer(self.layer)

@@ -18,6 +18,7 @@ from kopt.clustering.errors import ClusteringConfigError, NotClusterableError
 from kopt.clustering.layout import matrix_shape, normalize_axes
 from kopt.clustering.wrapper import ClusterWrapper, derive_seed, validate_cluster_parameters
 from kopt.graph import analyze, clone_layer, map_layers
+from kopt.validation import check_finite_weights
 from kopt.wrapper import KoptWrapper
 
 LAYER_PARAMETERS = ("number_of_clusters", "init", "per_channel", "preserve_sparsity", "gradient_aggregation", "seed")
@@ -114,6 +115,7 @@ def cluster_weights(
     raises a warning (folding the BN scales every output channel differently).
     """
     validate_cluster_parameters(number_of_clusters, init, gradient_aggregation, preserve_sparsity)
+    check_finite_weights(model_or_layer, "kopt.clustering.cluster_weights")
     defaults = {
         "number_of_clusters": number_of_clusters,
         "init": init,

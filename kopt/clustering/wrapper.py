@@ -229,10 +229,6 @@ class ClusterWrapper(KoptWrapper):
             pairs.append((variable, from_matrix(clustered, shape, state.axes)))
         return pairs
 
-    def compute_output_spec(self, *args: Any, **kwargs: Any) -> Any:
-        # The inner layer's spec: also works for custom layers without compute_output_shape.
-        return self.layer.compute_output_spec(*args, **kwargs)
-
     # ------------------------------------------------------------- inspection
     @property
     def clustered_weight_names(self) -> list[str]:

@@ -31,13 +31,25 @@ _BUILTIN_ERRORS = {"ValueError": ValueError, "TypeError": TypeError, "RuntimeErr
 
 def lower_in_subprocess(model: Any, data: list[np.ndarray] | None, options: Any) -> bytes:
     """Save ``model`` to ``.keras``, convert it under ``KERAS_BACKEND=tensorflow``, return the bytes."""
+    from kopt.errors import UnsupportedLayerError
     from kopt.export.errors import ConversionError
 
+    lambdas = _lambda_layers(model)
+    if lambdas:
+        raise UnsupportedLayerError(
+            f"Layer(s) {lambdas} are keras.layers.Lambda: a {_backend()} model is lowered through a .keras file that "
+            "kopt only loads in Keras safe mode, which refuses Lambda code. Replace each Lambda with a registered "
+            "custom layer (@keras.saving.register_keras_serializable), or build the model and call to_tflite "
+            "under KERAS_BACKEND=tensorflow."
+        )
     with tempfile.TemporaryDirectory(prefix="kopt_lower_") as tmp:
         model.save(os.path.join(tmp, "model.keras"))
         if data is not None:
             np.savez(os.path.join(tmp, "calibration.npz"), *data)
-        request = {"options": options.to_dict(), "modules": _layer_modules(model)}
+        request = {
+            "options": options.to_dict(),
+            "modules": _layer_modules(model),
+        }
         with open(os.path.join(tmp, "request.json"), "w") as handle:
             json.dump(request, handle)
         env = dict(os.environ)
@@ -72,6 +84,27 @@ def _layer_modules(model: Any) -> list[str]:
     return sorted(m for m in modules if m != "keras" and not m.startswith("keras."))
 
 
+def _backend() -> str:
+    import keras
+
+    return {"jax": "JAX", "torch": "PyTorch"}.get(keras.backend.backend(), keras.backend.backend())
+
+
+def _lambda_layers(model: Any) -> list[str]:
+    """Names of the model's Lambda layers: their (Python bytecode) config cannot be loaded safely."""
+    import keras
+
+    layers = model._flatten_layers(include_self=False, recursive=True)
+    return sorted(layer.name for layer in layers if isinstance(layer, keras.layers.Lambda))
+
+
+def load_request_model(workdir: str) -> Any:
+    """Load the ``.keras`` file the parent wrote, always in Keras safe mode (nothing from it is executed)."""
+    import keras
+
+    return keras.saving.load_model(os.path.join(workdir, "model.keras"), safe_mode=True)
+
+
 def _rebuild_error(payload: dict[str, Any]) -> Exception:
     name, module, message = payload["type"], payload.get("module", ""), payload["message"]
     if module.startswith("kopt."):
@@ -92,8 +125,6 @@ def _rebuild_error(payload: dict[str, Any]) -> Exception:
 def _child(workdir: str) -> None:
     """Entry point of the converting process (TensorFlow backend)."""
     try:
-        import keras
-
         from kopt.export.lowering import LoweringOptions, input_specs, lower_in_process
 
         with open(os.path.join(workdir, "request.json")) as handle:
@@ -101,9 +132,7 @@ def _child(workdir: str) -> None:
         for module in request["modules"]:
             if module != "__main__":
                 importlib.import_module(module)
-        # The file was written a moment ago by the calling process from the caller's own model,
-        # so Lambda layers may be deserialized.
-        model = keras.saving.load_model(os.path.join(workdir, "model.keras"), safe_mode=False)
+        model = load_request_model(workdir)
         calibration = os.path.join(workdir, "calibration.npz")
         data = None
         if os.path.exists(calibration):

@@ -28,6 +28,7 @@ from kopt.errors import UnsupportedModelError
 from kopt.export import diagnostics
 from kopt.export.calibration import DEFAULT_CALIBRATION_SAMPLES, InputSpec, batches, materialize
 from kopt.export.errors import ConversionError, MissingRangesError
+from kopt.validation import check_finite_weights
 
 Mode = Literal["int8", "float16", "dynamic"]
 _MODES = ("int8", "float16", "dynamic")
@@ -87,6 +88,7 @@ def to_tflite(
         NotFullyIntegerError: ``mode="int8"`` but some ops still compute in float.
     """
     io_type = _validate(model, representative_data, int8_io, mode, batch_size, calibration_samples)
+    check_finite_weights(model, "kopt.export.to_tflite")
     options = LoweringOptions(mode, io_type, batch_size, bool(per_channel_dense))
     specs = input_specs(model)
     data = None

@@ -14,19 +14,16 @@ from typing import Any, Union
 
 import keras
 
-from kopt.errors import KoptError
+from kopt.errors import UnsupportedLayerError
 from kopt.graph import ModelGraph, analyze
 from kopt.quantization.config import QuantizeConfig
 from kopt.quantization.ranges import insert_activation_quantizers, plan_ranges
 from kopt.quantization.schemes import Scheme, get_scheme
 from kopt.quantization.transforms import TransformContext, calls, clone_with, replace_calls
 from kopt.quantization.wrapper import ActivationQuantize, ChannelAffine, QuantizeWrapper
+from kopt.validation import check_finite_weights
 
 AFFINE_LAYERS = (keras.layers.BatchNormalization, keras.layers.Rescaling, keras.layers.Normalization)
-
-
-class UnsupportedLayerError(KoptError, ValueError):
-    """A layer has no quantization config in the chosen scheme."""
 
 
 @dataclass
@@ -142,6 +139,7 @@ def quantize_apply(
     scheme = get_scheme(scheme)
     if any(isinstance(layer, (QuantizeWrapper, ActivationQuantize)) for layer in model._flatten_layers()):
         raise ValueError(f"Model {model.name!r} is already quantization-aware; quantize the original model.")
+    check_finite_weights(model, "kopt.quantization.quantize_apply")
     graph = analyze(model)
     report = QuantizationReport(scheme=scheme.name)
 

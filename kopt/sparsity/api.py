@@ -13,6 +13,7 @@ from kopt.graph import analyze, clone_layer, map_layers
 from kopt.sparsity.prunable import NotPrunable, is_unknown_with_weights, plan_layer
 from kopt.sparsity.schedules import PruningSchedule
 from kopt.sparsity.wrapper import PruneWrapper, check_options, warn_skipped_weights
+from kopt.validation import check_finite_weights
 from kopt.wrapper import KoptWrapper
 
 
@@ -74,6 +75,7 @@ def prune_low_magnitude(
         advances inside each training step, on every backend.
     """
     schedule, m_by_n, block_size = check_options(schedule, m_by_n, block_size)
+    check_finite_weights(to_prune, "kopt.sparsity.prune_low_magnitude")
     if isinstance(to_prune, keras.Model):
         model, report = _prune_model(to_prune, schedule, m_by_n, block_size)
         return (model, report) if return_report else model

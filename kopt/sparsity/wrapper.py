@@ -188,12 +188,6 @@ class PruneWrapper(KoptWrapper):
     def compute_mask(self, inputs: Any, previous_mask: Any = None) -> Any:
         return self.layer.compute_mask(inputs, previous_mask)
 
-    def compute_output_spec(self, inputs: Any, training: bool | None = None, mask: Any = None, **kwargs: Any) -> Any:
-        # The inner layer knows its output (custom layers often lack compute_output_shape).
-        if mask is not None and getattr(self.layer, "_call_has_mask_arg", False):
-            kwargs["mask"] = mask
-        return self.layer.compute_output_spec(inputs, **kwargs)
-
     # ------------------------------------------------------------------ inspection
     def weight_sparsity(self) -> dict[str, float]:
         """Fraction of zeros in each deployed (masked) weight, by weight name."""

@@ -81,3 +81,64 @@ def test_errors_name_the_input():
         materialize(42, ONE)
     with pytest.raises(ValueError, match=">= 1"):
         materialize(np.zeros((2, 3, 2)), ONE, limit=0)
+
+
+def test_fit_style_tuples_are_read_as_x_for_a_single_input_model():
+    x, y = _samples(10), np.arange(10)
+    forms = [
+        (x, y),
+        [x, y],  # y's shape differs from x's: not a list of two batches
+        (x, y, np.ones(10)),
+        (x, None),
+        (x, {"a": y, "b": y[:, None]}),  # several outputs
+        (x, x),  # an autoencoder's (x, x): a tuple is (x, y) as model.fit reads it
+    ]
+    for data in forms:
+        (got,) = materialize(data, ONE)
+        np.testing.assert_array_equal(got, x)
+    (got,) = materialize([x[:4], x[4:]], ONE)  # a list of batches keeps its meaning
+    np.testing.assert_array_equal(got, x)
+    (got,) = materialize([x, x], ONE)
+    assert len(got) == 20
+
+
+def test_fit_style_tuples_for_multi_input_models():
+    a, b, y = _samples(6, (4,), 1), _samples(6, (2,), 2), np.arange(6)
+    for data in (([a, b], y), ({"a": a, "b": b}, y), ((a, b), y, np.ones(6))):
+        got = materialize(data, TWO)
+        np.testing.assert_array_equal(got[0], a)
+        np.testing.assert_array_equal(got[1], b)
+
+
+def test_tf_dataset_of_x_y_pairs_for_a_single_input_model():
+    tf = pytest.importorskip("tensorflow")
+    x, y = _samples(7), np.arange(7)
+    for dataset in (tf.data.Dataset.from_tensor_slices((x, y)), tf.data.Dataset.from_tensor_slices((x, y)).batch(3)):
+        (got,) = materialize(dataset, ONE)
+        np.testing.assert_array_equal(got, x)
+
+
+@pytest.mark.parametrize(
+    "data, spec, message",
+    [
+        ((np.zeros((4, 3, 3)), np.arange(4)), ONE[0], "samples of shape \\(3, 3\\); the model expects \\(3, 2\\)"),
+        ((b for b in [np.zeros((2, 3, 2)), np.zeros((2, 5))]), ONE[0], "samples of shape \\(2, 5\\)"),
+        (np.array([["a", "b"]] * 3).reshape(1, 3, 2), ONE[0], "dtype <U1; the model expects float32 numbers"),
+        (np.full((2, 3, 2), np.nan), ONE[0], "NaN or Inf"),
+        (np.array([[1.5, 2.0, 3.0]]), InputSpec("ids", (3,), "int32"), "fractional values.*int32"),
+        (np.array([[300, 2, 3]]), InputSpec("pixels", (3,), "uint8"), "\\[2, 300\\].*uint8"),
+        (["ab", "cd"], ONE[0], "gives a scalar"),
+    ],
+    ids=["shape", "one-bad-batch", "strings", "nan", "fractional-ids", "out-of-range", "scalars"],
+)
+def test_wrong_shape_or_dtype_is_a_clear_error(data, spec, message):
+    from kopt.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match=message) as info:
+        materialize(data, [spec])
+    assert f"'{spec.key}'" in str(info.value) or "scalar" in str(info.value)
+
+
+def test_integral_floats_cast_to_integer_inputs():
+    (got,) = materialize(np.array([[1.0, 2.0, 3.0]]), [InputSpec("ids", (3,), "int32")])
+    assert got.dtype == np.int32 and got.tolist() == [[1, 2, 3]]
