@@ -244,7 +244,7 @@ def load_tflite(spec: str) -> Any:
     except ValueError as error:
         if "not a TFLite flatbuffer" in str(error):
             raise UsageError(f"{spec!r}: {error}") from error
-        raise UsageError(_corrupted(spec, len(raw), error)) from error
+        raise UsageError(_corrupted(spec, len(raw), error.__cause__ or error)) from error
     except Exception as error:  # noqa: BLE001 - the flatbuffer decoder fails in many ways on bad bytes
         raise UsageError(_corrupted(spec, len(raw), error)) from error
 

@@ -191,19 +191,29 @@ def load(tflite: TFLiteSource) -> TFLiteModel:
     raw = read_bytes(tflite)
     if len(raw) < 8 or raw[4:8] != b"TFL3":
         raise ValueError("not a TFLite flatbuffer (file identifier 'TFL3' missing)")
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(raw))
-    buffers = model.buffers or []
-    subgraphs = tuple(_subgraph(model, sg, buffers) for sg in (model.subgraphs or []))
-    signatures = tuple(
-        Signature(
-            key=_text(sig.signatureKey),
-            subgraph_index=int(sig.subgraphIndex),
-            inputs=tuple((_text(t.name), int(t.tensorIndex)) for t in (sig.inputs or [])),
-            outputs=tuple((_text(t.name), int(t.tensorIndex)) for t in (sig.outputs or [])),
+    try:
+        model = flatbuffer_utils.read_model_from_bytearray(bytearray(raw))
+        buffers = model.buffers or []
+        subgraphs = tuple(_subgraph(model, sg, buffers) for sg in (model.subgraphs or []))
+        signatures = tuple(
+            Signature(
+                key=_text(sig.signatureKey),
+                subgraph_index=int(sig.subgraphIndex),
+                inputs=tuple((_text(t.name), int(t.tensorIndex)) for t in (sig.inputs or [])),
+                outputs=tuple((_text(t.name), int(t.tensorIndex)) for t in (sig.outputs or [])),
+            )
+            for sig in (model.signatureDefs or [])
         )
-        for sig in (model.signatureDefs or [])
-    )
+    except Exception as error:  # the generated decoder fails in many ways on damaged bytes
+        raise CorruptTFLiteError(
+            f"the TFLite flatbuffer ({len(raw)} bytes) is truncated or corrupted and cannot be decoded "
+            f"({type(error).__name__}: {error}); re-export it with kopt.export.to_tflite or copy it again."
+        ) from error
     return TFLiteModel(subgraphs=subgraphs, signatures=signatures, raw=raw)
+
+
+class CorruptTFLiteError(ValueError):
+    """A ``.tflite`` starts like a TFLite flatbuffer but cannot be decoded."""
 
 
 def to_bytes(model_object: Any) -> bytes:

@@ -64,3 +64,15 @@ def test_sources_and_round_trip(tmp_path):
         load(str(tmp_path / "missing.tflite"))
     with pytest.raises(TypeError):
         load(42)
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.3, 0.6, 0.95])
+def test_truncated_files_raise_one_clear_error_from_the_library(fraction):
+    from kopt.export import check_edgetpu, inspect
+    from kopt.export.flatbuffer import CorruptTFLiteError
+
+    raw = read_bytes(fixture_path("split_concat"))
+    damaged = raw[: int(len(raw) * fraction)]
+    for reader in (load, inspect, check_edgetpu):
+        with pytest.raises(CorruptTFLiteError, match="truncated or corrupted"):
+            reader(damaged)
