@@ -192,11 +192,13 @@ class ClusterWrapper(KoptWrapper):
         centroids = initial_centroid_matrix(
             matrix.astype(np.float64), self.number_of_clusters, self.init, rng, zero_centroid=self.preserve_sparsity
         ).astype(dtype)
-        indices = nearest_centroid_np(matrix, centroids)
         mask = None
-        if self.preserve_sparsity:
+        if self.preserve_sparsity:  # non-zeros choose among centroids 1.., zeros keep centroid 0
+            indices = nearest_centroid_np(matrix, centroids[:, 1:]) + 1
             indices[matrix == 0] = 0
             mask = (values != 0).astype(dtype)
+        else:
+            indices = nearest_centroid_np(matrix, centroids)
         return centroids, from_matrix_np(indices, values.shape, axes), mask
 
     # --------------------------------------------------------------- numerics
@@ -215,9 +217,13 @@ class ClusterWrapper(KoptWrapper):
             if training:
                 matrix = to_matrix(variable.value, state.axes)
                 centroids = self._centroid_values(state)
-                indices = nearest_centroid(matrix, centroids)
                 if state.mask is not None:
+                    # The zero centroid is reserved for the pruned weights: a small non-zero weight
+                    # joins its nearest non-zero centroid, so sparsity is kept, not silently raised.
+                    indices = nearest_centroid(matrix, centroids[:, 1:]) + 1
                     indices = ops.where(to_matrix(state.mask.value, state.axes) > 0, indices, 0)
+                else:
+                    indices = nearest_centroid(matrix, centroids)
                 state.assignments.assign(from_matrix(indices, shape, state.axes))
                 clustered = straight_through(gather_centroids(centroids, indices, self.gradient_aggregation), matrix)
             else:

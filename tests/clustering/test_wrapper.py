@@ -125,6 +125,26 @@ def test_preserve_sparsity_keeps_zeros_through_training():
 
 @pytest.mark.backends
 @pytest.mark.parametrize("per_channel", [False, True])
+def test_preserve_sparsity_reserves_the_zero_centroid_for_pruned_weights(per_channel):
+    """Small surviving weights join a non-zero centroid: sparsity is kept, not silently raised."""
+    rng = np.random.default_rng(2)
+    dense = keras.layers.Dense(8)
+    dense.build((None, 64))
+    kernel = rng.normal(size=(64, 8)).astype("float32")
+    kernel[rng.random(kernel.shape) < 0.5] = 0.0
+    kernel[:6] = np.where(kernel[:6] != 0, 1e-4, 0.0)  # survivors much nearer 0 than any other centroid
+    dense.kernel.assign(kernel)
+    model, _ = single_layer_model(
+        dense, (64,), number_of_clusters=4, preserve_sparsity=True, per_channel=per_channel, seed=0
+    )
+    x = rng.normal(size=(16, 64)).astype("float32")
+    fit_steps(model, x, rng.normal(size=(16, 8)).astype("float32"), steps=2, lr=0.01)
+    stripped = keras.ops.convert_to_numpy(kopt.strip(model).layers[-1].kernel)
+    np.testing.assert_array_equal(stripped == 0, kernel == 0)
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("per_channel", [False, True])
 @pytest.mark.parametrize("aggregation", ["sum", "mean"])
 def test_gradients_reach_centroids_and_shadow_weights(per_channel, aggregation, gradients):
     rng = np.random.default_rng(2)
