@@ -18,6 +18,8 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.tools import flatbuffer_utils
 
+from kopt.errors import KoptError
+
 TFLiteSource = Union[bytes, bytearray, memoryview, str, os.PathLike, "TFLiteModel"]
 
 _OP_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
@@ -212,7 +214,7 @@ def load(tflite: TFLiteSource) -> TFLiteModel:
     return TFLiteModel(subgraphs=subgraphs, signatures=signatures, raw=raw)
 
 
-class CorruptTFLiteError(ValueError):
+class CorruptTFLiteError(KoptError, ValueError):
     """A ``.tflite`` starts like a TFLite flatbuffer but cannot be decoded."""
 
 
