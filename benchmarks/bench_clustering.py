@@ -14,28 +14,25 @@ Writes benchmarks/results/clustering.json.
 from __future__ import annotations
 
 import argparse
-import io
-import json
 import os
 import sys
-import tempfile
-import time
 import warnings
-import zipfile
 
 os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import kopt  # noqa: E402
+from _harness import float_tflite, interleaved_train_on_batch, median, timed, write_json  # noqa: E402
+from kopt.export import zipped_size  # noqa: E402
 from kopt.clustering import ClusterWrapper, cluster_weights, clusterable_weights  # noqa: E402
 
 INPUT_SHAPE = (96, 96, 3)
 BATCH = 64
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "clustering.json")
 
 
 def mobilenet() -> keras.Model:
@@ -62,17 +59,8 @@ def time_steps(models: dict[str, keras.Model], rounds: int, steps: int) -> dict[
     rng = np.random.default_rng(0)
     x = rng.random((BATCH, *INPUT_SHAPE), dtype=np.float32)
     y = rng.integers(0, 1000, BATCH)
-    for model in models.values():  # trace + warm up
-        for _ in range(2):
-            model.train_on_batch(x, y)
-    samples: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(rounds):
-        for name, model in models.items():
-            for _ in range(steps):
-                start = time.perf_counter()
-                model.train_on_batch(x, y)
-                samples[name].append(time.perf_counter() - start)
-    return {name: {"median": float(np.median(s)), "min": float(np.min(s))} for name, s in samples.items()}
+    samples = interleaved_train_on_batch(models, x, y, rounds=rounds, steps=steps, warmup=2)
+    return {name: {"median": median(s), "min": float(np.min(s))} for name, s in samples.items()}
 
 
 def clustering_cost(model: keras.Model, repeats: int = 10) -> float:
@@ -93,12 +81,7 @@ def clustering_cost(model: keras.Model, repeats: int = 10) -> float:
         return tape.gradient(total, variables)
 
     step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return median(timed(step)[0] for _ in range(repeats))
 
 
 def bench_speed(rounds: int, steps: int) -> dict:
@@ -131,27 +114,8 @@ def bench_speed(rounds: int, steps: int) -> dict:
 
 
 def tflite_bytes(model: keras.Model) -> bytes:
-    """Float32 TFLite flatbuffer: SavedModel with a static signature + TF's converter
-    (``kopt.export.to_tflite`` offers int8 / float16 / dynamic only)."""
-    import tensorflow as tf
-
-    with tempfile.TemporaryDirectory() as tmp:
-        spec = [tf.TensorSpec((1, *INPUT_SHAPE), tf.float32)]
-        model.export(tmp, format="tf_saved_model", input_signature=spec, verbose=False)
-        return tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
-
-
-def zipped_size(data: bytes) -> int:
-    try:
-        from kopt.export import zipped_size as export_zipped_size
-    except ImportError:
-        export_zipped_size = None
-    if export_zipped_size is not None:
-        return int(export_zipped_size(data))
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("model.tflite", data)
-    return len(buffer.getvalue())
+    """Float32 TFLite flatbuffer with a static batch-1 signature."""
+    return float_tflite(model, INPUT_SHAPE)
 
 
 def bench_size() -> dict:
@@ -200,9 +164,7 @@ def main() -> None:
             f"zipped float TFLite: plain {size['plain_zipped']} B, clustered {size['clustered_zipped']} B, "
             f"ratio {size['ratio']:.3f} (target <= 0.45) {'OK' if size['ok'] else 'MISSED'}"
         )
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "w") as f:
-        json.dump(results, f, indent=2)
+    write_json("clustering", results)
 
 
 if __name__ == "__main__":

@@ -11,14 +11,13 @@ Run: ``python benchmarks/bench_export.py`` (TensorFlow backend). Writes benchmar
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -26,26 +25,16 @@ from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 from ai_edge_litert.tools import flatbuffer_utils  # noqa: E402
 from keras import layers  # noqa: E402
 
+from _harness import best_of, timed, write_json  # noqa: E402
 from kopt.export import check_edgetpu, inspect, run, to_tflite  # noqa: E402
 from kopt.export.flatbuffer import load  # noqa: E402
-
-
-def best_of(fn, repeat=5):
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
     rng = np.random.default_rng(0)
     mobilenet = keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35, weights=None, classes=10)
     calibration = rng.uniform(-1, 1, (16, 96, 96, 3)).astype("float32")
-    start = time.perf_counter()
-    tflite = to_tflite(mobilenet, representative_data=calibration)
-    lower_mobilenet = time.perf_counter() - start
+    lower_mobilenet, tflite = timed(lambda: to_tflite(mobilenet, representative_data=calibration))
 
     results = {"tflite_bytes": len(tflite), "lower_mobilenet_v2_s": lower_mobilenet}
     decode = best_of(lambda: flatbuffer_utils.read_model_from_bytearray(bytearray(tflite)))
@@ -86,10 +75,7 @@ def main() -> None:
 
     for key, value in results.items():
         print(f"{key:<28} {value:.4g}" if isinstance(value, float) else f"{key:<28} {value}")
-    out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "bench_export.json"), "w") as handle:
-        json.dump(results, handle, indent=2)
+    write_json("bench_export", results)
 
 
 if __name__ == "__main__":

@@ -5,26 +5,21 @@ the same run, is constructing the same keras.applications model from scratch.
 Run: python benchmarks/bench_graph.py  (writes benchmarks/results/graph.json)
 """
 
-import json
 import os
 import statistics
-import time
-from pathlib import Path
+import sys
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
 import keras  # noqa: E402
+from _harness import timed, write_json  # noqa: E402
 
 from kopt.graph import analyze  # noqa: E402
 
 REPEATS = 5
-
-
-def timed(fn):
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
 
 
 def main() -> dict:
@@ -54,9 +49,7 @@ def main() -> dict:
         "target_s": 2.0,
         "meets_target": total < 2.0,
     }
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "graph.json").write_text(json.dumps(result, indent=2))
+    write_json("graph", result)
     for key, value in result.items():
         print(f"{key:32s} {value:.3f}" if isinstance(value, float) else f"{key:32s} {value}")
     return result

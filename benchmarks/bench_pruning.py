@@ -17,26 +17,24 @@ Writes benchmarks/results/pruning.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
-import tempfile
-import time
 
 os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import kopt  # noqa: E402
+from _harness import float_tflite, interleaved_train_on_batch, median, write_json  # noqa: E402
 from kopt.sparsity import ConstantSparsity, PolynomialDecay, prune_low_magnitude  # noqa: E402
 
 BATCH = 64
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "pruning.json")
 
 
 def small_cnn() -> keras.Model:
@@ -76,17 +74,9 @@ def time_steps(models: dict[str, keras.Model], rounds: int, steps: int) -> dict[
     rng = np.random.default_rng(0)
     x = tf.constant(rng.random((BATCH, *first.input_shape[1:]), dtype=np.float32))
     y = tf.constant(rng.integers(0, first.output_shape[-1], BATCH))
-    for model in models.values():  # trace and warm up (step 0 computes the first masks)
-        for _ in range(3):
-            model.train_on_batch(x, y)
-    samples: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(rounds):
-        for name, model in models.items():
-            for _ in range(steps):
-                start = time.perf_counter()
-                model.train_on_batch(x, y)
-                samples[name].append(time.perf_counter() - start)
-    return {name: float(np.median(s)) for name, s in samples.items()}
+    # 3 warm-up steps trace the step (step 0 computes the first masks)
+    samples = interleaved_train_on_batch(models, x, y, rounds=rounds, steps=steps, warmup=3)
+    return {name: median(s) for name, s in samples.items()}
 
 
 def bench_speed(build, rounds: int, steps: int) -> dict:
@@ -104,15 +94,6 @@ def bench_speed(build, rounds: int, steps: int) -> dict:
     }
     result["meets_target"] = result["ratio"] <= result["target"]
     return result
-
-
-def float32_tflite(model: keras.Model) -> bytes:
-    """Plain float TFLite (kopt.export.to_tflite offers int8 / float16 / dynamic only)."""
-    import tensorflow as tf
-
-    with tempfile.TemporaryDirectory() as directory:
-        model.export(directory, format="tf_saved_model", verbose=False)
-        return tf.lite.TFLiteConverter.from_saved_model(directory).convert()
 
 
 def pruned_and_dense_mobilenet(
@@ -138,7 +119,7 @@ def bench_size() -> dict:
     stripped, dense, x = pruned_and_dense_mobilenet()
     result: dict = {"model": "MobileNetV2 alpha 0.35, 96x96, 1000 classes", "sparsity": 0.5, "target": 0.6}
     for name, convert in [
-        ("float32", float32_tflite),
+        ("float32", float_tflite),
         ("int8", lambda m: to_tflite(m, representative_data=x, calibration_samples=8)),
     ]:
         dense_zip, pruned_zip = zipped_size(convert(dense)), zipped_size(convert(stripped))
@@ -173,10 +154,7 @@ def main() -> None:
             s = results["size"][name]
             sizes = f"{s['pruned_zipped']} / {s['dense_zipped']}"
             print(f"MobileNetV2 50% pruned, {name} TFLite zipped: {sizes} = {s['ratio']:.3f}")
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "w") as handle:
-        json.dump(results, handle, indent=2)
-    print(f"wrote {RESULTS}")
+    print(f"wrote {write_json('pruning', results)}")
 
 
 if __name__ == "__main__":

@@ -14,23 +14,22 @@ Writes benchmarks/results/qat.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
 
 os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from _harness import interleaved_train_on_batch, median, paired_ratio, timed, write_json  # noqa: E402
 from kopt.quantization import quantize_model  # noqa: E402
 
 INPUT_SHAPE = (96, 96, 3)
 BATCH = 64
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "qat.json")
 
 
 def compiled(model: keras.Model) -> keras.Model:
@@ -48,19 +47,11 @@ def time_steps(models: dict[str, keras.Model], rounds: int, steps: int) -> dict[
     rng = np.random.default_rng(0)
     x = rng.random((BATCH, *INPUT_SHAPE), dtype=np.float32)
     y = rng.integers(0, 1000, BATCH)
-    for model in models.values():  # trace + warm up
-        for _ in range(2):
-            model.train_on_batch(x, y)
-    samples: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(rounds * steps):
-        for name, model in models.items():
-            start = time.perf_counter()
-            model.train_on_batch(x, y)
-            samples[name].append(time.perf_counter() - start)
+    samples = interleaved_train_on_batch(models, x, y, rounds=rounds, steps=steps, warmup=2, per_step=True)
     first = next(iter(models))
-    result = {name: float(np.median(s)) for name, s in samples.items()}
+    result = {name: median(s) for name, s in samples.items()}
     for name, s in samples.items():
-        result[f"{name}_ratio"] = float(np.median(np.asarray(s) / np.asarray(samples[first])))
+        result[f"{name}_ratio"] = paired_ratio(s, samples[first])
     return result
 
 
@@ -84,11 +75,7 @@ def bench_speed(rounds: int, steps: int) -> dict:
 def bench_transform(repeats: int = 3) -> dict:
     model = keras.applications.MobileNetV2(input_shape=(224, 224, 3), alpha=1.0, weights=None)
     quantize_model(keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35, weights=None))  # imports, caches
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        quantize_model(model)
-        times.append(time.perf_counter() - start)
+    times = [timed(lambda: quantize_model(model))[0] for _ in range(repeats)]
     best = min(times)
     return {"model": "MobileNetV2 alpha 1.0, 224x224", "seconds": best, "all_seconds": times, "target": 5.0, "ok": best < 5.0}
 
@@ -112,10 +99,7 @@ def main() -> None:
             f"train step {r['model']}: float {r['float_step_ms']:.0f} ms, QAT {r['qat_step_ms']:.0f} ms, "
             f"ratio {r['ratio']:.3f} (target <= {r['target']}) {'OK' if r['ok'] else 'MISSED'}"
         )
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "w") as handle:
-        json.dump(results, handle, indent=2)
-    print(f"wrote {RESULTS}")
+    print(f"wrote {write_json('qat', results)}")
 
 
 if __name__ == "__main__":

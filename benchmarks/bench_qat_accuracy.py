@@ -15,7 +15,6 @@ Writes benchmarks/results/qat_accuracy.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -24,15 +23,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests", "quantization"))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import layers  # noqa: E402
 
+from _harness import write_json  # noqa: E402
 from kopt.export import evaluate, load_tflite, run, to_tflite  # noqa: E402
 from kopt.quantization import quantize_model  # noqa: E402
 
-RESULTS = os.path.join(ROOT, "benchmarks", "results", "qat_accuracy.json")
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
@@ -147,10 +147,7 @@ def main() -> None:
             f"int8 TFLite {100 * r['int8_tflite_accuracy']:.2f}% (float - int8 = {r['float_minus_int8_points']:.2f} points, "
             f"target <= 0.5) {'OK' if r['ok'] else 'MISSED'}"
         )
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "w") as handle:
-        json.dump(results, handle, indent=2)
-    print(f"wrote {RESULTS}")
+    print(f"wrote {write_json('qat_accuracy', results)}")
 
 
 if __name__ == "__main__":

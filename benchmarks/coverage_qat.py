@@ -23,13 +23,14 @@ import json
 import os
 import subprocess
 import sys
-import time
+
+from _harness import timed, write_json
 
 os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, ROOT)
-RESULTS = os.path.join(ROOT, "benchmarks", "results", "coverage_qat.json")
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 MODELS = [
     "MobileNet",
@@ -69,12 +70,8 @@ def measure(name: str, size: int) -> dict:
     from kopt.quantization import quantize_model
 
     model = build(name, size)
-    start = time.perf_counter()
-    qat, report = quantize_model(model, return_report=True)
-    quantize_s = time.perf_counter() - start
-    start = time.perf_counter()
-    tflite = to_tflite(qat)
-    convert_s = time.perf_counter() - start
+    quantize_s, (qat, report) = timed(lambda: quantize_model(model, return_report=True))
+    convert_s, tflite = timed(lambda: to_tflite(qat))
     graph = load_tflite(tflite).main
     ops = Counter(op.name for op in graph.operators)
     float_outputs = [
@@ -145,12 +142,10 @@ def main() -> None:
     ok_int8 = all(r.get("fully_int8") for r in rows)
     ok_tpu = all(r.get("edgetpu_fully_mapped") for r in rows if r["model"] in EDGETPU_TARGETS)
     result = {"size": args.size, "rows": rows, "all_fully_int8": ok_int8, "edgetpu_targets_fully_mapped": ok_tpu}
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "w") as handle:
-        json.dump(result, handle, indent=2)
+    path = write_json("coverage_qat", result)
     print()
     print(table(rows))
-    print(f"\nall fully int8: {ok_int8}; Edge TPU targets fully mapped: {ok_tpu}; wrote {RESULTS}")
+    print(f"\nall fully int8: {ok_int8}; Edge TPU targets fully mapped: {ok_tpu}; wrote {path}")
 
 
 if __name__ == "__main__":

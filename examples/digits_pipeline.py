@@ -1,9 +1,10 @@
 """The main job on the bundled example: train a small CNN on scikit-learn's digits, optimize it, deploy int8.
 
-Stages (each a public kopt call, composed by hand):
+Stages (public kopt calls composed by hand, then the one-liner):
   baseline float model -> post-training int8 (PTQ)
   prune 50% during fine-tuning -> strip -> PTQ int8 (zeros survive: PTQ does not train)
   quantization-aware training (QAT) -> int8 from the trained fake-quant ranges
+  kopt.optimize(model, "pcqat"): prune -> cluster keeping zeros -> QAT keeping both -> int8
 Every int8 model is run with the LiteRT interpreter on the held-out split and checked for the Edge TPU.
 Writes <out>/<stage>.tflite, <out>/report.json and <out>/report.md, and prints the summary table.
 
@@ -134,6 +135,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
     qat = compile_model(quantization.quantize_model(model), 5e-4)
     qat.fit(x_train, y_train, epochs=args.finetune_epochs, **fit)
     rows.append(deploy("qat", qat, export.to_tflite(qat), x_test, y_test, out, weight_sparsity(model)))
+
+    print("== 4. the one-liner: prune -> cluster (keeping zeros) -> QAT keeping both (PCQAT) -> int8")
+    result = kopt.optimize(
+        model,
+        "pcqat",
+        train_data=(x_train, y_train),
+        validation_data=(x_test, y_test),
+        epochs={"prune": args.finetune_epochs, "cluster": 3, "quantize": 3},
+        batch_size=fit["batch_size"],
+    )
+    result.save(out / "pcqat")  # model.keras, model.tflite, report.json, report.md, plots
+    rows.append(deploy("pcqat", result.model, result.tflite, x_test, y_test, out, weight_sparsity(result.model)))
 
     (out / "report.json").write_text(json.dumps(rows, indent=2))
     table = markdown(rows)

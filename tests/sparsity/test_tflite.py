@@ -44,8 +44,8 @@ def test_two_four_pattern_holds_in_exported_int8_weights():
 
 @pytest.mark.slow
 def test_mobilenet_v2_half_pruned_zips_to_at_most_0_6_of_dense():
-    from benchmarks.bench_pruning import float32_tflite, pruned_and_dense_mobilenet
+    from benchmarks.bench_pruning import float_tflite, pruned_and_dense_mobilenet
 
     stripped, dense, _ = pruned_and_dense_mobilenet(sparsity=0.5)
-    ratio = zipped_size(float32_tflite(stripped)) / zipped_size(float32_tflite(dense))
+    ratio = zipped_size(float_tflite(stripped)) / zipped_size(float_tflite(dense))
     assert ratio <= 0.6, ratio
