@@ -67,13 +67,13 @@ def keras_accuracy(model: keras.Model, x, y) -> float:
     return float(np.mean(np.argmax(model.predict(x, verbose=0), axis=-1) == y))
 
 
-def weight_sparsity(model: keras.Model) -> float:
-    kernels = [keras.ops.convert_to_numpy(w) for w in model.weights if "kernel" in w.path]
-    total = sum(k.size for k in kernels)
-    return float(sum(int(np.sum(k == 0)) for k in kernels) / total)
+def kernel_sparsity(tflite: bytes) -> float:
+    """Fraction of zeros in the deployed conv / fully-connected weights, read from the .tflite itself."""
+    kernels = [t for t in export.weight_tensors(tflite) if t.values.ndim >= 2]
+    return float(sum(int(np.sum(t.values == 0)) for t in kernels) / sum(t.values.size for t in kernels))
 
 
-def deploy(name: str, model: keras.Model, tflite: bytes, x_test, y_test, out: Path, sparsity_: float) -> dict:
+def deploy(name: str, model: keras.Model, tflite: bytes, x_test, y_test, out: Path) -> dict:
     (out / f"{name}.tflite").write_bytes(tflite)
     edgetpu = export.check_edgetpu(tflite)
     summary = export.inspect(tflite)
@@ -83,7 +83,7 @@ def deploy(name: str, model: keras.Model, tflite: bytes, x_test, y_test, out: Pa
         "int8_accuracy": export.evaluate(tflite, x_test, y_test),
         "tflite_bytes": export.tflite_size(tflite),
         "zipped_bytes": export.zipped_size(tflite),
-        "kernel_sparsity": sparsity_,
+        "kernel_sparsity": kernel_sparsity(tflite),
         "edgetpu_fully_mapped": edgetpu.fully_mapped,
         "edgetpu_mapped": f"{edgetpu.num_mapped}/{edgetpu.num_ops}",
         "op_counts": summary.op_counts,
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     model.fit(x_train, y_train, epochs=args.epochs, **fit)
     graph = kopt.graph.analyze(model)
     print(f"graph: {graph.dag.number_of_nodes()} nodes, {graph.dag.number_of_edges()} tensors")
-    rows = [deploy("baseline_ptq", model, export.to_tflite(model, representative_data=x_train), x_test, y_test, out, weight_sparsity(model))]
+    rows = [deploy("baseline_ptq", model, export.to_tflite(model, representative_data=x_train), x_test, y_test, out)]
 
     print("== 2. prune to 50% while fine-tuning, strip, post-training int8")
     steps = args.finetune_epochs * int(np.ceil(len(x_train) / fit["batch_size"]))
@@ -129,12 +129,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     pruned.fit(x_train, y_train, epochs=args.finetune_epochs, callbacks=[kopt.callbacks.UpdatePruningStep()], **fit)
     pruned = kopt.strip(pruned)
     compile_model(pruned, 1e-3)
-    rows.append(deploy("pruned50_ptq", pruned, export.to_tflite(pruned, representative_data=x_train), x_test, y_test, out, weight_sparsity(pruned)))
+    rows.append(deploy("pruned50_ptq", pruned, export.to_tflite(pruned, representative_data=x_train), x_test, y_test, out))
 
     print("== 3. quantization-aware training, int8 from the trained ranges")
     qat = compile_model(quantization.quantize_model(model), 5e-4)
     qat.fit(x_train, y_train, epochs=args.finetune_epochs, **fit)
-    rows.append(deploy("qat", qat, export.to_tflite(qat), x_test, y_test, out, weight_sparsity(model)))
+    rows.append(deploy("qat", qat, export.to_tflite(qat), x_test, y_test, out))
 
     print("== 4. the one-liner: prune -> cluster (keeping zeros) -> QAT keeping both (PCQAT) -> int8")
     result = kopt.optimize(
@@ -144,9 +144,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         validation_data=(x_test, y_test),
         epochs={"prune": args.finetune_epochs, "cluster": 3, "quantize": 3},
         batch_size=fit["batch_size"],
+        seed=args.seed,
     )
     result.save(out / "pcqat")  # model.keras, model.tflite, report.json, report.md, plots
-    rows.append(deploy("pcqat", result.model, result.tflite, x_test, y_test, out, weight_sparsity(result.model)))
+    rows.append(deploy("pcqat", result.model, result.tflite, x_test, y_test, out))
 
     (out / "report.json").write_text(json.dumps(rows, indent=2))
     table = markdown(rows)

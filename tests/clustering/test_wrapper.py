@@ -245,3 +245,21 @@ def test_errors_name_the_layer_and_value():
         ClusterWrapper(keras.layers.BatchNormalization(name="bn"), 2)
     with pytest.raises(NotClusterableError, match="kopt.strip"):
         ClusterWrapper(ClusterWrapper(dense, 2), 2)
+
+
+def test_same_seed_trains_to_bit_identical_weights_on_a_large_layer():
+    """TF's CPU bincount (the centroid gradient) splits work across threads: its float32 sums
+    vary from run to run; kopt accumulates in float64 so that seeded runs repeat exactly."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(64, 512)).astype("float32")
+    y = rng.normal(size=(64, 512)).astype("float32")
+    kernel = rng.normal(size=(512, 512)).astype("float32")
+    results = []
+    for _ in range(2):
+        dense = keras.layers.Dense(512)
+        dense.build((None, 512))
+        dense.kernel.assign(kernel)
+        model, _ = single_layer_model(dense, (512,), number_of_clusters=8, seed=0)
+        fit_steps(model, x, y, steps=25, lr=0.01)
+        results.append(keras.ops.convert_to_numpy(kopt.strip(model).layers[-1].kernel))
+    assert results[0].tobytes() == results[1].tobytes()
