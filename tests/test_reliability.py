@@ -166,6 +166,18 @@ def test_same_seed_gives_bit_identical_stripped_weights(run):
     assert_bit_identical(run(5), run(5))
 
 
+def test_same_seed_gives_the_same_pcqat_model_and_tflite():
+    """The whole deployment path (prune -> cluster -> preserving QAT -> int8) repeats bit for bit."""
+    x, y = image_data(samples=64)
+    model = compiled(small_cnn(1))
+    runs = [
+        kopt.optimize(model, "pcqat", train_data=(x, y), epochs=1, batch_size=BATCH, seed=3, verbose=0)
+        for _ in range(2)
+    ]
+    assert_bit_identical([numpy(w) for w in runs[0].model.weights], [numpy(w) for w in runs[1].model.weights])
+    assert runs[0].tflite == runs[1].tflite
+
+
 # ------------------------------------------------------------------ corrupted .tflite in the CLI
 @pytest.fixture(scope="module")
 def tflite_file(tmp_path_factory):
