@@ -1,24 +1,21 @@
 #!/usr/bin/env bash
-# The test suite: every test under the TensorFlow backend, then the backend-agnostic tests
-# (marker `backends`) under JAX and PyTorch, those two side by side (each is mostly
-# single-threaded compilation; their logs are printed in order when both are done).
-# Extra arguments go to every pytest run.
+# The test suite: every test under the TensorFlow backend and the backend-agnostic tests
+# (marker `backends`) under JAX and PyTorch. The three passes run side by side (each leaves
+# cores idle for long stretches: compilation, subprocesses); their logs are printed in order
+# when all are done. Extra arguments go to every pytest run.
 source "$(dirname "$0")/_env.sh"
 status=0
-echo "=== KERAS_BACKEND=tensorflow"
-KERAS_BACKEND=tensorflow python -m pytest -q -p no:cacheprovider "$@" || status=$?
-
+backends=(tensorflow jax torch)
 logs="$(mktemp -d)"
 pids=()
-for backend in jax torch; do
+for backend in "${backends[@]}"; do
   KERAS_BACKEND=$backend python -m pytest -q -p no:cacheprovider "$@" > "$logs/$backend.log" 2>&1 &
   pids+=($!)
 done
-for i in 0 1; do
-  backend=$([ "$i" = 0 ] && echo jax || echo torch)
+for i in "${!backends[@]}"; do
   wait "${pids[$i]}" || status=$?
-  echo "=== KERAS_BACKEND=$backend"
-  cat "$logs/$backend.log"
+  echo "=== KERAS_BACKEND=${backends[$i]}"
+  cat "$logs/${backends[$i]}.log"
 done
 rm -rf "$logs"
 exit $status
