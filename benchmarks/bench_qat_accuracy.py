@@ -27,8 +27,8 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from keras import layers  # noqa: E402
 
+from _compare_setup import conv1d_cnn  # noqa: E402
 from _harness import write_json  # noqa: E402
 from kopt.export import evaluate, load_tflite, run, to_tflite  # noqa: E402
 from kopt.quantization import quantize_model  # noqa: E402
@@ -50,19 +50,6 @@ def mnist1d_data(samples: int = 20000):
     )
 
 
-def conv1d_cnn() -> keras.Model:
-    inp = keras.Input((40, 1))
-    x = inp
-    for filters, pool in ((32, False), (32, True), (64, True), (64, False)):
-        x = layers.Conv1D(filters, 5 if filters == 32 else 3, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization(momentum=0.9)(x)
-        x = layers.ReLU()(x)
-        if pool:
-            x = layers.MaxPooling1D(2)(x)
-    x = layers.GlobalAveragePooling1D()(x)
-    return keras.Model(inp, layers.Dense(10)(x), name="mnist1d_cnn")
-
-
 def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.asarray(model.predict(x, batch_size=512, verbose=0)).argmax(-1) == y))
 
@@ -70,7 +57,7 @@ def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
 def bench_mnist1d(float_epochs: int, qat_epochs: int) -> dict:
     keras.utils.set_random_seed(0)
     x, y, x_test, y_test = mnist1d_data()
-    model = conv1d_cnn()
+    model = conv1d_cnn(keras)
     schedule = keras.optimizers.schedules.CosineDecay(3e-3, float_epochs * (len(x) // 128))
     model.compile(keras.optimizers.Adam(schedule), LOSS)
     model.fit(x, y, batch_size=128, epochs=float_epochs, verbose=0)
