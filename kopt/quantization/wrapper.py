@@ -108,10 +108,6 @@ class QuantizeWrapper(KoptWrapper):
             return kernels.run_linear(self.layer, inputs, self._quantized_view("kernel", view, bool(training)), None)
         return super().call(inputs, training=training, **kwargs)
 
-    def compute_output_spec(self, inputs: Any, training: bool | None = None, **kwargs: Any) -> Any:
-        # The inner layer's spec (custom layers often lack compute_output_shape).
-        return self.layer.compute_output_spec(inputs, **kwargs)
-
     # ------------------------------------------------------------------ strip
     def strip(self) -> keras.layers.Layer:
         """A copy of this wrapper: the fake-quant ranges are needed for lowering."""
