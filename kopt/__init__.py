@@ -2,13 +2,30 @@
 
 Subpackages: ``kopt.graph`` (model <-> networkx DAG), ``kopt.sparsity`` (pruning),
 ``kopt.clustering`` (weight sharing), ``kopt.quantization`` (QAT), ``kopt.export``
-(int8 TFLite lowering, Edge TPU check), ``kopt.callbacks``, ``kopt.report``, ``kopt.plots``.
+(int8 TFLite lowering, Edge TPU check), ``kopt.analysis`` (per-layer sensitivity),
+``kopt.search`` (the ``"auto"`` policy: smallest model within a :class:`Budget`),
+``kopt.callbacks``, ``kopt.report``, ``kopt.plots``.
 ``kopt.Policy`` describes what to do, ``kopt.optimize`` does it, ``kopt.strip`` removes the
 training wrappers.
 """
 
-from kopt import callbacks, clustering, export, graph, pipeline, plots, quantization, report, sparsity, stages, training
+from kopt import (
+    analysis,
+    callbacks,
+    clustering,
+    export,
+    graph,
+    pipeline,
+    plots,
+    quantization,
+    report,
+    search,
+    sparsity,
+    stages,
+    training,
+)
 from kopt.policy import Policy
+from kopt.search import Budget
 from kopt.strip import strip
 
 # Last, so that the name ``kopt.optimize`` is the function, not the module.
@@ -17,9 +34,11 @@ from kopt.optimize import OptimizeResult, optimize, prepare  # noqa: E402  isort
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "Budget",
     "OptimizeResult",
     "Policy",
     "__version__",
+    "analysis",
     "callbacks",
     "clustering",
     "export",
@@ -30,6 +49,7 @@ __all__ = [
     "prepare",
     "quantization",
     "report",
+    "search",
     "sparsity",
     "stages",
     "strip",

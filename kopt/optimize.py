@@ -8,7 +8,7 @@ TPU check, each stage fine-tuned with the model's own compile settings) and
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -16,7 +16,9 @@ import keras
 
 from kopt.pipeline import run_stages
 from kopt.policy import Plan, Policy, PolicyError
+from kopt.errors import InvalidArgumentError
 from kopt.report import Report
+from kopt.search import FINETUNE_LEARNING_RATE_SCALE, Budget, SearchReport, search
 from kopt.stages import StageResult, check_plan, stage_names, wrap
 from kopt.training import STAGES, CompileSettings, Training
 from kopt.validation import check_finite_weights
@@ -48,7 +50,9 @@ class OptimizeResult:
     ``model``: the final Keras model, stripped of pruning/clustering wrappers (a QAT model keeps
     its fake-quant layers: they hold the int8 ranges); ``tflite``: the int8 ``.tflite`` bytes;
     ``report``: a :class:`kopt.report.Report`; ``stages``: every stage's
-    :class:`kopt.stages.StageResult` (intermediate models and kernels, for plots).
+    :class:`kopt.stages.StageResult` (intermediate models and kernels, for plots);
+    ``search``: with ``policy="auto"``, the :class:`kopt.search.SearchReport` (every candidate
+    measured, the Pareto front) — ``policy`` is then the chosen candidate's per-layer policy.
     """
 
     model: keras.Model
@@ -57,6 +61,7 @@ class OptimizeResult:
     policy: Policy
     plan: Plan
     stages: list[StageResult] = field(default_factory=list)
+    search: SearchReport | None = None
 
     @property
     def edgetpu(self) -> Any:
@@ -65,7 +70,8 @@ class OptimizeResult:
 
     def save(self, directory: str | Path, *, plots: bool = True) -> dict[str, Path]:
         """Write ``model.keras``, ``model.tflite``, ``report.json``, ``report.md`` and the plots
-        (``weight_density.png``, ``size_accuracy.png``; skipped when matplotlib is missing).
+        (``weight_density.png``, ``size_accuracy.png``; skipped when matplotlib is missing);
+        after an automatic search also ``search.json``, ``search.md`` and ``pareto.png``.
 
         Returns the paths written, by kind.
         """
@@ -89,6 +95,8 @@ class OptimizeResult:
                 paths["size_accuracy"] = plotting.size_accuracy(self.report, out / "size_accuracy.png")
             except ImportError:  # matplotlib is an optional dependency
                 pass
+        if self.search is not None:
+            paths.update(self.search.save(out, chart=plots))
         return paths
 
 
@@ -110,8 +118,15 @@ def optimize(
     strict: bool = False,
     lower: bool = True,
     verbose: int | str = "auto",
+    budget: Budget | None = None,
 ) -> OptimizeResult:
     """Run the deployment path ``policy`` names on ``model`` and return the int8 model and a report.
+
+    ``policy="auto"`` searches instead: it walks the deployment paths (PTQ, QAT, per-layer
+    pruning and clustering from sensitivity tables, preserving QAT) and returns the smallest
+    int8 model within ``budget`` (a :class:`kopt.Budget`; default ``Budget()``: at most one
+    accuracy point below the float model), with every candidate in ``result.search``. Without
+    ``optimizer=``, it fine-tunes with the model's optimizer at a tenth of its learning rate.
 
     Args:
         model: a trained Functional or Sequential model (not modified).
@@ -137,14 +152,24 @@ def optimize(
         lower: finish with the int8 TFLite stage and the Edge TPU check (``False``: stop after
             the last training stage; ``.tflite`` is then None).
         verbose: Keras ``fit`` verbosity; 0 also silences kopt's per-stage summary lines.
+        budget: only with ``policy="auto"``: accuracy drop, size and target limits, and how
+            many candidates / seconds the search may spend.
 
     Returns:
         :class:`OptimizeResult` with ``.model``, ``.tflite``, ``.report`` and ``.save(dir)``.
     """
     _check_model(model, "kopt.optimize")
-    policy = as_policy(policy)
-    plan = policy.resolve(model)
-    check_plan(plan)
+    auto = isinstance(policy, str) and policy == "auto"
+    if budget is not None and not isinstance(budget, Budget):
+        raise InvalidArgumentError(f"budget must be a kopt.Budget, got {type(budget).__name__}.")
+    if budget is not None and not auto:
+        raise InvalidArgumentError(
+            "budget= only applies to policy='auto' (the automatic search); a named policy runs as given."
+        )
+    if not auto:
+        policy = as_policy(policy)
+        plan = policy.resolve(model)
+        check_plan(plan)
     compile_settings = CompileSettings.from_model(model, optimizer=optimizer, loss=loss, metrics=metrics)
     training = Training(
         train_data=train_data,
@@ -159,6 +184,25 @@ def optimize(
     if seed is not None:
         keras.utils.set_random_seed(seed)
     log = (lambda line: print(line, flush=True)) if verbose not in (0, "0", False) else (lambda line: None)
+    if auto:
+        if not lower:
+            raise InvalidArgumentError("policy='auto' measures every candidate as int8 TFLite: it needs lower=True.")
+        if optimizer is None:  # fine-tune gently: the search keeps what training reached
+            scaled, note = compile_settings.with_learning_rate_scale(FINETUNE_LEARNING_RATE_SCALE)
+            training = replace(training, compile=scaled)
+            log(f"[kopt auto] fine-tuning with {note}; pass optimizer= to choose")
+        outcome = search(
+            model, budget or Budget(), training, representative_data=representative_data, seed=seed, log=log
+        )
+        return OptimizeResult(
+            model=outcome.model,
+            tflite=outcome.tflite,
+            report=outcome.report,
+            policy=outcome.policy,
+            plan=outcome.plan,
+            stages=outcome.stages,
+            search=outcome.search,
+        )
     log(f"[kopt] policy {policy.name!r} on model {model.name!r}: stages baseline -> "
         + " -> ".join([*stage_names(plan), *(["int8"] if lower else [])]))
     pipeline = run_stages(

@@ -155,3 +155,57 @@ def png_size(path: str | Path) -> tuple[int, int]:
 
 
 __all__ = ["pick_layer", "pipeline_weight_density", "png_size", "size_accuracy", "weight_density"]
+
+
+#: Layers named in the legend of :func:`sensitivity_chart`; the others are thin grey lines.
+SENSITIVITY_LEGEND_LAYERS = 10
+
+
+def sensitivity_chart(table: Any, path: str | Path) -> Path:
+    """One line per layer of a :class:`kopt.analysis.SensitivityTable`: accuracy drop (points) per level.
+
+    Levels run left to right from the mildest to the most aggressive. With many layers only
+    the :data:`SENSITIVITY_LEGEND_LAYERS` most sensitive ones (largest drop) are coloured and
+    named; the rest are grey. Levels a layer cannot take (``nan``) leave a gap. The PNG is
+    ``800 x 400`` pixels.
+    """
+    rows = list(table.rows)
+    if not rows:
+        raise ValueError("The sensitivity table has no layer to plot.")
+    levels = list(table.levels)
+    positions = np.arange(len(levels))
+
+    def worst(row: Any) -> float:
+        finite = [d for d in row.drop if np.isfinite(d)]
+        return max(finite) if finite else float("-inf")
+
+    named = {id(r) for r in sorted(rows, key=worst, reverse=True)[:SENSITIVITY_LEGEND_LAYERS]}
+    figure = _figure(8.0, 4.0)
+    ax = figure.subplots()
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    for row in rows:
+        drops = np.asarray(row.drop, dtype=np.float64) * 100.0
+        if id(row) in named:
+            ax.plot(positions, drops, marker="o", linewidth=1.5, markersize=4, label=row.name)
+        else:
+            ax.plot(positions, drops, color="0.7", linewidth=0.8, marker=".", markersize=3)
+    label = getattr(table, "level_label", str)
+    ax.set_xticks(positions, [label(level) for level in levels])
+    ax.set_xlabel(f"{getattr(table, 'axis_label', 'level')} (mildest to most aggressive)")
+    ax.set_ylabel("accuracy drop (points)")
+    hidden = len(rows) - len(named)
+    title = f"{getattr(table, 'model_name', '') or 'model'}: sensitivity to {table.technique}, one layer at a time"
+    title += f" (baseline {table.baseline_accuracy:.1%})"
+    ax.set_title(title, fontsize=10)
+    ax.legend(
+        fontsize=7,
+        loc="best",
+        title=f"+{hidden} more in grey" if hidden else None,
+        title_fontsize=7,
+    )
+    ax.grid(True, alpha=0.3)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+__all__ += ["sensitivity_chart"]

@@ -197,13 +197,45 @@ def wrap_cluster(model: keras.Model, plan: Plan, *, seed: int | None = None) -> 
     if not configs:
         raise PolicyError(f"The policy clusters no layer of model {model.name!r}.")
     first = next(iter(configs.values()))
-    return cluster_weights(
+    clustered = cluster_weights(
         model,
         first["number_of_clusters"],
         seed=seed,
         layer_filter=lambda layer: False,  # only the layers named in configs
         configs=configs,
     )
+    pruned_only = {
+        name for name, p in plan.layers.items() if p.prune is not None and p.cluster is None and name not in configs
+    }
+    return keep_zeros(clustered, pruned_only) if pruned_only else clustered
+
+
+def keep_zeros(model: keras.Model, names: set[str]) -> keras.Model:
+    """``model`` with the named layers' current zeros held by a fixed pruning mask while it trains.
+
+    A layer pruned earlier in the path but not clustered would otherwise regrow its pruned
+    weights during the clustering stage's fine-tuning. The mask is set once, at the first step,
+    to exactly the zeros the layer has (``ConstantSparsity`` at its zero fraction, never updated).
+    """
+    from kopt.sparsity import ConstantSparsity, PruneWrapper
+    from kopt.sparsity.prunable import NotPrunable, prunable_weights
+
+    def wrap(layer: keras.layers.Layer) -> keras.layers.Layer | None:
+        if layer.name not in names:
+            return None
+        try:
+            weights = prunable_weights(layer)
+        except NotPrunable:
+            return None
+        fractions = [
+            float(np.mean(np.asarray(keras.ops.convert_to_numpy(w.variable)) == 0)) for w in weights
+        ]
+        if not fractions or min(fractions) == 0.0:
+            return None
+        schedule = ConstantSparsity(min(fractions), begin_step=0, end_step=0)
+        return PruneWrapper(clone_layer(layer), schedule=schedule, name=f"prune_{layer.name}")
+
+    return map_layers(model, wrap)
 
 
 # ----------------------------------------------------------- quantization
@@ -419,6 +451,7 @@ __all__ = [
     "check_plan",
     "cluster_stage",
     "edgetpu_problem",
+    "keep_zeros",
     "lower_stage",
     "prune_schedule",
     "prune_stage",

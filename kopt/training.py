@@ -11,7 +11,7 @@ gave — ``(x, y)`` / ``(x, y, sample_weight)`` arrays, a ``tf.data.Dataset`` or
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import keras
@@ -82,6 +82,26 @@ class CompileSettings:
             loss_weights=config.get("loss_weights"),
             weighted_metrics=config.get("weighted_metrics"),
         )
+
+    def with_learning_rate_scale(self, scale: float) -> tuple["CompileSettings", str]:
+        """These settings with the optimizer's constant learning rate times ``scale``, and a note saying so.
+
+        Fine-tuning a trained model at the rate it was trained with tends to undo part of the
+        training; a smaller rate keeps it. A learning-rate schedule is left as it is.
+        """
+        optimizer = self.optimizer
+        if isinstance(optimizer, (str, dict)):
+            optimizer = keras.optimizers.get(optimizer)
+        if not isinstance(optimizer, keras.optimizers.Optimizer):
+            return self, f"optimizer {optimizer!r} kept as given"
+        config = optimizer.get_config()
+        rate = config.get("learning_rate")
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)):
+            return self, f"{type(optimizer).__name__}'s learning-rate schedule kept as given"
+        config["learning_rate"] = float(rate) * scale
+        scaled = optimizer.__class__.from_config(config)
+        note = f"{type(optimizer).__name__} at learning rate {config['learning_rate']:.3g} (the model's {rate:.3g} x {scale:g})"
+        return replace(self, optimizer=scaled), note
 
     def compile(self, model: keras.Model) -> keras.Model:
         """Compile ``model`` with these settings (fresh optimizer and metric objects); returns it."""

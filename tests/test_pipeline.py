@@ -256,3 +256,42 @@ def test_plan_asks_the_technique_packages_what_applies():
     assert plan.layers["opt_in"].prune is not None and plan.layers["opt_in"].cluster is None
     assert plan.layers["bn"].prune is None and plan.layers["bn"].cluster is None
     assert plan.layers["emb"].prune is not None and plan.layers["emb"].cluster is not None
+
+
+@pytest.mark.backends
+def test_a_pruned_layer_left_out_of_clustering_keeps_its_zeros():
+    # prune both Dense layers, cluster only "out": "hidden" must not regrow its pruned weights
+    # while the clustering stage fine-tunes the whole model.
+    x, y, x_val, y_val = digits()
+    model = compile_model(tiny_dense())
+    model.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    policy = Policy(
+        prune=PruneSettings(sparsity=0.6, schedule="constant"),
+        cluster=ClusterSettings(number_of_clusters=8, preserve_sparsity=True),
+        rules=(LayerRule("hidden", cluster=False),),
+    )
+    training = Training(train_data=(x, y), compile=CompileSettings.from_model(model), epochs=1, verbose=0)
+    result = run_stages(model, policy.resolve(model), training, lower=False, baseline=False)
+    pruned, clustered = result.stage("prune").model, result.stage("cluster").model
+    zeros = kernel(pruned, "hidden") == 0
+    assert zeros.mean() == pytest.approx(0.6, abs=0.01)
+    after = kernel(clustered, "hidden")
+    assert np.all(after[zeros] == 0)  # every pruned weight still zero
+    assert not np.array_equal(after[~zeros], kernel(pruned, "hidden")[~zeros])  # the others trained
+    assert np.unique(kernel(clustered, "out")).size <= 8
+
+
+@pytest.mark.backends
+def test_learning_rate_scale_for_fine_tuning():
+    settings = CompileSettings(optimizer=keras.optimizers.Adam(2e-3), loss="mse")
+    scaled, note = settings.with_learning_rate_scale(0.1)
+    assert scaled.optimizer.get_config()["learning_rate"] == pytest.approx(2e-4)
+    assert settings.optimizer.get_config()["learning_rate"] == pytest.approx(2e-3)  # the original is untouched
+    assert "2e-04" in note or "0.0002" in note
+    by_name, _ = CompileSettings(optimizer="sgd", loss="mse").with_learning_rate_scale(0.5)
+    assert isinstance(by_name.optimizer, keras.optimizers.SGD)
+    assert by_name.optimizer.get_config()["learning_rate"] == pytest.approx(0.005)
+    schedule = keras.optimizers.schedules.ExponentialDecay(1e-3, 100, 0.9)
+    with_schedule = CompileSettings(optimizer=keras.optimizers.Adam(schedule), loss="mse")
+    kept, note = with_schedule.with_learning_rate_scale(0.1)
+    assert kept.optimizer is with_schedule.optimizer and "schedule kept" in note
