@@ -149,3 +149,23 @@ def test_hopeless_fine_tuning_stops_after_the_schedule():
     assert not stopper.model.stop_training
     stopper.on_epoch_end(2, {"val_accuracy": 0.80})
     assert stopper.model.stop_training and stopper.stopped_at == 3
+
+
+def test_m_by_n_budget_prunes_with_the_pattern():
+    result = auto(trained(), kopt.Budget(max_accuracy_drop=0.2, m_by_n=(2, 4), max_candidates=2))
+    assert [c.label for c in result.search.candidates] == ["float + PTQ", "prune 2:4 + PTQ"]
+    assert result.search.chosen == 1  # within the loose budget and smaller
+    kernel = np.asarray(keras.ops.convert_to_numpy(result.model.get_layer("hidden").kernel))
+    blocks = kernel.T.reshape(-1, 4)  # TFLite's [out, in] layout: groups of 4 consecutive inputs
+    assert np.all((blocks == 0).sum(axis=1) >= 2)
+    stored = [t.values for t in weight_tensors(result.tflite) if t.values.shape == kernel.T.shape]
+    assert stored and np.all((stored[0].reshape(-1, 4) == 0).sum(axis=1) >= 2)
+
+
+@pytest.mark.backends
+def test_auto_runs_under_every_backend():
+    result = auto(trained(), kopt.Budget(max_accuracy_drop=0.2, max_candidates=2))
+    assert [c.label for c in result.search.candidates][:1] == ["float + PTQ"]
+    assert len(result.search.candidates) == 2 and result.tflite is not None
+    _, _, x_val, y_val = digits()
+    assert result.search.best.int8_accuracy == evaluate(result.tflite, x_val, y_val)
