@@ -64,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=DATA_KEYS_HELP,
     )
     opt.add_argument("model", metavar="MODEL.keras", help="trained Keras model (saved with model.save)")
-    opt.add_argument("--policy", required=True, metavar="NAME|FILE.json", help=f"a preset ({presets}) or a policy JSON file")
+    opt.add_argument(
+        "--policy", required=True, metavar="NAME|FILE.json",
+        help=f"a preset ({presets}), a policy JSON file, or auto (search for the smallest model within a budget)",
+    )
     opt.add_argument("--data", required=True, metavar="DATA.npz", help="training data (keys below)")
     opt.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
     opt.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs per stage (default: 2)")
@@ -75,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--metrics", help="comma-separated metric names (e.g. accuracy)")
     opt.add_argument("--seed", type=int, help="random seed (Keras, NumPy, clustering initialisation)")
     opt.add_argument("--quiet", action="store_true", help="no training progress, only the final summary")
+    auto = opt.add_argument_group("automatic search (--policy auto): the smallest int8 model within a budget")
+    auto.add_argument("--max-accuracy-drop", type=float, metavar="FRACTION",
+                      help="largest drop of int8 validation accuracy below the float model (default: 0.01)")
+    auto.add_argument("--max-size", type=int, metavar="BYTES", help="largest zipped .tflite size")
+    auto.add_argument("--target", choices=("int8", "edgetpu"), help="edgetpu: only fully mapped models (default: int8)")
+    auto.add_argument("--max-candidates", type=int, metavar="N", help="measure at most N candidates")
+    auto.add_argument("--max-seconds", type=float, metavar="S", help="start no candidate after S seconds")
 
     ins = commands.add_parser(
         "inspect",
@@ -101,10 +111,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ----------------------------------------------------------------- inputs
+BUDGET_OPTIONS = {
+    "max_accuracy_drop": "max_accuracy_drop",
+    "max_size": "max_size_bytes",
+    "target": "target",
+    "max_candidates": "max_candidates",
+    "max_seconds": "max_seconds",
+}
+
+
+def load_budget(args: argparse.Namespace) -> Any:
+    """The ``kopt.Budget`` of ``--policy auto`` from the budget options (None for any other policy)."""
+    from kopt.errors import InvalidArgumentError
+    from kopt.search import Budget
+
+    given = {field: getattr(args, option) for option, field in BUDGET_OPTIONS.items() if getattr(args, option) is not None}
+    if args.policy != "auto":
+        if given:
+            options = ", ".join("--" + o.replace("_", "-") for o in BUDGET_OPTIONS if getattr(args, o) is not None)
+            raise UsageError(f"{options} only apply to --policy auto (the automatic search).")
+        return None
+    try:
+        return Budget(**given)
+    except InvalidArgumentError as error:
+        raise UsageError(str(error)) from error
+
+
 def load_policy(spec: str) -> Any:
     from kopt.policy import Policy
     from kopt.presets import PRESET_NAMES
 
+    if spec == "auto":
+        return "auto"
     if spec in PRESET_NAMES:
         return Policy.preset(spec)
     path = Path(spec)
@@ -192,12 +230,17 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         raise UsageError(f"--epochs must be >= 0, got {args.epochs}.")
     _positive("--batch-size", args.batch_size)
     policy = load_policy(args.policy)
+    budget = load_budget(args)
     model = load_model(args.model)
     data = load_data(args.data)
     overrides = compile_overrides(args, model)
     # Everything that can be checked before training is bad input (exit 2).
-    plan = policy.resolve(model)
-    check_plan(plan)
+    if budget is None:
+        check_plan(policy.resolve(model))
+    else:
+        from kopt.search.walk import check_classifier
+
+        check_classifier(model)
     CompileSettings.from_model(model, **overrides)
     validation = (data["x_val"], data["y_val"]) if "x_val" in data else None
 
@@ -212,19 +255,24 @@ def cmd_optimize(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             seed=args.seed,
             verbose=0 if args.quiet else 2,
+            budget=budget,
             **overrides,
         )
         paths = result.save(args.out)
     except Exception as error:  # noqa: BLE001 - the job failed: exit 1
         raise JobFailed(f"{type(error).__name__}: {error}") from error
     print(str(result.report))
+    if result.search is not None:
+        print(result.search.table())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
+    if result.search is not None and result.search.warnings:
+        raise JobFailed(result.search.warnings[0])
     edgetpu = result.edgetpu
-    if policy.target == "edgetpu" and (edgetpu is None or not edgetpu.fully_mapped):
+    if result.policy.target == "edgetpu" and (edgetpu is None or not edgetpu.fully_mapped):
         from kopt.stages import edgetpu_problem
 
         reason = edgetpu_problem(edgetpu) if edgetpu is not None else "no int8 model was produced"
-        raise JobFailed(f"policy {policy.name!r} targets the Edge TPU: {reason}")
+        raise JobFailed(f"policy {result.policy.name!r} targets the Edge TPU: {reason}")
     return EXIT_OK
 
 
@@ -284,6 +332,9 @@ def cmd_policy(args: argparse.Namespace) -> int:
     import kopt  # noqa: F401 - registers every kopt class before the model loads
 
     policy = load_policy(args.policy)
+    if policy == "auto":
+        raise UsageError("--policy auto has no fixed plan: the search chooses one. Run 'kopt optimize --policy auto'; "
+                         "its report.json holds the chosen policy.")
     model = load_model(args.model)
     plan = policy.resolve(model)
     if args.json:

@@ -125,6 +125,11 @@ def test_help_and_usage_errors(capsys, files):
         (["optimize", "{tiny}", "--policy", "qat", "--data", "{root}/no_labels.npz", "--out", "{root}/o"], "lacks ['y_train']"),
         (["optimize", "{tiny}", "--policy", "qat", "--data", "{root}/digits.npz", "--out", "{root}/o", "--epochs", "-1"], "--epochs"),
         (["optimize", "{root}/plain.keras", "--policy", "qat", "--data", "{root}/digits.npz", "--out", "{root}/o"], "is not compiled"),
+        (["optimize", "{tiny}", "--policy", "qat", "--data", "{root}/digits.npz", "--out", "{root}/o", "--max-size", "9"],
+         "--max-size only apply to --policy auto"),
+        (["optimize", "{tiny}", "--policy", "auto", "--data", "{root}/digits.npz", "--out", "{root}/o",
+          "--max-accuracy-drop", "2"], "Budget.max_accuracy_drop=2.0"),
+        (["policy", "{tiny}", "--policy", "auto"], "no fixed plan"),
     ],
 )
 def test_bad_inputs_exit_2(files, capsys, args, message):
@@ -163,3 +168,15 @@ def test_compile_options_build_the_fine_tuning_optimizer():
         compile_overrides(options(learning_rate=0.001), plain)
     with pytest.raises(UsageError, match="unknown --optimizer 'adamm'"):
         compile_overrides(options(optimizer="adamm"), plain)
+
+
+def test_optimize_auto_searches_and_fails_when_the_budget_is_not_met(files):
+    out = files / "auto"
+    done = kopt_cli("optimize", str(files / "tiny.keras"), "--policy", "auto", "--data", str(files / "digits.npz"),
+                    "--out", str(out), "--epochs", "1", "--quiet", "--max-candidates", "2", "--max-size", "10")
+    assert done.returncode == 1, done.stderr[-2000:]  # nothing fits in 10 bytes: the job failed, the files are there
+    assert "no candidate meets the whole budget" in done.stderr and "Traceback" not in done.stderr
+    assert {"model.tflite", "search.md", "search.json", "pareto.png"} <= {p.name for p in out.iterdir()}
+    search = json.loads((out / "search.json").read_text())
+    assert len(search["candidates"]) == 2 and search["budget"]["max_size_bytes"] == 10
+    assert "| # | candidate |" in done.stdout
