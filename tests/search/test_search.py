@@ -38,7 +38,13 @@ def auto(model, budget, **kwargs):
 
 
 def test_a_size_budget_stops_the_search_at_the_first_candidate_that_meets_it():
-    result = auto(trained(), kopt.Budget(max_accuracy_drop=0.05, max_size_bytes=10**7))
+    model = trained()
+    before = [w.copy() for w in model.get_weights()]
+    optimizer = model.optimizer
+    result = auto(model, kopt.Budget(max_accuracy_drop=0.05, max_size_bytes=10**7))
+    for a, b in zip(before, model.get_weights(), strict=True):  # the user's model is untouched
+        np.testing.assert_array_equal(a, b)
+    assert model.optimizer is optimizer and result.model is not model
     search = result.search
     assert len(search.candidates) == 1  # post-training int8 of the float model already fits
     assert "size" in search.stop_reason
