@@ -92,11 +92,11 @@ class Protocol:
 
 
 def protocols(quick: bool) -> dict[str, Protocol]:
-    if quick:
+    if quick:  # a smoke test of every variant and figure: the least data, epochs and repeats that run them
         return {
-            "mnist1d_conv1d": Protocol("mnist1d_conv1d", 4000, 4, 1, 128, 3e-3, 5e-4, 128, 3, 5),
-            "digits_conv2d": Protocol("digits_conv2d", 1797, 8, 2, 64, 1e-2, 5e-4, 64, 3, 5),
-            "mobilenetv2": Protocol("mobilenetv2", 0, 0, 0, 8, 0.0, 1e-3, 8, 3, 2),
+            "mnist1d_conv1d": Protocol("mnist1d_conv1d", 2000, 2, 1, 128, 3e-3, 5e-4, 128, 2, 3, 32),
+            "digits_conv2d": Protocol("digits_conv2d", 1797, 3, 1, 64, 1e-2, 5e-4, 64, 2, 3, 32),
+            "mobilenetv2": Protocol("mobilenetv2", 0, 0, 0, 8, 0.0, 1e-3, 8, 2, 2, 16),
         }
     return {
         "mnist1d_conv1d": Protocol("mnist1d_conv1d", 20000, 20, 3, 128, 3e-3, 5e-4, 128, 7, 10),

@@ -1,10 +1,23 @@
 """``to_tflite``: lower a Keras 3 model to a TFLite flatbuffer (full int8, float16 or dynamic range).
 
 The route that works with Keras 3 and TF 2.21 (``TFLiteConverter.from_keras_model`` does not):
-export a SavedModel with a static input signature (batch 1 by default, the Edge TPU's shape),
-then convert it with ``TFLiteConverter.from_saved_model``. Only the TensorFlow backend can
-export, so a model built or trained under JAX or PyTorch is saved to ``.keras`` and converted
-by a fresh Python process running the TensorFlow backend (:mod:`kopt.export._subprocess_lower`).
+write a SavedModel with a static input signature (batch 1 by default, the Edge TPU's shape),
+then convert it with ``TFLiteConverter.from_saved_model``. The SavedModel is a lean one
+(:func:`write_saved_model`): the model traced once by a ``tf.function`` and saved with only the
+variables it reads. The converter gets the same graph as from ``model.export`` (same ops,
+weights and outputs), and conversion takes about half the time (MobileNetV2 QAT: 20 s -> 10 s),
+since ``model.export`` traces the model three times and walks every layer's trackables; it
+remains the fallback. ``from_concrete_functions`` writes such a SavedModel itself by default;
+its frozen-graph mode (faster still) writes no SignatureDef, which the calibrator with named
+inputs and the signature runner need.
+
+The result's tensors are then renamed after their Keras layers (:mod:`kopt.export.renaming`):
+the converter names them after every op fused into them, which for a QAT model meant the
+fake-quant and wrapper scopes too (MobileNetV2 QAT: 33 kB of names, 0.6% of the zipped file).
+
+Only the TensorFlow backend can export, so a model built or trained under JAX or PyTorch is
+saved to ``.keras`` and converted by a fresh Python process running the TensorFlow backend
+(:mod:`kopt.export._subprocess_lower`).
 
 Activation ranges for ``mode="int8"`` come from the model's fake-quant ops when it was trained
 with quantization-aware training (detected in the exported graph), otherwise from
@@ -16,6 +29,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 import warnings
 from dataclasses import asdict, dataclass
@@ -25,7 +39,7 @@ import keras
 import numpy as np
 
 from kopt.errors import UnsupportedModelError
-from kopt.export import diagnostics
+from kopt.export import diagnostics, renaming
 from kopt.export.calibration import DEFAULT_CALIBRATION_SAMPLES, InputSpec, batches, materialize
 from kopt.export.errors import ConversionError, MissingRangesError
 from kopt.validation import check_finite_weights
@@ -142,13 +156,7 @@ def lower_in_process(
     with tempfile.TemporaryDirectory(prefix="kopt_export_") as tmp:
         saved = os.path.join(tmp, "saved_model")
         signature = _input_signature(model, specs, options.batch_size)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model.export(saved, format="tf_saved_model", input_signature=signature, verbose=False)
-        except Exception as error:  # noqa: BLE001 - re-raised with context
-            message = f"exporting model '{model.name}' to a TensorFlow SavedModel failed: {error}"
-            raise ConversionError(message) from error
+        write_saved_model(model, signature, saved)
         fake_quant = has_fake_quant(saved)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved)
         _configure(converter, tf, options, data, specs, fake_quant, model.name)
@@ -160,7 +168,57 @@ def lower_in_process(
             raise diagnostics.conversion_error(error, names) from error
     if options.mode == "int8":
         diagnostics.require_full_integer(tflite, names, calibrated=data is not None)
-    return tflite
+    return _renamed(tflite, model)
+
+
+def _renamed(tflite: bytes, model: keras.Model) -> bytes:
+    """``tflite`` with Keras-layer tensor names; the converter's names if renaming fails (they
+    only cost size, so a renaming bug must not cost the conversion)."""
+    try:
+        return renaming.rename_tensors(tflite, renaming.catalog(model))
+    except Exception as error:  # noqa: BLE001 - reported, the unrenamed file is still valid
+        warnings.warn(
+            f"kopt.export.to_tflite: could not shorten the tensor names of model '{model.name}' "
+            f"({type(error).__name__}: {error}); the .tflite keeps the converter's names. Please report this.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return tflite
+
+
+def write_saved_model(model: keras.Model, signature: list, path: str) -> None:
+    """Write ``model``'s inference function (``model(x)``, traced once) as a SavedModel at ``path``.
+
+    The same traced function ``model.export`` writes, without its extra traces and trackable
+    walk; a model whose function captures more than variables (e.g. a lookup table, which
+    ``tf.saved_model.save`` refuses as untracked) goes through ``model.export`` instead.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _lean_saved_model(model, signature, path)
+        return
+    except Exception:  # noqa: BLE001 - model.export below reports the error if it fails too
+        shutil.rmtree(path, ignore_errors=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.export(path, format="tf_saved_model", input_signature=signature, verbose=False)
+    except Exception as error:  # noqa: BLE001 - re-raised with context
+        message = f"exporting model '{model.name}' to a TensorFlow SavedModel failed: {error}"
+        raise ConversionError(message) from error
+
+
+def _lean_saved_model(model: keras.Model, signature: list, path: str) -> None:
+    """What ``model.export`` saves (``tf.function(model.__call__)`` as ``serving_default``), with
+    a bare ``tf.Module`` holding only the variables the traced function reads."""
+    import tensorflow as tf
+
+    function = tf.function(model.__call__, input_signature=signature, autograph=False)
+    concrete = function.get_concrete_function()
+    root = tf.Module()
+    root.model_variables = list(concrete.variables)
+    tf.saved_model.save(root, path, signatures={"serving_default": concrete})
 
 
 def has_fake_quant(saved_model_dir: str) -> bool:
