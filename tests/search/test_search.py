@@ -62,6 +62,15 @@ def test_the_reported_figures_are_those_of_the_returned_tflite():
     # The chosen one is the smallest of those within the budget.
     within = [c for c in result.search.candidates if c.within_budget]
     assert best.zipped_bytes == min(c.zipped_bytes for c in within)
+    # Its policy is plain data: it survives JSON and resolves to the settings the table shows.
+    policy = kopt.Policy.from_json(result.policy.to_json())
+    assert policy == result.policy
+    plan = policy.resolve(trained())
+    for layer, text in best.settings.items():
+        sparsity = plan.layers[layer].prune.sparsity if plan.layers[layer].prune else None
+        assert (sparsity is None) == ("sparse" not in text)
+        if sparsity is not None:
+            assert text.startswith(f"{sparsity:.0%} sparse")
 
 
 def test_nothing_meets_the_budget_returns_the_closest_with_a_warning():
