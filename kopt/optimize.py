@@ -149,6 +149,8 @@ def optimize(
         seed: seeds Keras, NumPy and Python RNGs (and clustering's initialisation) first.
         strict: raise :class:`kopt.stages.NotFullyMappedError` when the policy targets the
             Edge TPU and the int8 model is not fully mapped (default: a warning in the report).
+            With ``"auto"`` it does nothing: only fully mapped candidates meet an Edge TPU budget,
+            and a budget nothing meets gives a :class:`kopt.search.BudgetNotMetWarning`.
         lower: finish with the int8 TFLite stage and the Edge TPU check (``False``: stop after
             the last training stage; ``.tflite`` is then None).
         verbose: Keras ``fit`` verbosity; 0 also silences kopt's per-stage summary lines.
