@@ -15,6 +15,11 @@ Rule matching and precedence
     rule that matches no layer (unless ``validate=False``).
     A rule overrides only the settings it names; ``prune=False`` (likewise ``cluster``,
     ``quantize``) turns that technique off for the layer; ``exclude=True`` turns all off.
+
+Depthwise convolutions are not pruned unless a rule asks (``prune=True`` or a dict of prune
+settings, e.g. ``LayerRule("class:DepthwiseConv2D", prune={})``): a 3x3 depthwise kernel has 9
+weights per channel, so pruning it costs accuracy and saves almost nothing (TFMOT never prunes
+them either). The low-level :func:`kopt.sparsity.prune_low_magnitude` prunes what it is given.
 """
 
 from __future__ import annotations
@@ -34,6 +39,10 @@ SCHEMES = ("default_8bit", "prune_preserve", "cluster_preserve", "prune_cluster_
 QUANTIZE_MODES = ("qat", "ptq")
 TARGETS = ("int8", "edgetpu")
 MATCH_KINDS = ("name", "path", "class")  # in precedence order
+# Layers a policy leaves unpruned unless a rule asks for them: a depthwise kernel has a handful of
+# weights per channel (9 for 3x3), so pruning it costs accuracy and saves almost nothing. TFMOT
+# does the same.
+DENSE_BY_DEFAULT = ("DepthwiseConv1D", "DepthwiseConv2D")
 
 
 class PolicyError(KoptError, ValueError):
@@ -315,6 +324,8 @@ class Policy:
                 settings = _replace(base, override, where=f"rule {rule.match!r}: {technique}")
             elif override is True and settings is None:
                 settings = SETTINGS_TYPES[technique]()
+            elif override is None and technique == "prune" and type(layer).__name__ in DENSE_BY_DEFAULT:
+                settings = None  # opt in with a rule naming the layer or its class
             resolved[technique] = settings
         return LayerPlan(name, path, class_name, rule=None if rule is None else rule.match, **resolved)
 

@@ -171,3 +171,18 @@ def test_fuzzed_policy_json_only_raises_policy_errors(data):
     except PolicyError:
         return
     assert Policy.from_json(policy.to_json()) == policy
+
+
+def test_depthwise_kernels_stay_dense_unless_a_rule_asks():
+    inputs = keras.Input((8, 8, 4))
+    x = layers.DepthwiseConv2D(3, padding="same", name="dw")(inputs)
+    x = layers.Conv2D(8, 1, name="pw")(x)
+    model = keras.Model(inputs, layers.Dense(3, name="fc")(layers.GlobalAveragePooling2D()(x)))
+    plan = Policy.preset("pcqat").resolve(model)
+    assert plan.layers["dw"].prune is None and plan.layers["pw"].prune is not None
+    assert plan.layers["dw"].cluster is not None  # only pruning skips it
+    for rule in (LayerRule("class:DepthwiseConv2D", prune={}), LayerRule("dw", prune={"sparsity": 0.3}),
+                 LayerRule("dw", prune=True)):
+        opted = Policy.preset("prune", rules=[rule]).resolve(model)
+        assert opted.layers["dw"].prune is not None
+    assert Policy.preset("prune", rules=[LayerRule("dw", cluster=False)]).resolve(model).layers["dw"].prune is None
