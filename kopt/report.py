@@ -370,7 +370,7 @@ def compression(
         if data is not None:
             x, y = data
             predictions = np.asarray(model_or_tflite.predict(x, verbose=0))
-            metrics["accuracy"] = _top1(predictions, y)
+            metrics["accuracy"] = top1_accuracy(predictions, y)
         return keras_stage(name, model_or_tflite, metrics=metrics)
     from kopt.export import check_edgetpu, evaluate
     from kopt.export.flatbuffer import read_bytes
@@ -380,7 +380,8 @@ def compression(
     return tflite_stage(name, raw, int8_accuracy=accuracy, edgetpu=check_edgetpu(raw))
 
 
-def _top1(predictions: np.ndarray, y: Any) -> float:
+def top1_accuracy(predictions: np.ndarray, y: Any) -> float:
+    """Share of samples whose highest score is the label (integer or one-hot labels)."""
     labels = np.asarray(y)
     if labels.ndim > 1:
         labels = labels.argmax(axis=-1)

@@ -238,22 +238,11 @@ def _pruned(value: np.ndarray, sparsity: float) -> np.ndarray:
 
 
 def _clustered(value: np.ndarray, k: int, rng: np.random.Generator, preserve_sparsity: bool) -> np.ndarray:
-    """``ClusterWrapper._initial_state`` per tensor, then the gather its inference pass does."""
-    from kopt.clustering.assign import nearest_centroid_np
-    from kopt.clustering.init import initial_centroid_matrix
-    from kopt.clustering.layout import from_matrix_np, to_matrix_np
+    """``ClusterWrapper``'s initial per-tensor clusters, then the gather its inference pass does."""
+    from kopt.clustering.wrapper import initial_clusters
 
-    matrix = to_matrix_np(value, ())
-    centroids = initial_centroid_matrix(
-        matrix.astype(np.float64), k, "kmeans++", rng, zero_centroid=preserve_sparsity
-    ).astype(value.dtype)
-    if preserve_sparsity:  # zeros keep centroid 0 (exactly 0.0); the rest choose among 1..k-1
-        indices = nearest_centroid_np(matrix, centroids[:, 1:]) + 1
-        indices[matrix == 0] = 0
-    else:
-        indices = nearest_centroid_np(matrix, centroids)
-    clustered = centroids[0][indices]
-    return from_matrix_np(clustered, value.shape, ()).astype(value.dtype)
+    centroids, indices = initial_clusters(value, (), k, "kmeans++", rng, preserve_sparsity=preserve_sparsity)
+    return centroids[0][indices].astype(value.dtype)
 
 
 def _quantized(layer: keras.layers.Layer, weight: Target, value: np.ndarray, bits: int) -> np.ndarray:

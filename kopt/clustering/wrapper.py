@@ -185,21 +185,13 @@ class ClusterWrapper(KoptWrapper):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Centroids, assignments and sparsity mask from the current weights, computed on the
         host: seeded, nothing to compile, the same result on every backend."""
-        dtype = np.dtype(keras.backend.standardize_dtype(variable.dtype))
         values = np.asarray(ops.convert_to_numpy(variable))
-        matrix = to_matrix_np(values, axes)
         rng = np.random.default_rng([self.seed, index])
-        centroids = initial_centroid_matrix(
-            matrix.astype(np.float64), self.number_of_clusters, self.init, rng, zero_centroid=self.preserve_sparsity
-        ).astype(dtype)
-        mask = None
-        if self.preserve_sparsity:  # non-zeros choose among centroids 1.., zeros keep centroid 0
-            indices = nearest_centroid_np(matrix, centroids[:, 1:]) + 1
-            indices[matrix == 0] = 0
-            mask = (values != 0).astype(dtype)
-        else:
-            indices = nearest_centroid_np(matrix, centroids)
-        return centroids, from_matrix_np(indices, values.shape, axes), mask
+        centroids, indices = initial_clusters(
+            values, axes, self.number_of_clusters, self.init, rng, preserve_sparsity=self.preserve_sparsity
+        )
+        mask = (values != 0).astype(centroids.dtype) if self.preserve_sparsity else None
+        return centroids, indices, mask
 
     # --------------------------------------------------------------- numerics
     def _centroid_values(self, state: _ClusteredWeight) -> Any:
@@ -271,6 +263,34 @@ class ClusterWrapper(KoptWrapper):
             "gradient_aggregation": self.gradient_aggregation,
             "seed": self.seed,
         }
+
+
+def initial_clusters(
+    values: np.ndarray,
+    axes: tuple[int, ...],
+    number_of_clusters: int,
+    init: str,
+    rng: np.random.Generator,
+    *,
+    preserve_sparsity: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Initial centroids ``(C, K)`` (``values``' dtype) and each weight's centroid index (``values``' shape).
+
+    Channels are the ``axes`` (``()``: one channel, per-tensor clusters). With
+    ``preserve_sparsity`` centroid 0 is an exact zero kept by the zeros; the other weights
+    choose among centroids ``1..K-1``. Computed on the host: seeded by ``rng``, the same on
+    every backend.
+    """
+    matrix = to_matrix_np(values, axes)
+    centroids = initial_centroid_matrix(
+        matrix.astype(np.float64), number_of_clusters, init, rng, zero_centroid=preserve_sparsity
+    ).astype(values.dtype)
+    if preserve_sparsity:  # non-zeros choose among centroids 1.., zeros keep centroid 0
+        indices = nearest_centroid_np(matrix, centroids[:, 1:]) + 1
+        indices[matrix == 0] = 0
+    else:
+        indices = nearest_centroid_np(matrix, centroids)
+    return centroids, from_matrix_np(indices, values.shape, axes)
 
 
 def derive_seed(seed: int, layer_name: str) -> int:

@@ -64,14 +64,12 @@ def run(
 
 def evaluate(tflite: TFLiteSource, x: Any, y: np.ndarray, *, num_threads: int | None = None) -> float:
     """Top-1 accuracy of the model's (first) output on ``x`` against labels ``y`` (ints or one-hot)."""
+    from kopt.report import top1_accuracy
+
     predictions = run(tflite, x, num_threads=num_threads)
     if isinstance(predictions, list):
         predictions = predictions[0]
-    labels = np.asarray(y)
-    if labels.ndim > 1:
-        labels = labels.argmax(axis=-1)
-    predicted = predictions.reshape(len(predictions), -1).argmax(axis=-1)
-    return float(np.mean(predicted == labels.reshape(-1)))
+    return top1_accuracy(predictions, y)
 
 
 def _io(model: TFLiteModel) -> tuple[list[str], list[int], list[int]]:
