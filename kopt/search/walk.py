@@ -39,7 +39,7 @@ import numpy as np
 from kopt.errors import InvalidArgumentError
 from kopt.graph import analyze, map_layers
 from kopt.policy import ClusterSettings, LayerRule, Plan, Policy, PruneSettings, QuantizeSettings, technique_applies
-from kopt.report import Report, StageReport
+from kopt.report import Report, StageReport, top1_accuracy
 from kopt.search.allocate import OFF, allocate
 from kopt.search.budget import Budget, BudgetNotMetWarning
 from kopt.search.candidates import WITHIN, Candidate, SearchReport
@@ -126,16 +126,12 @@ class SearchOutcome:
     search: SearchReport
 
 
-class _BudgetSpent(Exception):
-    """Raised inside the walk when the candidate or time limit is reached."""
+class _StopSearch(Exception):
+    """Ends the walk: the candidate or time limit is reached, or a candidate met a size budget."""
 
 
 def _top1(model: keras.Model, x: Any, y: np.ndarray) -> float:
-    predictions = np.asarray(model.predict(x, batch_size=256, verbose=0))
-    labels = np.asarray(y)
-    if labels.ndim > 1:
-        labels = labels.argmax(axis=-1)
-    return float(np.mean(predictions.reshape(len(predictions), -1).argmax(axis=-1) == labels.reshape(-1)))
+    return top1_accuracy(np.asarray(model.predict(x, batch_size=256, verbose=0)), y)
 
 
 def _describe(node: Node, layer: str) -> str:
@@ -179,12 +175,9 @@ class Search:
     # ------------------------------------------------------------ limits
     def _check_limits(self) -> None:
         if self.budget.max_candidates is not None and len(self.candidates) >= self.budget.max_candidates:
-            raise _BudgetSpent(f"the candidate limit ({self.budget.max_candidates}) was reached")
+            raise _StopSearch(f"the candidate limit ({self.budget.max_candidates}) was reached")
         if self.budget.max_seconds is not None and time.monotonic() - self.started >= self.budget.max_seconds:
-            raise _BudgetSpent(f"the time limit ({self.budget.max_seconds:.0f} s) was reached")
-
-    def _size_met(self) -> bool:
-        return self.budget.max_size_bytes is not None and any(c.within_budget for c in self.candidates)
+            raise _StopSearch(f"the time limit ({self.budget.max_seconds:.0f} s) was reached")
 
     # ------------------------------------------------------------ policies
     def _policy(self, node: Node, *, stage: str | None = None, previous: Node | None = None,
@@ -331,6 +324,8 @@ class Search:
         self.candidates.append(candidate)
         self.artifacts[index] = Artifact(model, int8.tflite, stages, policy, plan, node)
         self.log(f"[kopt auto] {candidate.summary()}")
+        if self.budget.max_size_bytes is not None and candidate.within_budget:
+            raise _StopSearch("a candidate met the size and accuracy budget")
         return candidate
 
     def _quantize(self, node: Node, scheme: str, notes: list[str]) -> tuple[StageResult, str]:
@@ -366,7 +361,6 @@ class Search:
     # ------------------------------------------------------------ the walk
     def run(self) -> SearchOutcome:
         baseline = baseline_stage(self.model, self.training, log=self.log)
-        self.baseline = baseline
         self.eval_data = self.training.eval_arrays(self.model)
         self.sensitivity_data = (
             keras.tree.map_structure(lambda a: a[:SENSITIVITY_SAMPLES], self.eval_data[0]),
@@ -384,8 +378,8 @@ class Search:
         root = Node("float", map_layers(self.model, lambda layer: None))
         try:
             self._walk(root)
-        except _BudgetSpent as spent:
-            self.stop_reason = str(spent)
+        except _StopSearch as stop:
+            self.stop_reason = str(stop)
         return self._outcome(baseline)
 
     def _walk(self, root: Node) -> None:
@@ -396,19 +390,10 @@ class Search:
             if not qat.within_budget and qat.drop > self.budget.max_accuracy_drop:
                 self.stop_reason = "neither post-training nor quantization-aware int8 meets the accuracy budget"
                 return
-        if self._size_met():
-            self.stop_reason = "a candidate met the size and accuracy budget"
-            return
         pruned, fallback = self._prune_ladder(root)
-        if self._size_met():
-            self.stop_reason = "a candidate met the size and accuracy budget"
-            return
         clustered = self._cluster_ladder(pruned)
         if not clustered and fallback is not None:
             self._cluster_ladder(fallback)
-        if self._size_met():
-            self.stop_reason = "a candidate met the size and accuracy budget"
-            return
         self._rescue()
 
     def _prune_ladder(self, root: Node) -> tuple[Node, Node | None]:
@@ -439,8 +424,6 @@ class Search:
             if not self._measure(child, best.candidate).within_budget:
                 break
             best, before = child, best
-            if self._size_met():
-                break
         return best, before
 
     def _cluster_ladder(self, start: Node) -> bool:
@@ -479,8 +462,6 @@ class Search:
             if child is None:
                 break
             any_within, base, levels = True, child, chosen
-            if self._size_met():
-                break
         return any_within
 
     def _rescue(self) -> None:
