@@ -46,6 +46,27 @@ def paired_ratio(samples: Sequence[float], baseline: Sequence[float]) -> float:
     return median(s / b for s, b in zip(samples, baseline))
 
 
+def paired_quartiles(samples: Sequence[float], baseline: Sequence[float]) -> tuple[float, float]:
+    """Lower and upper quartile of the per-round ratios ``samples[i] / baseline[i]``: how far a
+    ratio moves from round to round on this machine, reported beside the median so that a
+    verdict within that spread reads as noise, not as a difference."""
+    if len(samples) != len(baseline) or not samples:
+        raise ValueError(f"need equally many paired samples, got {len(samples)} and {len(baseline)}")
+    ratios = [s / b for s, b in zip(samples, baseline)]
+    if len(ratios) == 1:
+        return ratios[0], ratios[0]
+    low, _, high = statistics.quantiles(ratios, n=4, method="inclusive")
+    return float(low), float(high)
+
+
+def noise_note(q1: float | None, q3: float | None, limit: float) -> str:
+    """A verdict's caveat: non-empty when the middle half of the per-round ratios (``q1``..``q3``)
+    straddles ``limit``, i.e. when rounds of this very run fall on both sides of it."""
+    if q1 is None or q3 is None or not q1 <= limit <= q3:
+        return ""
+    return f" (within run-to-run noise: the middle half of the rounds spans {q1:.3f}-{q3:.3f})"
+
+
 def round_robin_order(names: Sequence[str], round_index: int) -> list[str]:
     """The order of one round: as given on even rounds, reversed on odd ones (ABBA), so that a
     trend in the machine's load does not always hit the same variant first."""
@@ -67,15 +88,19 @@ def alternate(measures: Mapping[str, Callable[[], float | Sequence[float]]], rou
 
 
 def summarize(samples: Mapping[str, Sequence[float]], baseline: str) -> dict[str, dict[str, float]]:
-    """Median, minimum and paired ratio to ``baseline`` of each variant's per-round samples."""
-    return {
-        name: {
+    """Median, minimum, paired ratio to ``baseline`` and that ratio's quartiles over the rounds
+    (``ratio_q1``, ``ratio_q3``) of each variant's per-round samples."""
+    summary = {}
+    for name, values in samples.items():
+        q1, q3 = paired_quartiles(values, samples[baseline])
+        summary[name] = {
             "median_s": median(values),
             "min_s": float(min(values)),
             "ratio": paired_ratio(values, samples[baseline]),
+            "ratio_q1": q1,
+            "ratio_q3": q3,
         }
-        for name, values in samples.items()
-    }
+    return summary
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -223,7 +248,8 @@ def litert_latency(
     """Single-thread LiteRT latency (ms per invoke, batch as converted) of each model, interleaved.
 
     Each round invokes every model ``invokes`` times in turn; a round's value is the median
-    invoke. Returns ``median_ms``, ``min_ms`` and, with ``baseline``, the paired ``ratio``.
+    invoke. Returns ``median_ms``, ``min_ms``, the per-round values ``rounds_s`` (to pair two
+    models with :func:`paired_ratio`) and, with ``baseline``, the paired ``ratio``.
     """
     invokers = {}
     for name, tflite in models.items():
@@ -236,7 +262,9 @@ def litert_latency(
         return [timed(invoke)[0] for _ in range(invokes)]
 
     samples = alternate({name: (lambda i=invoke: measure(i)) for name, invoke in invokers.items()}, rounds)
-    result = {name: {"median_ms": 1e3 * median(v), "min_ms": 1e3 * min(v)} for name, v in samples.items()}
+    result: dict[str, dict[str, Any]] = {
+        name: {"median_ms": 1e3 * median(v), "min_ms": 1e3 * min(v), "rounds_s": list(v)} for name, v in samples.items()
+    }
     if baseline is not None:
         for name, values in samples.items():
             result[name]["ratio"] = paired_ratio(values, samples[baseline])

@@ -180,6 +180,32 @@ def run_variant(name: str, variant: str, protocol: setup.Protocol, data: tuple, 
     return row
 
 
+def batch_norm_statistics(model: Any) -> dict[str, np.ndarray]:
+    """Moving mean of every BatchNormalization inside ``model`` (wrapped ones included), by
+    layer name: unchanged after training steps means the wrapper ran the layer in inference
+    mode (TFMOT's ``ClusterWeights.call`` does not pass ``training`` on)."""
+    return {
+        layer.name: np.array(layer.moving_mean.numpy())
+        for layer in model.submodules
+        if isinstance(layer, keras.layers.BatchNormalization)
+    }
+
+
+def timed_steps(models: dict[str, Any], protocol: setup.Protocol, x, y, callbacks: dict[str, list[Any]]) -> dict:
+    """:func:`train_step_ratios`, plus for each model the BatchNormalizations whose moving
+    statistics the timed steps left unchanged (``frozen_batch_norm``): such a model skips work
+    its float twin does, so its ratio is not like for like."""
+    before = {key: batch_norm_statistics(model) for key, model in models.items()}
+    ratios = train_step_ratios(
+        keras, models, x, y, batch=protocol.timing_batch, rounds=protocol.timing_rounds, steps=protocol.timing_steps,
+        baseline="float", callbacks=callbacks,
+    )
+    for key, model in models.items():
+        after = batch_norm_statistics(model)
+        ratios[key]["frozen_batch_norm"] = [name for name, values in after.items() if np.array_equal(values, before[key][name])]
+    return ratios
+
+
 def time_stages(name: str, protocol: setup.Protocol, rows: dict[str, dict[str, Any]], schedule: dict[str, Any], x, y) -> dict:
     """Training-step time of every stage's wrapped model against the float model, alternated."""
     models: dict[str, Any] = {"float": compiled(float_model(name), protocol.finetune_lr)}
@@ -197,10 +223,7 @@ def time_stages(name: str, protocol: setup.Protocol, rows: dict[str, dict[str, A
             rows[variant]["timing_error"] = refusal(error)
             continue
         callbacks[key] = stage_callbacks(stage)
-    return train_step_ratios(
-        keras, models, x, y, batch=protocol.timing_batch, rounds=protocol.timing_rounds, steps=protocol.timing_steps,
-        baseline="float", callbacks=callbacks,
-    )
+    return timed_steps(models, protocol, x, y, callbacks)
 
 
 def run_cnn(name: str, protocol: setup.Protocol) -> dict[str, Any]:
@@ -258,10 +281,7 @@ def run_mobilenet(protocol: setup.Protocol) -> dict[str, Any]:
         seconds, tflite = timed(lambda: int8_tflite(qat, None))
         result["variants"]["qat"] = {"convert_s": seconds, "int8_tflite": save(name, "qat", "int8", tflite)}
     print("[tfmot] mobilenetv2 timing", flush=True)
-    result["train_step"] = train_step_ratios(
-        keras, models, x, y, batch=protocol.timing_batch, rounds=protocol.timing_rounds, steps=protocol.timing_steps,
-        baseline="float", callbacks=callbacks,
-    )
+    result["train_step"] = timed_steps(models, protocol, x, y, callbacks)
     return result
 
 

@@ -60,6 +60,23 @@ def test_summarize_gives_median_min_and_paired_ratio():
     assert summary["qat"]["min_s"] == pytest.approx(1.2)
 
 
+def test_summarize_reports_the_quartiles_of_the_per_round_ratios():
+    baseline = [1.0, 1.0, 2.0, 1.0, 1.0]
+    variant = [1.0, 1.2, 2.2, 1.3, 1.4]  # per-round ratios 1.0, 1.2, 1.1, 1.3, 1.4
+    summary = _harness.summarize({"float": baseline, "prune": variant}, "float")["prune"]
+    assert summary["ratio"] == pytest.approx(1.2)
+    assert (summary["ratio_q1"], summary["ratio_q3"]) == pytest.approx((1.1, 1.3))
+    assert _harness.paired_quartiles([2.0], [1.0]) == (2.0, 2.0)
+    with pytest.raises(ValueError):
+        _harness.paired_quartiles([1.0], [1.0, 2.0])
+
+
+def test_noise_note_only_when_the_rounds_straddle_the_limit():
+    assert "1.150-1.250" in _harness.noise_note(1.15, 1.25, 1.2)
+    assert _harness.noise_note(1.21, 1.25, 1.2) == ""  # every middle round above: a real miss
+    assert _harness.noise_note(None, 1.25, 1.2) == ""
+
+
 def test_markdown_table_formats_cells():
     text = _harness.markdown_table(["a", "b", "c"], [[None, 1.23456, "x|y"]])
     lines = text.splitlines()

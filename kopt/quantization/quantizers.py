@@ -55,6 +55,26 @@ def nudged_range(min_value: Any, max_value: Any, num_bits: int = 8, narrow_range
     return (qmin - zero_point) * scale, (qmax - zero_point) * scale
 
 
+def symmetric_nudged_range(magnitude: Any, num_bits: int = 8) -> tuple[Any, Any]:
+    """``nudged_range(-magnitude, magnitude, num_bits, narrow_range=True)``, bit for bit, in
+    four ops instead of fourteen (weights are quantized at every training step, so the
+    scalar ops add up): the narrow grid puts the zero point exactly at ``2**(num_bits-1)``."""
+    qmin, qmax = quant_bounds(num_bits, narrow_range=True)
+    magnitude = ops.cast(magnitude, "float32")
+    scale = (magnitude + magnitude) / float(qmax - qmin)  # == magnitude - (-magnitude)
+    high = float(qmax - (1 << (num_bits - 1))) * scale
+    return -high, high
+
+
+def nonnegative_nudged_range(max_value: Any, num_bits: int = 8) -> tuple[Any, Any]:
+    """``nudged_range(0.0, max_value, num_bits)``, bit for bit: with a minimum of exactly 0
+    the zero point is 0 and only the maximum is rounded through the scale."""
+    qmin, qmax = quant_bounds(num_bits, narrow_range=False)
+    max_value = ops.cast(max_value, "float32")
+    high = float(qmax) * (max_value / float(qmax - qmin))
+    return ops.zeros_like(high), high
+
+
 def fake_quant(
     x: Any,
     min_value: Any,
@@ -76,6 +96,26 @@ def fake_quant(
     ``x >= 0`` (a ReLU output; ``min_value <= 0`` always): the mask then only checks the maximum.
     """
     low, high = nudged_range(min_value, max_value, num_bits, narrow_range)
+    return fake_quant_nudged(
+        x, low, high, num_bits=num_bits, narrow_range=narrow_range, per_channel=per_channel, training=training,
+        nonnegative=nonnegative,
+    )
+
+
+def fake_quant_nudged(
+    x: Any,
+    low: Any,
+    high: Any,
+    *,
+    num_bits: int = 8,
+    narrow_range: bool = False,
+    per_channel: bool = False,
+    training: bool = False,
+    nonnegative: bool = False,
+) -> Any:
+    """:func:`fake_quant` on a range already nudged (by :func:`nudged_range` or one of its
+    exact shortcuts), so that the quantizers that know their range's shape skip the
+    general nudging."""
     low, high = ops.stop_gradient(low), ops.stop_gradient(high)
 
     def quantize(values: Any, lo: Any, hi: Any) -> Any:
@@ -182,10 +222,11 @@ class WeightQuantizer(Quantizer):
     def _quantize(self, x: Any, reduce_axes: tuple | None, training: bool) -> Any:
         magnitude = ops.max(ops.abs(x), axis=reduce_axes)
         magnitude = ops.where(magnitude < MIN_WEIGHT_MAGNITUDE, ops.ones_like(magnitude), magnitude)
-        return fake_quant(
+        low, high = symmetric_nudged_range(magnitude, self.num_bits)
+        return fake_quant_nudged(
             x,
-            -magnitude,
-            magnitude,
+            low,
+            high,
             num_bits=self.num_bits,
             narrow_range=True,
             per_channel=reduce_axes is not None,
@@ -289,19 +330,30 @@ class ActivationQuantizer(Quantizer):
         return values[self.MIN], values[self.MAX]
 
     def __call__(self, x: Any, state: dict[str, keras.Variable], training: bool = False) -> Any:
-        if training:
-            low, high = self._update(x, state)
-        else:
+        if not training:
             low, high = self.stored_range(state)
-        return fake_quant(
-            x, low, high, num_bits=self.num_bits, narrow_range=False, training=training, nonnegative=self.nonnegative
+            return fake_quant(x, low, high, num_bits=self.num_bits, narrow_range=False)
+        low, high = self._update(x, state)
+        if self.nonnegative:  # the updated minimum is exactly 0.0 (see _update)
+            low, high = nonnegative_nudged_range(high, self.num_bits)
+        else:
+            low, high = nudged_range(low, high, self.num_bits, narrow_range=False)
+        return fake_quant_nudged(
+            x, low, high, num_bits=self.num_bits, narrow_range=False, training=True, nonnegative=self.nonnegative
         )
 
     def _update(self, x: Any, state: dict[str, keras.Variable]) -> tuple[Any, Any]:
-        """Fold this batch into the stored range; return the range to quantize with now."""
+        """Fold this batch into the stored range; return the range to quantize with now.
+
+        A nonnegative quantizer's minimum is 0.0 from its first training step on: the
+        batch minimum is taken as 0 and the stored one (the ``init_range`` until then)
+        is replaced, not averaged.
+        """
         stored = ops.convert_to_tensor(state["range"])
         values = ops.stop_gradient(ops.cast(x, "float32"))
         batch_max = ops.max(values)
+        if self.nonnegative and self.num_calls == 1:
+            return self._update_nonnegative(stored, batch_max, state)
         batch_min = ops.zeros_like(batch_max) if self.nonnegative else ops.min(values)
         # Under tf.distribute each replica sees a slice of the batch: use the global extremes.
         batch_min, batch_max = cross_replica_extremes(batch_min, batch_max)
@@ -338,6 +390,23 @@ class ActivationQuantizer(Quantizer):
         # Until the first commit, the calls of the first step use the partial union.
         settled = ops.greater(new_initialized, 0.5)
         return ops.where(settled, new_min, batch_min), ops.where(settled, new_max, batch_max)
+
+    def _update_nonnegative(self, stored: Any, batch_max: Any, state: dict[str, keras.Variable]) -> tuple[Any, Any]:
+        """:meth:`_update` for one nonnegative tensor: only the maximum moves (half the ops)."""
+        zero = ops.zeros_like(batch_max)
+        batch_max = cross_replica_extremes(zero, batch_max)[1]
+        batch_max = ops.maximum(batch_max, MIN_RANGE_WIDTH)  # == _containing_zero(0, batch_max)[1]
+        old_max = stored[self.MAX]
+        if self.mode == "moving_average":
+            new_max = old_max * self.decay + batch_max * (1.0 - self.decay)
+        elif self.mode == "all_values":
+            new_max = ops.maximum(old_max, batch_max)
+        else:
+            new_max = batch_max
+        new_max = ops.where(ops.greater(stored[self.SEEN], 0.5), new_max, batch_max)
+        new_max = ops.maximum(new_max, MIN_RANGE_WIDTH)
+        state["range"].assign(ops.stack([zero, new_max, ops.ones_like(new_max)]))
+        return zero, new_max
 
     def get_config(self) -> dict[str, Any]:
         return {

@@ -7,6 +7,7 @@ from qat_reference import fake_quant as ref_fake_quant
 from qat_reference import grid_codes, nudge, symmetric_weight_codes, tie_distance
 
 from kopt.quantization import ActivationQuantize, ActivationQuantizer, WeightQuantizer, fake_quant, nudged_range
+from kopt.quantization.quantizers import nonnegative_nudged_range, symmetric_nudged_range
 
 pytestmark = pytest.mark.backends
 
@@ -137,11 +138,31 @@ def test_shared_range_unites_the_calls_of_one_forward_pass():
     np.testing.assert_allclose(a, ref_fake_quant(x, lo, hi), atol=1e-6)
 
 
-def test_nonnegative_quantizer_gives_the_same_ranges_and_values_on_relu_outputs():
+@pytest.mark.parametrize("mode", ["moving_average", "last_value", "all_values"])
+def test_nonnegative_quantizer_gives_the_same_ranges_and_values_on_relu_outputs(mode):
     x = np.maximum(np.random.default_rng(5).normal(size=(4, 32)), 0).astype("float32")
-    general = ActivationQuantize(ActivationQuantizer(decay=0.5))
-    relu_only = ActivationQuantize(ActivationQuantizer(decay=0.5, nonnegative=True))
-    for batch in (x, 2 * x):
+    general = ActivationQuantize(ActivationQuantizer(decay=0.5, mode=mode))
+    relu_only = ActivationQuantize(ActivationQuantizer(decay=0.5, mode=mode, nonnegative=True))
+    for batch in (x, 2 * x, 0 * x, 0.3 * x):  # the all-zero batch exercises the minimum width
         a, b = _run(general, [batch])[0], _run(relu_only, [batch])[0]
         np.testing.assert_array_equal(a, b)
-    assert general.range == relu_only.range and relu_only.range[0] == 0.0
+        np.testing.assert_array_equal(as_np(general.weights[0]), as_np(relu_only.weights[0]))
+    assert relu_only.range[0] == 0.0
+
+
+def _log_uniform(rng, size):
+    return np.exp(rng.uniform(np.log(1e-6), np.log(1e6), size)).astype("float32")
+
+
+@pytest.mark.parametrize("num_bits", [2, 4, 7, 8])
+def test_shortcut_nudged_ranges_equal_the_general_nudging_bit_for_bit(num_bits):
+    rng = np.random.default_rng(num_bits)
+    values = np.concatenate([_log_uniform(rng, 5000), np.float32([1e-6, 1e-3, 0.1, 1.0, 6.0, 127.0, 1e30])])
+    low, high = symmetric_nudged_range(values, num_bits)
+    ref_low, ref_high = nudged_range(-values, values, num_bits, narrow_range=True)
+    np.testing.assert_array_equal(ops.convert_to_numpy(low), ops.convert_to_numpy(ref_low))
+    np.testing.assert_array_equal(ops.convert_to_numpy(high), ops.convert_to_numpy(ref_high))
+    low, high = nonnegative_nudged_range(values, num_bits)
+    ref_low, ref_high = nudged_range(np.zeros_like(values), values, num_bits, narrow_range=False)
+    np.testing.assert_array_equal(ops.convert_to_numpy(low), ops.convert_to_numpy(ref_low))
+    np.testing.assert_array_equal(ops.convert_to_numpy(high), ops.convert_to_numpy(ref_high))
