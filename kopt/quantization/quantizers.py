@@ -85,37 +85,20 @@ def fake_quant(
     per_channel: bool = False,
     training: bool = False,
     nonnegative: bool = False,
+    nudged: bool = False,
 ) -> Any:
     """Fake-quantize ``x`` to the grid of ``[min_value, max_value]`` (per last-axis channel if asked).
 
-    The range is nudged first and carries no gradient; ``x`` gets the straight-through
-    gradient (1 inside the nudged range, 0 outside). In training the gradient is computed
-    here rather than by TF's FakeQuant gradient op, which also reduces gradients for the
-    range that nobody uses (most of the fake-quant's backward cost); in inference the
-    plain op is emitted, which is what the TFLite converter reads. ``nonnegative`` promises
-    ``x >= 0`` (a ReLU output; ``min_value <= 0`` always): the mask then only checks the maximum.
+    The range is nudged first (``nudged=True``: it already is, by :func:`nudged_range` or one
+    of its exact shortcuts, which quantizers that know their range's shape use) and carries
+    no gradient; ``x`` gets the straight-through gradient (1 inside the nudged range, 0
+    outside). In training the gradient is computed here rather than by TF's FakeQuant
+    gradient op, which also reduces gradients for the range that nobody uses (most of the
+    fake-quant's backward cost); in inference the plain op is emitted, which is what the
+    TFLite converter reads. ``nonnegative`` promises ``x >= 0`` (a ReLU output;
+    ``min_value <= 0`` always): the mask then only checks the maximum.
     """
-    low, high = nudged_range(min_value, max_value, num_bits, narrow_range)
-    return fake_quant_nudged(
-        x, low, high, num_bits=num_bits, narrow_range=narrow_range, per_channel=per_channel, training=training,
-        nonnegative=nonnegative,
-    )
-
-
-def fake_quant_nudged(
-    x: Any,
-    low: Any,
-    high: Any,
-    *,
-    num_bits: int = 8,
-    narrow_range: bool = False,
-    per_channel: bool = False,
-    training: bool = False,
-    nonnegative: bool = False,
-) -> Any:
-    """:func:`fake_quant` on a range already nudged (by :func:`nudged_range` or one of its
-    exact shortcuts), so that the quantizers that know their range's shape skip the
-    general nudging."""
+    low, high = (min_value, max_value) if nudged else nudged_range(min_value, max_value, num_bits, narrow_range)
     low, high = ops.stop_gradient(low), ops.stop_gradient(high)
 
     def quantize(values: Any, lo: Any, hi: Any) -> Any:
@@ -223,10 +206,11 @@ class WeightQuantizer(Quantizer):
         magnitude = ops.max(ops.abs(x), axis=reduce_axes)
         magnitude = ops.where(magnitude < MIN_WEIGHT_MAGNITUDE, ops.ones_like(magnitude), magnitude)
         low, high = symmetric_nudged_range(magnitude, self.num_bits)
-        return fake_quant_nudged(
+        return fake_quant(
             x,
             low,
             high,
+            nudged=True,
             num_bits=self.num_bits,
             narrow_range=True,
             per_channel=reduce_axes is not None,
@@ -338,8 +322,8 @@ class ActivationQuantizer(Quantizer):
             low, high = nonnegative_nudged_range(high, self.num_bits)
         else:
             low, high = nudged_range(low, high, self.num_bits, narrow_range=False)
-        return fake_quant_nudged(
-            x, low, high, num_bits=self.num_bits, narrow_range=False, training=True, nonnegative=self.nonnegative
+        return fake_quant(
+            x, low, high, nudged=True, num_bits=self.num_bits, training=True, nonnegative=self.nonnegative
         )
 
     def _update(self, x: Any, state: dict[str, keras.Variable]) -> tuple[Any, Any]:
