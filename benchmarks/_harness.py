@@ -88,8 +88,8 @@ def alternate(measures: Mapping[str, Callable[[], float | Sequence[float]]], rou
 
 
 def summarize(samples: Mapping[str, Sequence[float]], baseline: str) -> dict[str, dict[str, float]]:
-    """Median, minimum, paired ratio to ``baseline`` and that ratio's quartiles over the rounds
-    (``ratio_q1``, ``ratio_q3``) of each variant's per-round samples."""
+    """Median, minimum, paired ratio to ``baseline``, that ratio's quartiles over the rounds
+    (``ratio_q1``, ``ratio_q3``) and the per-round values (``rounds_s``) of each variant."""
     summary = {}
     for name, values in samples.items():
         q1, q3 = paired_quartiles(values, samples[baseline])
@@ -99,6 +99,7 @@ def summarize(samples: Mapping[str, Sequence[float]], baseline: str) -> dict[str
             "ratio": paired_ratio(values, samples[baseline]),
             "ratio_q1": q1,
             "ratio_q3": q3,
+            "rounds_s": list(values),  # to pair with another variant than the baseline
         }
     return summary
 

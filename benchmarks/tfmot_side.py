@@ -32,7 +32,7 @@ import tensorflow_model_optimization as tfmot  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
 import _compare_setup as setup  # noqa: E402
-from _harness import environment, timed, train_step_ratios, write_json  # noqa: E402
+from _harness import environment, paired_quartiles, paired_ratio, timed, train_step_ratios, write_json  # noqa: E402
 
 sparsity = tfmot.sparsity.keras
 clustering = tfmot.clustering.keras
@@ -191,18 +191,38 @@ def batch_norm_statistics(model: Any) -> dict[str, np.ndarray]:
     }
 
 
-def timed_steps(models: dict[str, Any], protocol: setup.Protocol, x, y, callbacks: dict[str, list[Any]]) -> dict:
+FROZEN_FLOAT = "float_frozen_batch_norm"
+
+
+def with_frozen_batch_norms(model: Any) -> Any:
+    """The float model with its BatchNormalizations in inference mode (tf-keras runs a
+    non-trainable BatchNormalization with its moving statistics)."""
+    for layer in model.submodules:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+    return model
+
+
+def timed_steps(name: str, models: dict[str, Any], protocol: setup.Protocol, x, y, callbacks: dict[str, list[Any]]) -> dict:
     """:func:`train_step_ratios`, plus for each model the BatchNormalizations whose moving
-    statistics the timed steps left unchanged (``frozen_batch_norm``): such a model skips work
-    its float twin does, so its ratio is not like for like."""
+    statistics the timed steps left unchanged (``frozen_batch_norm``). Such a model skips work
+    the float model does, so its ratio is not like for like: it is also given against a float
+    model with frozen BatchNorms, timed alongside (``ratio_vs_frozen_float`` and quartiles)."""
+    models = {**models, FROZEN_FLOAT: compiled(with_frozen_batch_norms(float_model(name)), protocol.finetune_lr)}
     before = {key: batch_norm_statistics(model) for key, model in models.items()}
     ratios = train_step_ratios(
         keras, models, x, y, batch=protocol.timing_batch, rounds=protocol.timing_rounds, steps=protocol.timing_steps,
         baseline="float", callbacks=callbacks,
     )
-    for key, model in models.items():
-        after = batch_norm_statistics(model)
-        ratios[key]["frozen_batch_norm"] = [name for name, values in after.items() if np.array_equal(values, before[key][name])]
+    frozen_float = ratios.pop(FROZEN_FLOAT)
+    for key in ratios:
+        after = batch_norm_statistics(models[key])
+        frozen = [layer for layer, values in after.items() if np.array_equal(values, before[key][layer])]
+        ratios[key]["frozen_batch_norm"] = frozen
+        if frozen:
+            samples, baseline = ratios[key]["rounds_s"], frozen_float["rounds_s"]
+            ratios[key]["ratio_vs_frozen_float"] = paired_ratio(samples, baseline)
+            ratios[key]["ratio_vs_frozen_float_q1"], ratios[key]["ratio_vs_frozen_float_q3"] = paired_quartiles(samples, baseline)
     return ratios
 
 
@@ -223,7 +243,7 @@ def time_stages(name: str, protocol: setup.Protocol, rows: dict[str, dict[str, A
             rows[variant]["timing_error"] = refusal(error)
             continue
         callbacks[key] = stage_callbacks(stage)
-    return timed_steps(models, protocol, x, y, callbacks)
+    return timed_steps(name, models, protocol, x, y, callbacks)
 
 
 def run_cnn(name: str, protocol: setup.Protocol) -> dict[str, Any]:
@@ -281,7 +301,7 @@ def run_mobilenet(protocol: setup.Protocol) -> dict[str, Any]:
         seconds, tflite = timed(lambda: int8_tflite(qat, None))
         result["variants"]["qat"] = {"convert_s": seconds, "int8_tflite": save(name, "qat", "int8", tflite)}
     print("[tfmot] mobilenetv2 timing", flush=True)
-    result["train_step"] = timed_steps(models, protocol, x, y, callbacks)
+    result["train_step"] = timed_steps(name, models, protocol, x, y, callbacks)
     return result
 
 
