@@ -39,20 +39,23 @@ def median(values: Iterable[float]) -> float:
     return float(statistics.median(values))
 
 
-def paired_ratio(samples: Sequence[float], baseline: Sequence[float]) -> float:
-    """Median of ``samples[i] / baseline[i]``: each pair was measured at the same moment."""
+def per_round_ratios(samples: Sequence[float], baseline: Sequence[float]) -> list[float]:
+    """``samples[i] / baseline[i]``: each pair was measured at the same moment."""
     if len(samples) != len(baseline) or not samples:
         raise ValueError(f"need equally many paired samples, got {len(samples)} and {len(baseline)}")
-    return median(s / b for s, b in zip(samples, baseline))
+    return [s / b for s, b in zip(samples, baseline)]
+
+
+def paired_ratio(samples: Sequence[float], baseline: Sequence[float]) -> float:
+    """Median of the per-round ratios ``samples[i] / baseline[i]``."""
+    return median(per_round_ratios(samples, baseline))
 
 
 def paired_quartiles(samples: Sequence[float], baseline: Sequence[float]) -> tuple[float, float]:
     """Lower and upper quartile of the per-round ratios ``samples[i] / baseline[i]``: how far a
     ratio moves from round to round on this machine, reported beside the median so that a
     verdict within that spread reads as noise, not as a difference."""
-    if len(samples) != len(baseline) or not samples:
-        raise ValueError(f"need equally many paired samples, got {len(samples)} and {len(baseline)}")
-    ratios = [s / b for s, b in zip(samples, baseline)]
+    ratios = per_round_ratios(samples, baseline)
     if len(ratios) == 1:
         return ratios[0], ratios[0]
     low, _, high = statistics.quantiles(ratios, n=4, method="inclusive")

@@ -368,12 +368,15 @@ def null_tflite() -> bytes:
 
 
 # ------------------------------------------------------------------ comparison table
+def timed_row(result: dict, variant: str) -> dict:
+    """The variant's training-step figures (empty when it was not timed)."""
+    return result.get("train_step", {}).get(variant, {}) if variant in setup.TIMED_STAGES else {}
+
+
 def step_ratio(result: dict, variant: str, figure: str = "ratio") -> float | None:
     """The variant's training-step ratio to the float model (``figure="ratio_q1"`` / ``"ratio_q3"``:
     its quartiles over the timing rounds)."""
-    key = variant if variant in setup.TIMED_STAGES else None
-    row = result.get("train_step", {}).get(key) if key else None
-    return None if row is None else row.get(figure)
+    return timed_row(result, variant).get(figure)
 
 
 def compare_rows(name: str, kopt_result: dict, tfmot_result: dict | None) -> tuple[list[dict], list[str]]:
@@ -399,7 +402,7 @@ def compare_rows(name: str, kopt_result: dict, tfmot_result: dict | None) -> tup
         def ratio(a: Any, b: Any) -> float | None:
             return None if a is None or b in (None, 0) else a / b
 
-        timed_tfmot = (tfmot_result or {}).get("train_step", {}).get(variant, {}) if variant in setup.TIMED_STAGES else {}
+        timed_tfmot = timed_row(tfmot_result or {}, variant)
         row["tfmot_frozen_batch_norm"] = list(timed_tfmot.get("frozen_batch_norm", []))
         for figure in ("", "_q1", "_q3"):  # TFMOT's step against a float model whose BatchNorms are frozen too
             row[f"tfmot_step_like_for_like{figure}"] = timed_tfmot.get(f"ratio_vs_frozen_float{figure}")

@@ -180,15 +180,16 @@ def run_variant(name: str, variant: str, protocol: setup.Protocol, data: tuple, 
     return row
 
 
+def batch_norms(model: Any) -> list[Any]:
+    """Every BatchNormalization inside ``model``, wrapped ones included."""
+    return [layer for layer in model.submodules if isinstance(layer, keras.layers.BatchNormalization)]
+
+
 def batch_norm_statistics(model: Any) -> dict[str, np.ndarray]:
-    """Moving mean of every BatchNormalization inside ``model`` (wrapped ones included), by
-    layer name: unchanged after training steps means the wrapper ran the layer in inference
-    mode (TFMOT's ``ClusterWeights.call`` does not pass ``training`` on)."""
-    return {
-        layer.name: np.array(layer.moving_mean.numpy())
-        for layer in model.submodules
-        if isinstance(layer, keras.layers.BatchNormalization)
-    }
+    """Moving mean of every BatchNormalization inside ``model``, by layer name: unchanged after
+    training steps means the wrapper ran the layer in inference mode (TFMOT's
+    ``ClusterWeights.call`` does not pass ``training`` on)."""
+    return {layer.name: np.array(layer.moving_mean.numpy()) for layer in batch_norms(model)}
 
 
 FROZEN_FLOAT = "float_frozen_batch_norm"
@@ -197,9 +198,8 @@ FROZEN_FLOAT = "float_frozen_batch_norm"
 def with_frozen_batch_norms(model: Any) -> Any:
     """The float model with its BatchNormalizations in inference mode (tf-keras runs a
     non-trainable BatchNormalization with its moving statistics)."""
-    for layer in model.submodules:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.trainable = False
+    for layer in batch_norms(model):
+        layer.trainable = False
     return model
 
 

@@ -354,15 +354,8 @@ class ActivationQuantizer(Quantizer):
 
         old_min, old_max, initialized = stored[self.MIN], stored[self.MAX], stored[self.SEEN]
         seen = ops.greater(initialized, 0.5)
-        if self.mode == "moving_average":
-            new_min = old_min * self.decay + batch_min * (1.0 - self.decay)
-            new_max = old_max * self.decay + batch_max * (1.0 - self.decay)
-        elif self.mode == "all_values":
-            new_min, new_max = ops.minimum(old_min, batch_min), ops.maximum(old_max, batch_max)
-        else:
-            new_min, new_max = batch_min, batch_max
-        new_min = ops.where(seen, new_min, batch_min)
-        new_max = ops.where(seen, new_max, batch_max)
+        new_min = ops.where(seen, self._fold(old_min, batch_min, ops.minimum), batch_min)
+        new_max = ops.where(seen, self._fold(old_max, batch_max, ops.maximum), batch_max)
         new_min, new_max = _containing_zero(new_min, new_max)
         if commit is True:
             state["range"].assign(ops.stack([new_min, new_max, ops.convert_to_tensor(1.0)]))
@@ -375,18 +368,20 @@ class ActivationQuantizer(Quantizer):
         settled = ops.greater(new_initialized, 0.5)
         return ops.where(settled, new_min, batch_min), ops.where(settled, new_max, batch_max)
 
+    def _fold(self, stored: Any, batch: Any, extreme: Any) -> Any:
+        """One range end after this batch, by ``mode`` (``extreme``: ops.minimum or ops.maximum)."""
+        if self.mode == "moving_average":
+            return stored * self.decay + batch * (1.0 - self.decay)
+        if self.mode == "all_values":
+            return extreme(stored, batch)
+        return batch
+
     def _update_nonnegative(self, stored: Any, batch_max: Any, state: dict[str, keras.Variable]) -> tuple[Any, Any]:
         """:meth:`_update` for one nonnegative tensor: only the maximum moves (half the ops)."""
         zero = ops.zeros_like(batch_max)
         batch_max = cross_replica_extremes(zero, batch_max)[1]
         batch_max = ops.maximum(batch_max, MIN_RANGE_WIDTH)  # == _containing_zero(0, batch_max)[1]
-        old_max = stored[self.MAX]
-        if self.mode == "moving_average":
-            new_max = old_max * self.decay + batch_max * (1.0 - self.decay)
-        elif self.mode == "all_values":
-            new_max = ops.maximum(old_max, batch_max)
-        else:
-            new_max = batch_max
+        new_max = self._fold(stored[self.MAX], batch_max, ops.maximum)
         new_max = ops.where(ops.greater(stored[self.SEEN], 0.5), new_max, batch_max)
         new_max = ops.maximum(new_max, MIN_RANGE_WIDTH)
         state["range"].assign(ops.stack([zero, new_max, ops.ones_like(new_max)]))
