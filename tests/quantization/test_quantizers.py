@@ -1,5 +1,6 @@
 """Quantizers against the NumPy reference of the TF FakeQuant / TFLite int8 scheme."""
 
+import keras
 import numpy as np
 import pytest
 from keras import ops
@@ -8,6 +9,7 @@ from qat_reference import grid_codes, nudge, symmetric_weight_codes, tie_distanc
 
 from kopt.quantization import ActivationQuantize, ActivationQuantizer, WeightQuantizer, fake_quant, nudged_range
 from kopt.quantization.quantizers import nonnegative_nudged_range, symmetric_nudged_range
+from tests.gradient_testing import layer_gradients
 
 pytestmark = pytest.mark.backends
 
@@ -148,6 +150,75 @@ def test_nonnegative_quantizer_gives_the_same_ranges_and_values_on_relu_outputs(
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(as_np(general.weights[0]), as_np(relu_only.weights[0]))
     assert relu_only.range[0] == 0.0
+
+
+class _QuantizedVariable(keras.layers.Layer):
+    """A trainable tensor through an ActivationQuantize: its gradient is the quantizer's."""
+
+    def __init__(self, values, quantizer):
+        super().__init__()
+        self.values = self.add_weight(shape=values.shape, initializer=keras.initializers.Constant(values))
+        self.fake_quant = ActivationQuantize(quantizer)
+
+    def call(self, inputs, training=None):
+        return self.fake_quant(ops.convert_to_tensor(self.values) + 0.0 * inputs, training=training)
+
+
+@pytest.mark.parametrize("nonnegative", [False, True])
+def test_straight_through_gradient_is_masked_exactly_where_values_were_clipped(nonnegative):
+    # Steps: the batch's own range (nudging moves the top below 2.7: one value clipped),
+    # a wider batch under a moving average (its top values clipped), a narrower batch (none).
+    rng = np.random.default_rng(7)
+    first = rng.uniform(0.0 if nonnegative else -0.3, 2.7, (6, 40)).astype("float32")
+    first[0, :2] = [0.0 if nonnegative else -0.3, 2.7]
+    quantizer = ActivationQuantizer(decay=0.5, nonnegative=nonnegative)
+    layer = _QuantizedVariable(first, quantizer)
+    upstream = rng.normal(size=first.shape).astype("float32")
+    dummy = np.zeros(first.shape, "float32")
+    layer(dummy)  # builds; inference leaves the range alone
+    clipped_per_step = []
+    for values in (first, 2.0 * first, 0.5 * first):
+        layer.values.assign(values)
+        grad = layer_gradients(layer, dummy, upstream)[layer.values.path]
+        if keras.backend.backend() == "jax":  # stateless gradients: apply the same update for real
+            layer(dummy, training=True)
+        lo, hi, _ = nudge(*layer.fake_quant.range)
+        inside = (values >= np.float32(lo)) & (values <= np.float32(hi))
+        np.testing.assert_array_equal(grad, upstream * inside)
+        clipped_per_step.append(int((~inside).sum()))
+    assert clipped_per_step[1] > 10 and clipped_per_step[2] == 0
+    if not nonnegative:
+        assert clipped_per_step[0] == 1
+
+
+@pytest.mark.parametrize("nonnegative", [False, True])
+def test_fake_quant_bounds_skip_the_mask_only_when_nothing_is_clipped(nonnegative):
+    x = np.linspace(0.0 if nonnegative else -2.0, 2.0, 101).astype("float32")
+    upstream = np.random.default_rng(8).normal(size=x.shape).astype("float32")
+
+    def gradient(lo, hi, bounds):
+        layer = _Probe(x, lambda v: fake_quant(v, lo, hi, training=True, nonnegative=nonnegative, bounds=bounds))
+        layer(np.zeros_like(x))  # builds
+        return layer_gradients(layer, np.zeros_like(x), upstream)[layer.values.path]
+
+    wide_lo, wide_hi, _ = nudge(-2.5, 2.5)
+    assert wide_lo < x.min() and x.max() < wide_hi
+    np.testing.assert_array_equal(gradient(-2.5, 2.5, (x.min(), x.max())), upstream)
+    narrow_lo, narrow_hi, _ = nudge(-1.0, 1.0)
+    inside = (x >= np.float32(narrow_lo)) & (x <= np.float32(narrow_hi))
+    assert not inside.all()
+    np.testing.assert_array_equal(gradient(-1.0, 1.0, (x.min(), x.max())), upstream * inside)
+    np.testing.assert_array_equal(gradient(-1.0, 1.0, None), upstream * inside)
+
+
+class _Probe(keras.layers.Layer):
+    def __init__(self, values, fn):
+        super().__init__()
+        self.values = self.add_weight(shape=values.shape, initializer=keras.initializers.Constant(values))
+        self.fn = fn
+
+    def call(self, inputs, training=None):
+        return self.fn(ops.convert_to_tensor(self.values) + 0.0 * inputs)
 
 
 def _log_uniform(rng, size):
