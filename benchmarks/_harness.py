@@ -31,6 +31,26 @@ BENCHMARKS = Path(__file__).resolve().parent
 RESULTS = BENCHMARKS / "results"
 
 
+# ------------------------------------------------------------------ data
+def mnist1d_arrays(samples: int, seed: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """mnist1d generated offline (no download): ``x, y, x_test, y_test`` with x of shape (N, 40, 1).
+
+    ``seed``: the generator's seed (None: the package's default)."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples = samples
+    if seed is not None:
+        args.seed = seed
+    data = make_dataset(args)
+    return (
+        data["x"].astype("float32")[..., None],
+        data["y"].astype("int64"),
+        data["x_test"].astype("float32")[..., None],
+        data["y_test"].astype("int64"),
+    )
+
+
 # ------------------------------------------------------------------ statistics
 def median(values: Iterable[float]) -> float:
     values = [float(v) for v in values]

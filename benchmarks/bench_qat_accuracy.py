@@ -29,25 +29,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from _compare_setup import conv1d_cnn  # noqa: E402
-from _harness import write_json  # noqa: E402
+from _harness import mnist1d_arrays, write_json  # noqa: E402
 from kopt.export import evaluate, load_tflite, run, to_tflite  # noqa: E402
 from kopt.quantization import quantize_model  # noqa: E402
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-def mnist1d_data(samples: int = 20000):
-    from mnist1d.data import get_dataset_args, make_dataset
-
-    args = get_dataset_args()
-    args.num_samples = samples
-    data = make_dataset(args)
-    return (
-        data["x"].astype("float32")[..., None],
-        data["y"].astype("int32"),
-        data["x_test"].astype("float32")[..., None],
-        data["y_test"].astype("int32"),
-    )
 
 
 def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
@@ -56,7 +42,7 @@ def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
 
 def bench_mnist1d(float_epochs: int, qat_epochs: int) -> dict:
     keras.utils.set_random_seed(0)
-    x, y, x_test, y_test = mnist1d_data()
+    x, y, x_test, y_test = mnist1d_arrays(20000)
     model = conv1d_cnn(keras)
     schedule = keras.optimizers.schedules.CosineDecay(3e-3, float_epochs * (len(x) // 128))
     model.compile(keras.optimizers.Adam(schedule), LOSS)

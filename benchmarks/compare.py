@@ -51,6 +51,7 @@ from _harness import (  # noqa: E402
     float_tflite,
     litert_latency,
     markdown_table,
+    mnist1d_arrays,
     noise_note,
     paired_quartiles,
     timed,
@@ -82,14 +83,7 @@ LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 def make_data(name: str, protocol: setup.Protocol) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Train/test arrays, generated offline; stored for the TFMOT side."""
     if name == "mnist1d_conv1d":
-        from mnist1d.data import get_dataset_args, make_dataset
-
-        args = get_dataset_args()
-        args.num_samples = protocol.samples
-        args.seed = setup.SEED
-        data = make_dataset(args)
-        x, y = data["x"].astype("float32")[..., None], data["y"].astype("int64")
-        x_test, y_test = data["x_test"].astype("float32")[..., None], data["y_test"].astype("int64")
+        x, y, x_test, y_test = mnist1d_arrays(protocol.samples, setup.SEED)
     else:
         from sklearn.datasets import load_digits
 

@@ -340,7 +340,14 @@ class ActivationQuantizer(Quantizer):
         else:
             low, high = nudged_range(low, high, self.num_bits, narrow_range=False)
         return fake_quant(
-            x, low, high, nudged=True, num_bits=self.num_bits, training=True, nonnegative=self.nonnegative, bounds=bounds
+            x,
+            low,
+            high,
+            num_bits=self.num_bits,
+            nonnegative=self.nonnegative,
+            nudged=True,
+            training=True,
+            bounds=bounds,
         )
 
     def _update(self, x: Any, state: dict[str, keras.Variable]) -> tuple[Any, Any, tuple[Any, Any]]:
