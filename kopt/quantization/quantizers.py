@@ -99,10 +99,11 @@ def fake_quant(
     TFLite converter reads. ``nonnegative`` promises ``x >= 0`` (a ReLU output;
     ``min_value <= 0`` always): the mask then only checks the maximum.
 
-    ``bounds``: ``(lower, upper)`` scalars with ``lower <= x <= upper`` that the caller
-    already has (an activation quantizer's batch extremes). When they lie inside the nudged
-    range nothing was clipped, so the gradient passes through unmasked: the same values,
-    without the mask's three passes over ``x`` (half of an activation fake-quant's cost).
+    ``bounds``: ``(lower, upper)`` with ``lower <= x <= upper`` (scalars, or per channel like
+    the range) that the caller already has (an activation quantizer's batch extremes). When
+    they lie inside the nudged range nothing was clipped, so the gradient passes through
+    unmasked: the same values, without the mask's three passes over ``x`` (half of an
+    activation fake-quant's cost).
     """
     low, high = (min_value, max_value) if nudged else nudged_range(min_value, max_value, num_bits, narrow_range)
     low, high = ops.stop_gradient(low), ops.stop_gradient(high)
@@ -132,7 +133,7 @@ def fake_quant(
             if bounds is None:
                 gradient = masked()
             else:
-                unclipped = ops.all(inside(ops.stack([lower, upper]), lo, hi))
+                unclipped = ops.all(ops.logical_and(inside(lower, lo, hi), inside(upper, lo, hi)))
                 gradient = ops.cond(unclipped, lambda: upstream, masked)
             return gradient, ops.zeros_like(lo), ops.zeros_like(hi), ops.zeros_like(lower), ops.zeros_like(upper)
 

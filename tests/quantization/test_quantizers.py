@@ -211,6 +211,21 @@ def test_fake_quant_bounds_skip_the_mask_only_when_nothing_is_clipped(nonnegativ
     np.testing.assert_array_equal(gradient(-1.0, 1.0, None), upstream * inside)
 
 
+def test_fake_quant_bounds_per_channel_mask_only_the_channels_whose_range_clips():
+    rng = np.random.default_rng(9)
+    x = rng.uniform(-1.0, 1.0, (30, 3)).astype("float32")
+    lo, hi = np.float32([-1.5, -0.5, -1.5]), np.float32([1.5, 1.5, 0.5])  # channels 1 and 2 clip
+    upstream = rng.normal(size=x.shape).astype("float32")
+    bounds = (x.min(axis=0), x.max(axis=0))
+    layer = _Probe(x, lambda v: fake_quant(v, lo, hi, per_channel=True, training=True, bounds=bounds))
+    layer(np.zeros_like(x))  # builds
+    grad = layer_gradients(layer, np.zeros_like(x), upstream)[layer.values.path]
+    nudged = [nudge(a, b) for a, b in zip(lo, hi)]
+    inside = np.stack([(x[:, c] >= np.float32(n[0])) & (x[:, c] <= np.float32(n[1])) for c, n in enumerate(nudged)], 1)
+    assert inside[:, 0].all() and not inside[:, 1].all() and not inside[:, 2].all()
+    np.testing.assert_array_equal(grad, upstream * inside)
+
+
 class _Probe(keras.layers.Layer):
     def __init__(self, values, fn):
         super().__init__()
