@@ -139,6 +139,7 @@ def fake_quant(
 
         return quantize(values, lo, hi), grad
 
+    # Without bounds the range stands in for them: the custom gradient takes a fixed set of tensors.
     lower, upper = (low, high) if bounds is None else (ops.stop_gradient(ops.cast(b, "float32")) for b in bounds)
     return straight_through(x, low, high, lower, upper)
 

@@ -152,16 +152,17 @@ def test_nonnegative_quantizer_gives_the_same_ranges_and_values_on_relu_outputs(
     assert relu_only.range[0] == 0.0
 
 
-class _QuantizedVariable(keras.layers.Layer):
-    """A trainable tensor through an ActivationQuantize: its gradient is the quantizer's."""
+class _GradientProbe(keras.layers.Layer):
+    """A trainable tensor passed through ``transform`` (a layer, or a function taking
+    ``training``): the tensor's gradient is the transform's. The inputs only carry the batch."""
 
-    def __init__(self, values, quantizer):
+    def __init__(self, values, transform):
         super().__init__()
         self.values = self.add_weight(shape=values.shape, initializer=keras.initializers.Constant(values))
-        self.fake_quant = ActivationQuantize(quantizer)
+        self.transform = transform  # a layer is tracked, with its range variable
 
     def call(self, inputs, training=None):
-        return self.fake_quant(ops.convert_to_tensor(self.values) + 0.0 * inputs, training=training)
+        return self.transform(ops.convert_to_tensor(self.values) + 0.0 * inputs, training=training)
 
 
 @pytest.mark.parametrize("nonnegative", [False, True])
@@ -172,7 +173,7 @@ def test_straight_through_gradient_is_masked_exactly_where_values_were_clipped(n
     first = rng.uniform(0.0 if nonnegative else -0.3, 2.7, (6, 40)).astype("float32")
     first[0, :2] = [0.0 if nonnegative else -0.3, 2.7]
     quantizer = ActivationQuantizer(decay=0.5, nonnegative=nonnegative)
-    layer = _QuantizedVariable(first, quantizer)
+    layer = _GradientProbe(first, ActivationQuantize(quantizer))
     upstream = rng.normal(size=first.shape).astype("float32")
     dummy = np.zeros(first.shape, "float32")
     layer(dummy)  # builds; inference leaves the range alone
@@ -182,7 +183,7 @@ def test_straight_through_gradient_is_masked_exactly_where_values_were_clipped(n
         grad = layer_gradients(layer, dummy, upstream)[layer.values.path]
         if keras.backend.backend() == "jax":  # stateless gradients: apply the same update for real
             layer(dummy, training=True)
-        lo, hi, _ = nudge(*layer.fake_quant.range)
+        lo, hi, _ = nudge(*layer.transform.range)
         inside = (values >= np.float32(lo)) & (values <= np.float32(hi))
         np.testing.assert_array_equal(grad, upstream * inside)
         clipped_per_step.append(int((~inside).sum()))
@@ -197,7 +198,10 @@ def test_fake_quant_bounds_skip_the_mask_only_when_nothing_is_clipped(nonnegativ
     upstream = np.random.default_rng(8).normal(size=x.shape).astype("float32")
 
     def gradient(lo, hi, bounds):
-        layer = _Probe(x, lambda v: fake_quant(v, lo, hi, training=True, nonnegative=nonnegative, bounds=bounds))
+        def quantize(v, training):
+            return fake_quant(v, lo, hi, training=training, nonnegative=nonnegative, bounds=bounds)
+
+        layer = _GradientProbe(x, quantize)
         layer(np.zeros_like(x))  # builds
         return layer_gradients(layer, np.zeros_like(x), upstream)[layer.values.path]
 
@@ -217,23 +221,17 @@ def test_fake_quant_bounds_per_channel_mask_only_the_channels_whose_range_clips(
     lo, hi = np.float32([-1.5, -0.5, -1.5]), np.float32([1.5, 1.5, 0.5])  # channels 1 and 2 clip
     upstream = rng.normal(size=x.shape).astype("float32")
     bounds = (x.min(axis=0), x.max(axis=0))
-    layer = _Probe(x, lambda v: fake_quant(v, lo, hi, per_channel=True, training=True, bounds=bounds))
+
+    def quantize(v, training):
+        return fake_quant(v, lo, hi, per_channel=True, training=training, bounds=bounds)
+
+    layer = _GradientProbe(x, quantize)
     layer(np.zeros_like(x))  # builds
     grad = layer_gradients(layer, np.zeros_like(x), upstream)[layer.values.path]
     nudged = [nudge(a, b) for a, b in zip(lo, hi)]
     inside = np.stack([(x[:, c] >= np.float32(n[0])) & (x[:, c] <= np.float32(n[1])) for c, n in enumerate(nudged)], 1)
     assert inside[:, 0].all() and not inside[:, 1].all() and not inside[:, 2].all()
     np.testing.assert_array_equal(grad, upstream * inside)
-
-
-class _Probe(keras.layers.Layer):
-    def __init__(self, values, fn):
-        super().__init__()
-        self.values = self.add_weight(shape=values.shape, initializer=keras.initializers.Constant(values))
-        self.fn = fn
-
-    def call(self, inputs, training=None):
-        return self.fn(ops.convert_to_tensor(self.values) + 0.0 * inputs)
 
 
 def _log_uniform(rng, size):
