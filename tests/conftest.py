@@ -14,7 +14,6 @@ import keras  # noqa: E402
 import pytest  # noqa: E402
 
 BACKEND = keras.backend.backend()
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -89,8 +89,8 @@ def uniform(shape, seed=0, low=-1.0, high=1.0) -> np.ndarray:
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-#: Coral's reference pairs (``<repo>/../shared/fixtures/edgetpu``, the SHARED folder of tests/conftest.py).
-EDGETPU_FIXTURES = os.path.join(REPO, "..", "shared", "fixtures", "edgetpu")
+#: Coral's reference pairs, vendored with their license (see tests/fixtures/edgetpu/README.md).
+EDGETPU_FIXTURES = os.path.join(REPO, "tests", "fixtures", "edgetpu")
 REFERENCE_PAIRS = ("split_concat", "keras_lstm_mnist_ptq", "mobilenet_v1_0.25_128_quant")
 
 
