@@ -19,7 +19,7 @@ from kopt.policy import Plan, Policy, PolicyError
 from kopt.errors import InvalidArgumentError
 from kopt.report import Report
 from kopt.search import FINETUNE_LEARNING_RATE_SCALE, Budget, SearchReport, search
-from kopt.stages import StageResult, check_plan, stage_names, wrap
+from kopt.stages import StageResult, check_plan, edgetpu_problem, stage_names, wrap
 from kopt.training import STAGES, CompileSettings, Training
 from kopt.validation import check_finite_weights
 
@@ -219,7 +219,7 @@ def optimize(
     )
     for stage in pipeline.stages:
         if stage.name == "int8" and stage.edgetpu is not None and policy.target == "edgetpu" and not stage.edgetpu.fully_mapped:
-            report.warnings.extend(n for n in stage.report.notes if "NOT fully mapped" in n)
+            report.warnings.append(edgetpu_problem(stage.edgetpu))
     return OptimizeResult(
         model=pipeline.model,
         tflite=pipeline.tflite,
