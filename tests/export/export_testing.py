@@ -92,10 +92,61 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 #: Coral's reference pairs, vendored with their license (see tests/fixtures/edgetpu/README.md).
 EDGETPU_FIXTURES = os.path.join(REPO, "tests", "fixtures", "edgetpu")
 REFERENCE_PAIRS = ("split_concat", "keras_lstm_mnist_ptq", "mobilenet_v1_0.25_128_quant")
+#: Every plain/compiled pair in the fixtures folder, including the ones the compiler maps only partly.
+EDGETPU_PAIRS = REFERENCE_PAIRS + (
+    "deeplabv3_mnv2_pascal_quant",
+    "movenet_single_pose_lightning_ptq",
+    "posenet_mobilenet_v1_075_481_641_16_quant_decoder",
+)
+COMPILED_CUSTOM_CODE = "edgetpu-custom-op"
 
 
 def fixture_path(name: str) -> str:
     return os.path.join(EDGETPU_FIXTURES, f"{name}.tflite")
+
+
+def compiler_mapped_ops(name: str) -> tuple[list[int], list[int]]:
+    """(mapped, left on the CPU): op indices of ``NAME.tflite`` as Coral's compiler split them.
+
+    The ground truth is read from ``NAME_edgetpu.tflite`` alone: there, the mapped ops were replaced by one
+    ``edgetpu-custom-op`` and every other op was kept. Each kept op is matched to the one op of the plain
+    file with the same type and the same input and output tensors (names and shapes; the compiler rewrites
+    op versions, so they are ignored). The custom op's own inputs and outputs are then checked against the
+    ops found mapped, so a mismatched derivation fails here rather than passing silently.
+    """
+    from kopt.export.flatbuffer import load
+
+    plain, compiled = load(fixture_path(name)).main, load(fixture_path(f"{name}_edgetpu")).main
+    customs = [op for op in compiled.operators if op.custom_code == COMPILED_CUSTOM_CODE]
+    assert len(customs) == 1, f"{name}_edgetpu holds {len(customs)} Edge TPU custom ops"
+
+    def signature(sg, op):
+        def described(indices):
+            return tuple((sg.tensors[i].name, sg.tensors[i].shape) for i in indices if i >= 0)
+
+        return op.label, described(op.inputs), described(op.outputs)
+
+    by_signature: dict = {}
+    for op in plain.operators:
+        by_signature.setdefault(signature(plain, op), []).append(op.index)
+    cpu = []
+    for op in compiled.operators:
+        if op is customs[0]:
+            continue
+        candidates = [i for i in by_signature.get(signature(compiled, op), []) if i not in cpu]
+        assert len(candidates) == 1, f"{name}: compiled op #{op.index} {op.label} matches plain ops {candidates}"
+        cpu.append(candidates[0])
+    mapped = sorted(set(range(len(plain.operators))) - set(cpu))
+
+    # The custom op must be fed by the graph inputs or CPU ops (or constants, state variables) and produce tensors of mapped ops.
+    made_by_mapped = {plain.tensors[i].name for k in mapped for i in plain.operators[k].outputs}
+    made_outside = {plain.tensors[i].name for k in cpu for i in plain.operators[k].outputs}
+    made_outside |= {plain.tensors[i].name for i in plain.inputs}
+    custom = customs[0]
+    assert {compiled.tensors[i].name for i in custom.outputs} <= made_by_mapped, name
+    fed = {t.name for t in compiled.input_tensors(custom) if t is not None and not (t.is_constant or t.is_variable)}
+    assert fed <= made_outside, name
+    return mapped, sorted(cpu)
 
 
 def lower(build, shape, *, samples=16, **kwargs) -> bytes:
