@@ -122,7 +122,8 @@ class EdgeTPUReport:
         """Operator / count / status rows, grouped like ``edgetpu_compiler -s`` prints them."""
         groups: Counter[tuple[str, str]] = Counter()
         for v in self.ops:
-            groups[(v.op, MAPPED if v.mapped else v.reasons[0])] += 1
+            # The rule, without the tensor or op it names: one row per op and rule, as the compiler prints.
+            groups[(v.op, MAPPED if v.mapped else _rule_of(v.reasons[0]))] += 1
         width = max([len("Operator")] + [len(op) for op, _ in groups]) + 2
         lines = [f"{'Operator':<{width}} {'Count':<10} Status", ""]
         for (op, status), count in groups.items():
@@ -163,6 +164,16 @@ class EdgeTPUReport:
 _STRANDED = "More than one subgraph is not supported"
 _UNCOMPILABLE = "the model cannot be compiled (see the model errors)"
 _LEFT_BY_COMPILER = "left on the CPU by the Edge TPU compiler (the model is already compiled)"
+
+
+def _rule_of(reason: str) -> str:
+    """A reason without what follows its first top-level ': ' (the tensor, shape or op it names)."""
+    depth = 0
+    for i, char in enumerate(reason):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0 and reason.startswith(": ", i):
+            return reason[:i]
+    return reason
 
 
 def _short(tensor_name: str) -> str:

@@ -150,7 +150,7 @@ UNSUPPORTED_OP_HINTS: Mapping[str, str] = MappingProxyType(
         "EXP": "EXP is not on the Edge TPU's op list",
         "ARG_MAX": "compute the arg max on the host",
         "CAST": "a dtype change stays on the CPU",
-        "GATHER_ND": "the Edge TPU has no gather (a post-processing head: run it on the host)",
+        "GATHER_ND": "the Edge TPU has no gather; run the post-processing head on the host",
         "UNPACK": "UNPACK is not on the Edge TPU's op list",
         "FLOOR_DIV": "integer arithmetic of a post-processing head runs on the host",
         "DIV": "DIV is not on the Edge TPU's op list: multiply by a constant reciprocal",

@@ -517,6 +517,17 @@ def test_report_prints_like_the_compiler_and_serializes(base_tflite):
     assert all(v.status == "mapped" for v in report.ops)
 
 
+@pytest.mark.backends
+def test_table_groups_ops_by_rule_like_the_compilers_log():
+    report = check_edgetpu(fixture_path("movenet_single_pose_lightning_ptq"))
+    rows = [line.split(None, 2) for line in report.table().splitlines()[2:]]
+    assert len(rows) == len({(op, status) for op, _, status in rows})
+    assert ["RESHAPE", "7", "More than one subgraph is not supported"] in rows
+    assert ["QUANTIZE", "7", "Operation is working on an unsupported data type"] in rows
+    assert sum(int(count) for _, count, _ in rows) == report.num_ops
+    assert "depends on op #" in report.details() and "depends on op #" not in report.table()
+
+
 def test_report_of_unmapped_model_names_the_reason():
     report = check_edgetpu(lower(lambda x: layers.Conv2D(4, 1)(layers.LeakyReLU()(x)), SHAPE))
     payload = report.to_dict()
