@@ -527,13 +527,6 @@ def _check_resize_integer_factor(sg: Subgraph, op: Operator) -> str | None:
     return None
 
 
-def _resize_downscales(sg: Subgraph, op: Operator) -> bool:
-    x, out = _input(sg, op, 0), sg.tensors[op.outputs[0]]
-    return x is not None and len(x.shape) == len(out.shape) == 4 and any(
-        out.shape[a] < x.shape[a] for a in (1, 2)
-    )
-
-
 _LIMIT_CHECKS: dict[str, Callable[[Subgraph, Operator], str | None]] = {
     "no_fused_activation": _check_no_fused_activation,
     "same_dilation": _check_same_dilation,
@@ -571,6 +564,13 @@ def _quantize_not_at_io(sg: Subgraph, op: Operator) -> bool:
 def _large_tensor(sg: Subgraph, op: Operator) -> bool:
     x = _input(sg, op, 0)
     return x is not None and x.size > rules.LARGE_TENSOR_ELEMENTS
+
+
+def _resize_downscales(sg: Subgraph, op: Operator) -> bool:
+    x, out = _input(sg, op, 0), sg.tensors[op.outputs[0]]
+    return x is not None and len(x.shape) == len(out.shape) == 4 and any(
+        out.shape[a] < x.shape[a] for a in (1, 2)
+    )
 
 
 _ADVISORY_CHECKS: dict[str, Callable[[Subgraph, Operator], bool]] = {
