@@ -558,12 +558,15 @@ def _per_channel_fc(sg: Subgraph, op: Operator) -> bool:
 
 
 def _quantize_not_at_io(sg: Subgraph, op: Operator) -> bool:
-    return not (set(op.inputs) & set(sg.inputs) or set(op.outputs) & set(sg.outputs))
+    """An 8-bit -> 8-bit requantize between two ops (a float -> int8 QUANTIZE already fails the dtype rule)."""
+    tensors = [t for t in sg.input_tensors(op) + sg.output_tensors(op) if t is not None and not t.is_constant]
+    eight_bit = all(t.dtype in ("INT8", "UINT8") for t in tensors)
+    return eight_bit and not (set(op.inputs) & set(sg.inputs) or set(op.outputs) & set(sg.outputs))
 
 
 def _large_tensor(sg: Subgraph, op: Operator) -> bool:
-    x = _input(sg, op, 0)
-    return x is not None and x.size > rules.LARGE_TENSOR_ELEMENTS
+    x, out = _input(sg, op, 0), sg.tensors[op.outputs[0]] if op.outputs else None
+    return any(t is not None and t.size > rules.LARGE_TENSOR_ELEMENTS for t in (x, out))
 
 
 def _resize_downscales(sg: Subgraph, op: Operator) -> bool:

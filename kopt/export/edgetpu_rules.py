@@ -90,7 +90,7 @@ EDGETPU_OPS: Mapping[str, OpRule] = MappingProxyType(
             3,
             3,
             ("resize_integer_factor",),
-            advisories=("resize_downscale",),
+            advisories=("resize_downscale", "large_tensor"),
             evidence="Coral table (size-dependent precision limit); precision threshold (#31, #63); x2 half-pixel"
             " resizes mapped in movenet, a 1x1->33x33 align_corners resize left on the CPU in deeplabv3_mnv2",
         ),
@@ -98,7 +98,7 @@ EDGETPU_OPS: Mapping[str, OpRule] = MappingProxyType(
             3,
             0,
             ("resize_integer_factor",),
-            advisories=("resize_downscale",),
+            advisories=("resize_downscale", "large_tensor"),
             evidence="Coral table (same limit as RESIZE_BILINEAR); mapped in compiler-16 logs",
         ),
         "RSQRT": OpRule(1, 0, evidence="newer Coral table [unconfirmed]; RSQRT v2 fails in compiler 15 (#384)"),

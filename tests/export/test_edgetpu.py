@@ -91,6 +91,7 @@ def test_deeplab_reasons_name_the_resize_limit_and_the_ops_after_it():
         assert DEEPLAB_CPU_REASONS[verdict.index] in verdict.reasons[0], verdict
     assert report.first_unsupported.index == 64 and "1 -> 33 with align_corners" in report.first_unsupported.reasons[0]
     assert report.ops[62].mapped and report.ops[62].op == "CONV_2D"  # the ASPP branch beside the resize
+    assert any("large tensor" in w for w in report.ops[70].warnings)  # 33x33 -> 513x513x21, on the CPU anyway
 
 
 @pytest.mark.backends
@@ -102,6 +103,7 @@ def test_movenet_heads_after_the_first_cpu_op_still_map():
     assert [v.op for v in later_mapped].count("CONV_2D") == 6 and len(later_mapped) == 11
     requantize = report.ops[104]
     assert requantize.op == "QUANTIZE" and requantize.mapped  # int8 -> int8 inside the graph
+    assert [w.split(":")[0] for w in report.warnings if "QUANTIZE inside the graph" in w] == ["op #104 QUANTIZE"]
     assert [v.mapped for v in report.ops[:2]] == [False, False]  # CAST, QUANTIZE of the uint8 input
 
 
