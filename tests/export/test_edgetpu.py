@@ -15,6 +15,7 @@ from export_testing import (
     mutate,
     op_positions,
     qat_model,
+    uniform,
 )
 from keras import layers, ops
 
@@ -232,6 +233,27 @@ def test_branch_independent_of_the_cpu_op_still_maps():
     others = [v for v in report.ops if v.index not in (leaky.index, after_leaky[0])]
     assert len(others) == 2 and all(v.mapped and v.op == "CONV_2D" for v in others)
     assert report.num_mapped == 2
+
+
+def test_cpu_preprocessing_of_a_second_input_feeds_the_segment_wherever_it_runs():
+    a, b = keras.Input(SHAPE), keras.Input(SHAPE)
+    model = keras.Model([a, b], layers.Add()([layers.Conv2D(4, 1)(layers.Conv2D(4, 1)(a)), b]))
+    data = (uniform((8, *SHAPE), seed=1), uniform((8, *SHAPE), seed=2))
+    tflite = to_tflite(model, representative_data=data, int8_io=False)  # float inputs: a QUANTIZE each
+
+    def quantize_b_just_before_the_add(m):  # still a valid execution order, now after the convs
+        ops = m.subgraphs[0].operators
+        add = next(op for op in ops if m.operatorCodes[op.opcodeIndex].builtinCode == schema.BuiltinOperator.ADD)
+        feeding = next(op for op in ops if set(op.outputs) & set(add.inputs) and
+                       m.operatorCodes[op.opcodeIndex].builtinCode == schema.BuiltinOperator.QUANTIZE)
+        ops.remove(feeding)
+        ops.insert(ops.index(add), feeding)
+
+    report = check_edgetpu(mutate(tflite, quantize_b_just_before_the_add))
+
+    assert [v.op for v in report.ops] == ["QUANTIZE", "CONV_2D", "CONV_2D", "QUANTIZE", "ADD", "DEQUANTIZE"]
+    assert [v.mapped for v in report.ops] == [False, True, True, False, True, False]
+    assert "FLOAT32" in report.ops[3].reasons[0]
 
 
 def test_float_io_quantize_and_dequantize_stay_on_cpu_around_one_segment():
