@@ -8,7 +8,7 @@ from typing import Any
 import keras
 
 from kopt.errors import InvalidArgumentError
-from kopt.graph import clone_layer, map_layers
+from kopt.graph import map_layers
 from kopt.graph.model_type import like_input
 from kopt.quantization import QuantizeAnnotate, QuantizeWrapper, Scheme
 from kopt.quantization import QuantizeConfig as KoptQuantizeConfig
@@ -85,9 +85,11 @@ def quantize_annotate_model(to_annotate: keras.Model) -> keras.Model:
     def annotate(layer: keras.layers.Layer) -> keras.layers.Layer | None:
         if isinstance(layer, (QuantizeAnnotate, QuantizeWrapper, keras.layers.InputLayer)):
             return None
-        return QuantizeAnnotate(clone_layer(layer))
+        return QuantizeAnnotate(layer)
 
-    annotated = map_layers(to_annotate, annotate, clone=True)
+    # As in TFMOT, the annotations wrap the model's own layers (no copy: a custom layer class need not be
+    # registered yet); quantize_apply copies every layer, so the user's model is never trained through them.
+    annotated = map_layers(to_annotate, annotate, clone=False)
     return like_input(to_annotate, annotated, "quantize_annotate_model")
 
 
