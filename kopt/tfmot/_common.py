@@ -61,3 +61,12 @@ def scope(*args: dict) -> keras.saving.CustomObjectScope:
 
 def map_list(layers: list, fn: Callable[[keras.layers.Layer], Any]) -> list:
     return [fn(layer) for layer in layers]
+
+
+def keep_input_shape(wrapper: keras.layers.Layer, layer: keras.layers.Layer) -> keras.layers.Layer:
+    """Let ``keras.Sequential([wrap(Dense(20, input_shape=(20,))), ...])`` build, as TFMOT's guides write it:
+    Keras 3's Sequential reads the first layer's ``input_shape`` argument, which the wrapper must carry."""
+    shape = getattr(layer, "_input_shape_arg", None)
+    if wrapper is not layer and shape is not None and getattr(wrapper, "_input_shape_arg", None) is None:
+        wrapper._input_shape_arg = shape
+    return wrapper

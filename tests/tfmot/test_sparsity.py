@@ -175,3 +175,34 @@ def test_kopt_api_is_not_imported_eagerly():
     env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(kopt.__file__))}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_wrapped_first_layer_with_input_shape_builds_the_sequential():
+    model = keras.Sequential([sk.prune_low_magnitude(keras.layers.Dense(20, input_shape=(20,))), keras.layers.Flatten()])
+    assert model.built and isinstance(model.layers[0], PruneWrapper)
+
+
+def test_custom_training_loop_of_the_comprehensive_guide(tmp_path):
+    import tensorflow as tf
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the guide's loop uses tf.GradientTape")
+    model = sk.prune_low_magnitude(small_cnn(), pruning_schedule=sk.ConstantSparsity(0.5, 0, frequency=1))
+    x, y = data(16)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    optimizer = keras.optimizers.Adam()
+    step_callback, log_callback = sk.UpdatePruningStep(), sk.PruningSummaries(log_dir=str(tmp_path))
+    step_callback.set_model(model)
+    log_callback.set_model(model)
+    step_callback.on_train_begin()
+    for _ in range(2):
+        log_callback.on_epoch_begin(epoch=-1)
+        step_callback.on_train_batch_begin(batch=-1)
+        with tf.GradientTape() as tape:
+            loss_value = loss(y, model(x, training=True))
+        grads = tape.gradient(loss_value, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        step_callback.on_epoch_end(batch=-1)
+    kernel = sk.strip_pruning(model).get_layer("dense").get_weights()[0]
+    assert sparsity(kernel) == pytest.approx(0.5, abs=0.01)
+    assert any(files for _, _, files in os.walk(tmp_path))

@@ -23,7 +23,7 @@ from kopt.clustering import (
 from kopt.clustering import cluster_weights as kopt_cluster_weights
 from kopt.graph import analyze, map_layers
 from kopt.graph.model_type import like_input
-from kopt.tfmot._common import check_no_kwargs, model_kind, scope
+from kopt.tfmot._common import check_no_kwargs, keep_input_shape, model_kind, scope
 
 #: Layers TFMOT never clusters (kopt would).
 NOT_CLUSTERED_BY_TFMOT = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
@@ -161,7 +161,7 @@ def _cluster_layer(layer: Any, params: dict) -> Any:
         )
     if layer.built:
         _check_layer(layer)
-    return kopt_cluster_weights(layer, **params)
+    return keep_input_shape(kopt_cluster_weights(layer, **params), layer)
 
 
 def strip_clustering(to_strip: Any) -> Any:

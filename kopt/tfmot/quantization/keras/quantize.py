@@ -13,7 +13,7 @@ from kopt.graph.model_type import like_input
 from kopt.quantization import QuantizeAnnotate, QuantizeWrapper, Scheme
 from kopt.quantization import QuantizeConfig as KoptQuantizeConfig
 from kopt.quantization import quantize_apply as kopt_quantize_apply
-from kopt.tfmot._common import model_kind, scope
+from kopt.tfmot._common import keep_input_shape, model_kind, scope
 from kopt.tfmot.quantization.keras.quantize_config import QuantizeConfig, TfmotConfig
 
 
@@ -75,7 +75,7 @@ def quantize_annotate_layer(to_annotate: keras.layers.Layer, quantize_config: An
                 f"got {type(quantize_config).__name__}."
             )
         quantize_config = TfmotConfig(quantize_config)
-    return QuantizeAnnotate(to_annotate, quantize_config)
+    return keep_input_shape(QuantizeAnnotate(to_annotate, quantize_config), to_annotate)
 
 
 def quantize_annotate_model(to_annotate: keras.Model) -> keras.Model:

@@ -5,9 +5,8 @@ from kopt.sparsity import (
     PolynomialDecay,
     PrunableLayer,
     PruningSchedule,
-    PruningSummaries,
-    UpdatePruningStep,
 )
+from kopt.tfmot.sparsity.keras.callbacks import PruningSummaries, UpdatePruningStep
 from kopt.tfmot.sparsity.keras.prune import (
     prune_low_magnitude,
     prune_scope,

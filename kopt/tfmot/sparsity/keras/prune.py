@@ -19,7 +19,7 @@ from kopt.graph.model_type import like_input
 from kopt.sparsity import ConstantSparsity, PruneWrapper, PruningSchedule
 from kopt.sparsity import prune_low_magnitude as kopt_prune_low_magnitude
 from kopt.sparsity.prunable import is_unknown_with_weights
-from kopt.tfmot._common import check_no_kwargs, model_kind, scope
+from kopt.tfmot._common import check_no_kwargs, keep_input_shape, model_kind, scope
 from kopt.tfmot.sparsity.keras.pruning_policy import PruningPolicy
 
 #: Layers TFMOT's pruning registry accepts but never prunes (kopt would).
@@ -93,7 +93,7 @@ def _prune_layer(layer: Any, policy: PruningPolicy | None, options: dict) -> Any
         return layer
     if layer.built and is_unknown_with_weights(layer):
         raise _unknown_error([layer])
-    return kopt_prune_low_magnitude(layer, **options)
+    return keep_input_shape(kopt_prune_low_magnitude(layer, **options), layer)
 
 
 def _check_known_layers(model: keras.Model) -> None:
