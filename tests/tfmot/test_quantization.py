@@ -221,5 +221,24 @@ def test_cqat_and_pcqat_schemes_keep_the_clusters(preserve_sparsity):
     compile_model(cqat).fit(x, y, epochs=1, verbose=0)
     wrappers = [layer for layer in cqat.layers if isinstance(layer, QuantizeWrapper)]
     assert wrappers
-    for wrapper in wrappers:
-        assert len(np.unique(_effective_kernel(wrapper))) <= 4 + int(preserve_sparsity)
+    for wrapper in wrappers:  # int8 per-channel scales: each output channel keeps at most its clusters
+        kernel = _effective_kernel(wrapper)
+        for channel in range(kernel.shape[-1]):
+            assert len(np.unique(kernel[..., channel])) <= 4 + int(preserve_sparsity)
+
+
+def test_annotating_one_layer_quantizes_only_it_and_default_8bit_scheme_object():
+    inputs = keras.Input((8,))
+    x = qk.quantize_annotate_layer(keras.layers.Dense(6, name="annotated"))(inputs)
+    annotated = keras.Model(inputs, keras.layers.Dense(2, name="plain")(x))  # the comprehensive guide's pattern
+    quantized = qk.quantize_apply(annotated, qk.default_8bit.Default8BitQuantizeScheme())
+    wrapped = [layer.layer.name for layer in quantized.layers if isinstance(layer, QuantizeWrapper)]
+    assert wrapped == ["annotated"]
+    assert isinstance(quantized.get_layer("plain"), keras.layers.Dense)
+
+
+def test_wrapped_first_layer_with_input_shape_builds_the_sequential():
+    annotated = keras.Sequential([qk.quantize_annotate_layer(keras.layers.Dense(20, input_shape=(20,))),
+                                  keras.layers.Flatten()])
+    assert annotated.built
+    assert isinstance(qk.quantize_apply(qk.quantize_annotate_model(annotated)), keras.Sequential)

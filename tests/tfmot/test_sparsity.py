@@ -206,3 +206,18 @@ def test_custom_training_loop_of_the_comprehensive_guide(tmp_path):
     kernel = sk.strip_pruning(model).get_layer("dense").get_weights()[0]
     assert sparsity(kernel) == pytest.approx(0.5, abs=0.01)
     assert any(files for _, _, files in os.walk(tmp_path))
+
+
+def test_a_custom_pruning_policy_is_checked_then_picks_layers():
+    class DenseOnly(sk.PruningPolicy):
+        checked = False
+
+        def allow_pruning(self, layer):
+            return isinstance(layer, keras.layers.Dense)
+
+        def ensure_model_supports_pruning(self, model):
+            DenseOnly.checked = True
+
+    pruned = sk.prune_low_magnitude(small_cnn(), pruning_policy=DenseOnly())
+    assert DenseOnly.checked
+    assert [isinstance(layer, PruneWrapper) for layer in pruned.layers] == [False, False, False, True]
