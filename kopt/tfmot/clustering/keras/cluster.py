@@ -24,6 +24,7 @@ from kopt.clustering import cluster_weights as kopt_cluster_weights
 from kopt.graph import analyze, map_layers
 from kopt.graph.model_type import like_input
 from kopt.tfmot._common import check_no_kwargs, keep_input_shape, model_kind, scope
+from kopt.wrapper import KoptWrapper
 
 #: Layers TFMOT never clusters (kopt would).
 NOT_CLUSTERED_BY_TFMOT = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
@@ -119,8 +120,8 @@ def cluster_weights(
 
 def _check_layer(layer: keras.layers.Layer) -> None:
     """TFMOT's refusals: weights nobody knows how to cluster, and custom clustering algorithms."""
-    if isinstance(layer, (ClusterWrapper, *LEFT_ALONE)) or not layer.weights:
-        return
+    if isinstance(layer, (KoptWrapper, *LEFT_ALONE)) or not layer.weights:
+        return  # kopt's cluster_weights explains an already wrapped layer (strip first)
     if not is_clusterable(layer) and not isinstance(layer, keras.layers.InputLayer):
         raise NotClusterableError(
             f"cluster_weights: layer {layer.name!r} ({type(layer).__name__}) holds weights no clustering rule covers "

@@ -21,6 +21,7 @@ from kopt.sparsity import prune_low_magnitude as kopt_prune_low_magnitude
 from kopt.sparsity.prunable import is_unknown_with_weights
 from kopt.tfmot._common import check_no_kwargs, keep_input_shape, model_kind, scope
 from kopt.tfmot.sparsity.keras.pruning_policy import PruningPolicy
+from kopt.wrapper import KoptWrapper
 
 #: Layers TFMOT's pruning registry accepts but never prunes (kopt would).
 NOT_PRUNED_BY_TFMOT = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
@@ -98,7 +99,7 @@ def _prune_layer(layer: Any, policy: PruningPolicy | None, options: dict) -> Any
 
 def _check_known_layers(model: keras.Model) -> None:
     unknown = [layer for layer in analyze(model).layers() if isinstance(layer, keras.layers.Layer)
-               and not isinstance(layer, PruneWrapper) and is_unknown_with_weights(layer)]
+               and not isinstance(layer, KoptWrapper) and is_unknown_with_weights(layer)]
     if unknown:
         raise _unknown_error(unknown)
 
