@@ -167,6 +167,7 @@ def test_prune_for_latency_on_xnnpack_checks_the_model():
         sk.prune_low_magnitude(no_pool, pruning_policy=policy)
 
 
+@pytest.mark.slow  # a fresh interpreter importing TensorFlow: ~25 s on a shared 2-core machine
 def test_kopt_api_is_not_imported_eagerly():
     import subprocess
     import sys
