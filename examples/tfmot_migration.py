@@ -35,6 +35,7 @@ def kernel_sparsity(model: keras.Model) -> str:
 
 
 def main() -> None:
+    keras.utils.set_random_seed(0)
     digits = load_digits()
     x = (digits.images / 16.0).astype("float32")[..., None]
     y = digits.target
