@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 from kopt.graph import map_layers
+from kopt.graph.model_type import like_input
 from kopt.wrapper import KoptWrapper
 
 
@@ -14,5 +15,7 @@ def strip(model: keras.Model) -> keras.Model:
     Pruning masks are applied and cluster centroids gathered into the kernels. The
     returned model shares no variables with ``model``. Wrappers whose :meth:`strip`
     keeps them (quantization keeps its fake-quant ranges for lowering) stay in place.
+    A Sequential model gives a Sequential model.
     """
-    return map_layers(model, lambda layer: layer.strip() if isinstance(layer, KoptWrapper) else None)
+    stripped = map_layers(model, lambda layer: layer.strip() if isinstance(layer, KoptWrapper) else None)
+    return like_input(model, stripped, "kopt.strip")

@@ -18,6 +18,7 @@ from kopt.clustering.errors import ClusteringConfigError, NotClusterableError
 from kopt.clustering.layout import matrix_shape, normalize_axes
 from kopt.clustering.wrapper import ClusterWrapper, derive_seed, validate_cluster_parameters
 from kopt.graph import analyze, clone_layer, map_layers
+from kopt.graph.model_type import like_input
 from kopt.validation import check_finite_weights
 from kopt.wrapper import KoptWrapper
 
@@ -157,7 +158,7 @@ def cluster_weights(
             return None
         return ClusterWrapper(clone_layer(layer), **plan[id(layer)])
 
-    return map_layers(model, wrap)
+    return like_input(model, map_layers(model, wrap), "cluster_weights")
 
 
 def _plan(

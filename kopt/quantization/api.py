@@ -16,6 +16,7 @@ import keras
 
 from kopt.errors import UnsupportedLayerError
 from kopt.graph import ModelGraph, analyze
+from kopt.graph.model_type import like_input
 from kopt.quantization.config import QuantizeConfig
 from kopt.quantization.ranges import insert_activation_quantizers, plan_ranges
 from kopt.quantization.schemes import Scheme, get_scheme
@@ -166,7 +167,7 @@ def quantize_apply(
     report.shared_ranges = [[node for node, _ in group] for group in plan.shared]
 
     _make_names_unique(graph)
-    quantized = graph.rebuild(name=model.name)
+    quantized = like_input(model, graph.rebuild(name=model.name), "quantize_apply")
     return (quantized, report) if return_report else quantized
 
 
@@ -189,6 +190,8 @@ def _resolve_configs(graph: ModelGraph, scheme: Scheme) -> tuple[dict[str, Quant
             continue
         layer = graph.layer(node)
         explicit = annotated.get(node)
+        if explicit is not None:
+            explicit = explicit.for_layer(layer)
         config = scheme.finalize(layer, explicit) if explicit is not None else scheme.config_for(layer)
         if config is None:
             missing.append(node)

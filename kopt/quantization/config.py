@@ -63,6 +63,12 @@ class QuantizeConfig:
         self.output = output
         self.fuses_activation = bool(fuses_activation)
 
+    def for_layer(self, layer: keras.Operation) -> "QuantizeConfig":
+        """The config to use for ``layer``. This one serves every layer; a subclass whose
+        contents depend on the layer (an adapter reading a layer's variables) overrides it.
+        ``quantize_apply`` calls it on each annotation config before use."""
+        return self
+
     def replace(self, **changes: Any) -> "QuantizeConfig":
         """A copy with some fields changed (``config.replace(output="passthrough")``)."""
         fields = {"weights": dict(self.weights), "output": self.output, "fuses_activation": self.fuses_activation}

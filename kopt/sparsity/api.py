@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import keras
 
 from kopt.errors import UnsupportedLayerError
 from kopt.graph import analyze, clone_layer, map_layers
+from kopt.graph.model_type import like_input
 from kopt.sparsity.prunable import NotPrunable, is_unknown_with_weights, plan_layer
 from kopt.sparsity.schedules import PruningSchedule
 from kopt.sparsity.wrapper import PruneWrapper, check_options, warn_skipped_weights
@@ -48,6 +49,7 @@ def prune_low_magnitude(
     block_size: Sequence[int] = (1, 1),
     *,
     return_report: bool = False,
+    layer_filter: Callable[[keras.layers.Layer], bool] | None = None,
 ) -> Any:
     """Wrap every prunable layer of a model (or one layer) so training prunes it by magnitude.
 
@@ -67,6 +69,8 @@ def prune_low_magnitude(
         block_size: ``(rows, cols)`` blocks over the last two axes of each weight (Keras
             layout) scored by mean magnitude and pruned together.
         return_report: also return a :class:`PruningReport` (model input only).
+        layer_filter: model input only: called on each layer kopt could prune; ``False``
+            leaves it dense (reported as "excluded by layer_filter"). Default: prune all.
 
     Returns:
         The new model (or wrapper), or ``(model, report)`` with ``return_report=True``.
@@ -76,12 +80,14 @@ def prune_low_magnitude(
     """
     schedule, m_by_n, block_size = check_options(schedule, m_by_n, block_size)
     check_finite_weights(to_prune, "kopt.sparsity.prune_low_magnitude")
+    if layer_filter is not None and not callable(layer_filter):
+        raise TypeError(f"layer_filter must be a callable taking a layer, got {layer_filter!r}.")
     if isinstance(to_prune, keras.Model):
-        model, report = _prune_model(to_prune, schedule, m_by_n, block_size)
+        model, report = _prune_model(to_prune, schedule, m_by_n, block_size, layer_filter)
         return (model, report) if return_report else model
     if isinstance(to_prune, keras.layers.Layer):
-        if return_report:
-            raise TypeError("return_report=True needs a model; a single layer either is wrapped or raises.")
+        if return_report or layer_filter is not None:
+            raise TypeError("return_report and layer_filter need a model; a single layer either is wrapped or raises.")
         return _prune_layer(to_prune, schedule, m_by_n, block_size)
     raise TypeError(
         f"prune_low_magnitude expects a keras.Model or keras.layers.Layer, got {type(to_prune).__name__}."
@@ -105,7 +111,11 @@ def _build_shape(layer: keras.layers.Layer) -> Any:
 
 
 def _prune_model(
-    model: keras.Model, schedule: PruningSchedule, m_by_n: Any, block_size: Any
+    model: keras.Model,
+    schedule: PruningSchedule,
+    m_by_n: Any,
+    block_size: Any,
+    layer_filter: Callable[[keras.layers.Layer], bool] | None = None,
 ) -> tuple[keras.Model, PruningReport]:
     graph = analyze(model)
     report = PruningReport()
@@ -117,7 +127,7 @@ def _prune_model(
     decisions: dict[int, Any] = {}
     unknown: list[str] = []
     for layer in graph.layers():
-        decision = _decide(layer, m_by_n, block_size, report)
+        decision = _decide(layer, m_by_n, block_size, report, layer_filter)
         decisions[id(layer)] = decision
         if decision is None and is_unknown_with_weights(layer) and not isinstance(layer, KoptWrapper):
             unknown.append(f"{layer.name} ({type(layer).__name__})")
@@ -145,10 +155,16 @@ def _prune_model(
             name=f"prune_{layer.name}",
         )
 
-    return map_layers(model, wrap), report
+    return like_input(model, map_layers(model, wrap), "prune_low_magnitude"), report
 
 
-def _decide(layer: keras.layers.Layer, m_by_n: Any, block_size: Any, report: PruningReport) -> Any:
+def _decide(
+    layer: keras.layers.Layer,
+    m_by_n: Any,
+    block_size: Any,
+    report: PruningReport,
+    layer_filter: Callable[[keras.layers.Layer], bool] | None = None,
+) -> Any:
     """Record in ``report`` whether ``layer`` gets wrapped; return its plan or ``None``."""
     if isinstance(layer, KoptWrapper):
         report.skipped[layer.name] = f"already wrapped by kopt ({type(layer).__name__})"
@@ -157,6 +173,9 @@ def _decide(layer: keras.layers.Layer, m_by_n: Any, block_size: Any, report: Pru
         plan = plan_layer(layer, m_by_n, block_size)
     except NotPrunable as reason:
         report.skipped[layer.name] = str(reason)
+        return None
+    if layer_filter is not None and not layer_filter(layer):
+        report.skipped[layer.name] = "excluded by layer_filter"
         return None
     report.wrapped[layer.name] = [w.name for w in plan.prune]
     if plan.skipped:
