@@ -37,7 +37,7 @@ SCHEDULES = ("polynomial", "constant")
 CLUSTER_INITS = ("kmeans++", "linear", "random", "density")
 SCHEMES = ("default_8bit", "prune_preserve", "cluster_preserve", "prune_cluster_preserve")
 QUANTIZE_MODES = ("qat", "ptq")
-TARGETS = ("int8", "edgetpu")
+TARGETS = ("int8", "edgetpu", "micro")
 MATCH_KINDS = ("name", "path", "class")  # in precedence order
 # Layers a policy leaves unpruned unless a rule asks for them: a depthwise kernel has a handful of
 # weights per channel (9 for 3x3), so pruning it costs accuracy and saves almost nothing. TFMOT
@@ -229,8 +229,9 @@ class Policy:
 
     ``prune`` / ``cluster`` / ``quantize`` hold the global settings of each technique
     (``None``: technique not used); ``rules`` override them per layer (see module doc).
-    ``target`` is ``"int8"`` (fully-int8 TFLite) or ``"edgetpu"`` (also int8 I/O, batch 1,
-    and the Edge TPU check must report the model fully mapped).
+    ``target`` is ``"int8"`` (fully-int8 TFLite), ``"edgetpu"`` (also int8 I/O, batch 1,
+    and the Edge TPU check must report the model fully mapped) or ``"micro"`` (the int8 file
+    LUT-compressed for TensorFlow Lite Micro, :func:`kopt.export.micro.compress`).
     """
 
     name: str = "custom"

@@ -163,9 +163,10 @@ def sample_inputs(tflite: TFLiteSource, x: Any = None, *, count: int = DEFAULT_V
     return samples
 
 
-def _runs_with_arena(model: TFLiteModel, arena_size: int, sample: Sequence[np.ndarray]) -> bool:
+def _runs_with_arena(model: TFLiteModel, arena_size: int) -> bool:
+    """TFLM plans and allocates every tensor and scratch buffer when the interpreter is built."""
     try:
-        _Interpreter(model.raw, model, arena_size).outputs(sample)
+        _Interpreter(model.raw, model, arena_size)
     except MicroError:
         return False
     return True
@@ -181,11 +182,11 @@ def minimal_arena_bytes(tflite: TFLiteSource, *, start: int | None = None, granu
     interpreter.outputs(zeros)
     low = max(granularity, (start or interpreter.recorded_arena_bytes() or granularity) - granularity)
     high = _arena_size(model)
-    if _runs_with_arena(model, low, zeros):
+    if _runs_with_arena(model, low):
         return low
     while high - low > granularity:
         middle = (low + high) // 2
-        if _runs_with_arena(model, middle, zeros):
+        if _runs_with_arena(model, middle):
             high = middle
         else:
             low = middle
