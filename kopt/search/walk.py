@@ -475,7 +475,7 @@ class Search:
                     cluster={name: (k, channelwise) for name, k in counts.items()},
                 )
                 self._train(base, child, "cluster")
-                if self._measure(child, base.candidate).within_budget:
+                if self._climbs(self._measure(child, base.candidate)):
                     per_channel = channelwise
                     break
                 child = None
@@ -483,6 +483,14 @@ class Search:
                 break
             any_within, base, levels = True, child, chosen
         return any_within
+
+    def _climbs(self, candidate: Candidate) -> bool:
+        """Whether the cluster ladder goes on from ``candidate``: within budget, or (micro target)
+        accurate enough and only too large for the device, which the next, smaller rung may fix."""
+        if candidate.within_budget:
+            return True
+        accurate = candidate.drop <= self.budget.max_accuracy_drop + 1e-12
+        return self.budget.target == "micro" and accurate and candidate.status.startswith(("flash", "arena"))
 
     def _rescue(self) -> None:
         """QAT for the smallest near misses that would beat the best candidate within budget."""
