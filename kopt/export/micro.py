@@ -5,9 +5,9 @@ the file itself shrinks. TFLM's lookup-table compression (``tflite_micro.compres
 tensor with at most 128 distinct values (per tensor, or per channel along axis 0 / the last
 axis) as 1-7-bit indices plus a value table, and inserts DECODE ops that expand it at run time.
 
-TFLM does not run every compressed tensor exactly as before (a 64x3x3x32 conv kernel at 6 bits per
-tensor gave outputs 173 steps off; an all-zero CONV_2D bias, and the kernel of a first convolution
-with one input channel, also changed the outputs in our measurements), so :func:`compress` keeps a tensor
+TFLM does not run every compressed tensor exactly as before (issue 26: a 64x3x3x32 conv kernel at
+6 bits per tensor gave outputs 173 steps off; here an all-zero CONV_2D bias, and the kernel of a first
+convolution with one input channel, also changed the outputs), so :func:`compress` keeps a tensor
 compressed only when the TFLM interpreter's outputs stay bit-identical to the uncompressed file
 on sample inputs, tensor by tensor and then all together. TFLM's pruning and Huffman methods are
 stubs in the installed ``tflite-micro`` (they raise), so only LUT compression is offered.

@@ -590,6 +590,10 @@ def search(
 ) -> SearchOutcome:
     """Run the automatic search (``kopt.optimize(model, "auto", budget=...)`` calls this)."""
     check_classifier(model)
+    if budget.target == "micro":  # fail before any training if tflite-micro is missing
+        from kopt.export.micro import _tflm
+
+        _tflm()
     if training.validation_data is None:
         warnings.warn(
             "kopt.optimize(model, 'auto') got no validation_data: the accuracy budget is checked on the training "
