@@ -6,7 +6,8 @@ Subpackages: ``kopt.graph`` (model <-> networkx DAG), ``kopt.sparsity`` (pruning
 ``kopt.search`` (the ``"auto"`` policy: smallest model within a :class:`Budget`),
 ``kopt.callbacks``, ``kopt.report``, ``kopt.plots``.
 ``kopt.Policy`` describes what to do, ``kopt.optimize`` does it, ``kopt.strip`` removes the
-training wrappers.
+training wrappers, ``kopt.register_layer`` teaches every technique a custom layer type
+(one row of the layer-layout table in ``kopt.core.layers``).
 """
 
 from kopt import (
@@ -24,7 +25,9 @@ from kopt import (
     stages,
     training,
 )
+from kopt.core.layers import Kernel
 from kopt.policy import Policy
+from kopt.registration import register_layer
 from kopt.search import Budget
 from kopt.strip import strip
 
@@ -35,6 +38,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "Budget",
+    "Kernel",
     "OptimizeResult",
     "Policy",
     "__version__",
@@ -48,6 +52,7 @@ __all__ = [
     "plots",
     "prepare",
     "quantization",
+    "register_layer",
     "report",
     "search",
     "sparsity",

@@ -38,12 +38,17 @@ class JobFailed(Exception):
 
 # ------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
-    from kopt.presets import PRESET_NAMES
+    from kopt.policy.presets import PRESET_NAMES
 
     presets = ", ".join(PRESET_NAMES)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors"
+    )
+    common.add_argument(
+        "--plugin", action="append", default=[], metavar="MODULE",
+        help="import this Python module first (repeatable), e.g. one that registers custom layers or a "
+        "quantization scheme (kopt.quantization.register_scheme) that the policy names",
     )
     parser = argparse.ArgumentParser(
         prog="kopt",
@@ -146,7 +151,7 @@ def load_budget(args: argparse.Namespace) -> Any:
 
 def load_policy(spec: str) -> Any:
     from kopt.policy import Policy
-    from kopt.presets import PRESET_NAMES
+    from kopt.policy.presets import PRESET_NAMES
 
     if spec == "auto":
         return "auto"
@@ -311,6 +316,22 @@ def _corrupted(spec: str, size: int, error: BaseException) -> str:
     )
 
 
+def import_plugins(modules: Sequence[str]) -> None:
+    """Import the ``--plugin`` modules: the user's own code, named explicitly on the command line."""
+    import importlib
+
+    if modules and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` does: ./my_schemes.py is importable
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise UsageError(
+                f"--plugin {module!r} cannot be imported ({error}). Give a module name importable from the current "
+                "directory or PYTHONPATH (e.g. my_schemes for ./my_schemes.py)."
+            ) from error
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from kopt.export import check_edgetpu, inspect
 
@@ -393,6 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
+        import_plugins(getattr(args, "plugin", []))
         return COMMANDS[args.command](args)
     except JobFailed as error:
         return _fail(error, EXIT_FAILED, verbose)

@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import keras
+import numpy as np
 
+from kopt.core.data import check_data, check_inputs
 from kopt.pipeline import run_stages
 from kopt.policy import Plan, Policy, PolicyError
-from kopt.errors import InvalidArgumentError
+from kopt.errors import InvalidArgumentError, UnsupportedModelError
 from kopt.report import Report
 from kopt.search import FINETUNE_LEARNING_RATE_SCALE, Budget, SearchReport, search
-from kopt.stages import StageResult, check_plan, stage_names, wrap
+from kopt.stages import StageResult, check_plan, edgetpu_problem, stage_names, wrap
 from kopt.training import STAGES, CompileSettings, Training
 from kopt.validation import check_finite_weights
 
@@ -37,10 +39,19 @@ def as_policy(policy: Policy | str | Mapping[str, Any]) -> Policy:
 
 def _check_model(model: Any, caller: str) -> None:
     if not isinstance(model, keras.Model):
-        raise TypeError(f"kopt needs a keras.Model, got {type(model).__name__}.")
+        raise UnsupportedModelError(f"{caller} needs a keras.Model, got {type(model).__name__}.")
     if not model.built:
-        raise ValueError(f"Model {model.name!r} is not built: give it an Input, or call it on data first.")
+        raise UnsupportedModelError(f"Model {model.name!r} is not built: give it an Input, or call it on data first.")
     check_finite_weights(model, caller)
+
+
+def _check_data(model: keras.Model, compile_settings: CompileSettings, train_data: Any, validation_data: Any,
+                representative_data: Any) -> None:
+    """Every array the run will use, checked before the first step (see :mod:`kopt.core.data`)."""
+    check_data(model, train_data, argument="train_data", loss=compile_settings.loss)
+    check_data(model, validation_data, argument="validation_data", loss=compile_settings.loss)
+    if isinstance(representative_data, (np.ndarray, list, dict)):
+        check_inputs(model, representative_data, argument="representative_data")
 
 
 @dataclass
@@ -173,6 +184,7 @@ def optimize(
         plan = policy.resolve(model)
         check_plan(plan)
     compile_settings = CompileSettings.from_model(model, optimizer=optimizer, loss=loss, metrics=metrics)
+    _check_data(model, compile_settings, train_data, validation_data, representative_data)
     training = Training(
         train_data=train_data,
         compile=compile_settings,
@@ -219,7 +231,7 @@ def optimize(
     )
     for stage in pipeline.stages:
         if stage.name == "int8" and stage.edgetpu is not None and policy.target == "edgetpu" and not stage.edgetpu.fully_mapped:
-            report.warnings.extend(n for n in stage.report.notes if "NOT fully mapped" in n)
+            report.warnings.append(edgetpu_problem(stage.edgetpu))
     return OptimizeResult(
         model=pipeline.model,
         tflite=pipeline.tflite,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import re
-import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -26,19 +25,8 @@ from typing import Any, Iterator, Mapping, Sequence
 import keras
 import numpy as np
 
+from kopt.metrics import top1_accuracy, zipped_bytes
 from kopt.wrapper import KoptWrapper
-
-_ZLIB_LEVEL = 6  # zipfile's default DEFLATE level, as kopt.export.zipped_size uses
-
-
-def zipped_bytes(arrays: Sequence[np.ndarray]) -> int:
-    """DEFLATE-compressed size of the arrays' raw bytes, concatenated."""
-    compressor = zlib.compressobj(_ZLIB_LEVEL)
-    size = 0
-    for array in arrays:
-        size += len(compressor.compress(np.ascontiguousarray(array).tobytes()))
-    return size + len(compressor.flush())
-
 
 # --------------------------------------------------------------- weights
 @dataclass
@@ -378,14 +366,6 @@ def compression(
     raw = read_bytes(model_or_tflite)
     accuracy = evaluate(raw, data[0], data[1]) if data is not None else None
     return tflite_stage(name, raw, int8_accuracy=accuracy, edgetpu=check_edgetpu(raw))
-
-
-def top1_accuracy(predictions: np.ndarray, y: Any) -> float:
-    """Share of samples whose highest score is the label (integer or one-hot labels)."""
-    labels = np.asarray(y)
-    if labels.ndim > 1:
-        labels = labels.argmax(axis=-1)
-    return float(np.mean(predictions.reshape(len(predictions), -1).argmax(axis=-1) == labels.reshape(-1)))
 
 
 # ------------------------------------------------------------------ report

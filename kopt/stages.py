@@ -86,23 +86,28 @@ def quantize_settings(plan: Plan) -> QuantizeSettings | None:
 
 
 def check_plan(plan: Plan) -> None:
-    """Everything about the plan that can fail before training: uniform quantization, the scheme exists."""
-    settings = quantize_settings(plan)
-    if settings is not None and settings.mode == "qat":
-        from kopt.quantization import available_schemes, get_scheme
+    """Everything about the plan that can fail before training (one quantization mode and scheme per model).
 
-        try:
-            get_scheme(settings.scheme)
-        except ValueError:
-            raise PolicyError(
-                f"Policy {plan.policy.name!r} quantizes with scheme {settings.scheme!r}, which is not registered in "
-                f"kopt.quantization (available: {available_schemes()}). Register it with "
-                "kopt.quantization.register_scheme, or choose an available scheme in the policy's quantize settings."
-            ) from None
+    Settings were validated when the policy was made (the scheme is registered, counts are in range).
+    """
+    quantize_settings(plan)
 
 
 def _plan_for(plan: Plan, layer: keras.layers.Layer) -> LayerPlan | None:
     return plan.layers.get(layer.name)
+
+
+def flattened(model: keras.Model) -> keras.Model:
+    """``model`` itself when its layers' names are unique; else a flat copy with the plan's keys as names.
+
+    A plan is keyed by flattened names (:class:`~kopt.policy.Plan`): two nested sub-models
+    may each hold a ``"dense"``, and only in the flat copy are they ``"a_dense"`` and ``"b_dense"``.
+    """
+    graph = analyze(model)
+    names = graph.flat_names()
+    if all(names[id(layer)] == layer.name for layer in graph.layers()):
+        return model
+    return map_layers(model, lambda layer: None)
 
 
 # ---------------------------------------------------------------- pruning
@@ -137,6 +142,7 @@ def wrap_prune(model: keras.Model, plan: Plan, *, steps: int | None = None, note
     ``steps`` (training steps of the stage) places schedules whose ``end_step`` is None.
     A layer whose weights cannot take its M:N pattern stays dense and is listed in ``notes``.
     """
+    model = flattened(model)
     from kopt.sparsity import PruneWrapper
     from kopt.sparsity.prunable import NotPrunable, plan_layer
 
@@ -181,6 +187,7 @@ def wrap_prune(model: keras.Model, plan: Plan, *, steps: int | None = None, note
 # ------------------------------------------------------------- clustering
 def wrap_cluster(model: keras.Model, plan: Plan, *, seed: int | None = None) -> keras.Model:
     """``model`` with each layer planned for clustering in a ClusterWrapper with its own settings."""
+    model = flattened(model)
     from kopt.clustering import cluster_weights
 
     configs: dict[str, dict[str, Any]] = {}
@@ -252,17 +259,44 @@ def _with_bits(quantizer: Any, bits: int, layer: str) -> Any:
     return type(quantizer).from_config(config)
 
 
+#: Built-in cluster-preserving schemes -> whether they also keep zeros (PCQAT).
+CLUSTER_PRESERVING = {"cluster_preserve": False, "prune_cluster_preserve": True}
+
+
+def planned_clusters(plan: Plan) -> dict[str, tuple[int, bool]]:
+    """``layer -> (most distinct kernel values, per channel)`` that the plan's clustering leaves.
+
+    A layer clustered with ``preserve_sparsity`` may hold its zeros besides its clusters.
+    """
+    return {
+        name: (p.cluster.number_of_clusters + int(p.cluster.preserve_sparsity), p.cluster.per_channel)
+        for name, p in plan.layers.items()
+        if p.cluster is not None and p.quantize is not None
+    }
+
+
 def quantization_scheme(plan: Plan) -> Any:
-    """The plan's scheme, as a name, or as a Scheme when some layers ask for another weight bit width."""
-    from kopt.quantization import get_scheme
+    """The plan's scheme: a name, or a Scheme when layers need their own checks or bit widths.
+
+    Cluster-preserving QAT checks each clustered layer strictly against its planned number of
+    clusters (:func:`planned_clusters`): a layer that reaches QAT unclustered raises
+    :class:`~kopt.quantization.NotClusteredError` instead of quietly training 256 centroids.
+    """
+    from kopt.quantization import cluster_preserve_scheme, get_scheme
 
     settings = quantize_settings(plan)
     if settings is None:
         raise PolicyError(f"Policy {plan.policy.name!r} quantizes no layer.")
     bits = {name: p.quantize.bits for name, p in plan.layers.items() if p.quantize is not None}
-    if all(b == 8 for b in bits.values()):
+    planned = planned_clusters(plan) if settings.scheme in CLUSTER_PRESERVING else {}
+    if all(b == 8 for b in bits.values()) and not planned:
         return settings.scheme
-    scheme = get_scheme(settings.scheme)
+    if planned:
+        scheme = cluster_preserve_scheme(preserve_sparsity=CLUSTER_PRESERVING[settings.scheme], planned=planned)
+    else:
+        scheme = get_scheme(settings.scheme)
+    if all(b == 8 for b in bits.values()):
+        return scheme
     previous = scheme.weight_quantizer
 
     def hook(layer: keras.Operation, attr: str, quantizer: Any) -> Any:
@@ -281,6 +315,7 @@ def wrap_quantize(model: keras.Model, plan: Plan, *, notes: list[str] | None = N
     and only they are quantized (the int8 lowering then fails if a float layer remains, and
     says which).
     """
+    model = flattened(model)
     from kopt.quantization import quantize_annotate_layer, quantize_apply
 
     scheme = quantization_scheme(plan)

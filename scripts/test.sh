@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The test suite: every test under the TensorFlow backend and the backend-agnostic tests
-# (marker `backends`) under JAX and PyTorch. The three passes run side by side (each leaves
-# cores idle for long stretches: compilation, subprocesses); their logs are printed in order
-# when all are done. Extra arguments go to every pytest run.
+# The test suite: ruff, then every test under the TensorFlow backend and the backend-agnostic tests
+# (marker `backends`) under JAX and PyTorch. The three passes run side by side (each leaves cores idle
+# for long stretches: compilation, subprocesses); a progress line per backend is printed every minute,
+# and the full logs in order when all are done. Extra arguments go to every pytest run.
 source "$(dirname "$0")/_env.sh"
+echo "=== ruff check"
+ruff check kopt tests benchmarks examples
 status=0
 backends=(tensorflow jax torch)
 logs="$(mktemp -d)"
@@ -12,10 +14,22 @@ for backend in "${backends[@]}"; do
   KERAS_BACKEND=$backend python -m pytest -q -p no:cacheprovider "$@" > "$logs/$backend.log" 2>&1 &
   pids+=($!)
 done
+progress() {
+  local line="" backend
+  for backend in "${backends[@]}"; do
+    line+="$backend $(grep -o '\[ *[0-9]*%\]' "$logs/$backend.log" 2>/dev/null | tail -n 1 | tr -d ' ' || true)  "
+  done
+  echo "[$(date +%H:%M:%S)] $line"
+}
+( while sleep 60; do progress; done ) &
+monitor=$!
 for i in "${!backends[@]}"; do
   wait "${pids[$i]}" || status=$?
-  echo "=== KERAS_BACKEND=${backends[$i]}"
-  cat "$logs/${backends[$i]}.log"
+done
+kill "$monitor" 2>/dev/null || true
+for backend in "${backends[@]}"; do
+  echo "=== KERAS_BACKEND=$backend"
+  cat "$logs/$backend.log"
 done
 rm -rf "$logs"
 exit $status

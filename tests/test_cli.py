@@ -110,6 +110,30 @@ def test_policy_shows_the_resolved_plan(files, capsys):
     assert plan["layers"][0]["cluster"]["preserve_sparsity"] is True and plan["layers"][1]["prune"] is None
 
 
+def test_a_plugin_registers_the_scheme_a_policy_file_names(files, capsys, tmp_path, monkeypatch):
+    from kopt.quantization.schemes import _SCHEMES
+
+    (tmp_path / "my_schemes.py").write_text(
+        "from kopt.quantization import default_8bit_scheme, register_scheme\n"
+        "register_scheme('dense_per_channel', lambda: default_8bit_scheme(dense_per_channel=True))\n"
+    )
+    (tmp_path / "custom.json").write_text(json.dumps({"name": "custom", "quantize": {"scheme": "dense_per_channel"}}))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    args = ["policy", str(files / "tiny.keras"), "--policy", "custom.json"]
+    assert main(args) == 2
+    assert "Unknown quantize.scheme 'dense_per_channel'" in capsys.readouterr().err
+    try:
+        assert main([*args, "--plugin", "my_schemes", "--json"]) == 0
+        plan = json.loads(capsys.readouterr().out)
+        assert {layer["quantize"]["scheme"] for layer in plan["layers"]} == {"dense_per_channel"}
+    finally:
+        _SCHEMES.pop("dense_per_channel", None)
+        sys.modules.pop("my_schemes", None)
+    assert main([*args, "--plugin", "no_such_module"]) == 2
+    assert "--plugin 'no_such_module' cannot be imported" in capsys.readouterr().err
+
+
 def test_help_and_usage_errors(capsys, files):
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])

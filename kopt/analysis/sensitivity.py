@@ -33,6 +33,7 @@ from kopt.analysis.techniques import (
 )
 from kopt.errors import InvalidArgumentError, UnsupportedLayerError
 from kopt.graph import analyze
+from kopt.metrics import top1_predictions, top1_targets
 from kopt.training import as_arrays, num_samples
 from kopt.validation import check_finite_weights
 
@@ -272,41 +273,10 @@ class _Evaluator:
 
     def correct(self) -> int:
         predictions = self._predict()
-        binary = predictions.ndim == 1 or predictions.shape[-1] == 1
-        if binary:
-            predicted = (predictions.reshape(len(predictions), -1) > 0.5).astype(np.int64)
-        else:
-            predicted = np.argmax(predictions, axis=-1)
         if self.targets is None:
-            self.targets = _targets(self.labels, predictions, binary)
+            self.targets = top1_targets(self.labels, predictions)
             self.total = int(self.targets.size)
-        return int(np.count_nonzero(predicted == self.targets))
-
-
-def _targets(y: np.ndarray, predictions: np.ndarray, binary: bool) -> np.ndarray:
-    """Labels as the class indices predictions are compared with (one-hot labels: argmax)."""
-    y = np.asarray(y)
-    if binary:
-        flat = y.reshape(len(y), -1)
-        expected = int(np.prod(predictions.shape[1:])) if predictions.ndim > 1 else 1
-        if flat.shape[1] != expected:
-            raise InvalidArgumentError(
-                f"Labels of shape {y.shape} do not match a single-unit (sigmoid) output of shape {predictions.shape}."
-            )
-        return (flat > 0.5).astype(np.int64)
-    class_shape = predictions.shape[:-1]
-    if y.shape == predictions.shape:  # one-hot
-        return np.argmax(y, axis=-1)
-    if y.shape == class_shape + (1,):
-        y = y.reshape(class_shape)
-    if y.shape != class_shape:
-        raise InvalidArgumentError(
-            f"Labels of shape {y.shape} do not match predictions of shape {predictions.shape}: give integer class "
-            f"labels of shape {class_shape} or one-hot labels of shape {predictions.shape}."
-        )
-    if y.dtype.kind == "f" and not np.all(np.equal(np.mod(y, 1), 0)):
-        raise InvalidArgumentError("Integer class labels were expected, got non-integral float labels.")
-    return y.astype(np.int64)
+        return int(np.count_nonzero(top1_predictions(predictions) == self.targets))
 
 
 __all__ = ["sensitivity"]

@@ -1,9 +1,10 @@
 """Which weights of a layer can be clustered, and along which axes its output channels lie.
 
-Built-in Keras layers are described by a registry (class -> weight attribute -> channel
-axes). Other layers opt in either by registration (:func:`register_clusterable`, no change
-to their code) or through the :class:`ClusterableLayer` protocol: a method
-``get_clusterable_weights()`` returning ``(name, variable)`` or
+Built-in Keras layers are described by the layer-layout table (:mod:`kopt.core.layers`:
+weight attribute -> channel axes). Other layers opt in either by registration
+(:func:`kopt.register_layer`, or :func:`register_clusterable` which registers a row that only
+clustering uses; no change to their code) or through the :class:`ClusterableLayer` protocol:
+a method ``get_clusterable_weights()`` returning ``(name, variable)`` or
 ``(name, variable, channel_axes)`` tuples.
 
 Channel axes say which axes of the weight index the *output* channel, the unit of
@@ -21,8 +22,15 @@ from typing import Mapping, Protocol, Sequence, runtime_checkable
 import keras
 
 from kopt.clustering.errors import NotClusterableError
-
-ChannelAxes = tuple[int, ...] | None
+from kopt.core.layers import (
+    ChannelAxes,
+    Kernel,
+    class_layout,
+    layout_of,
+    register_layer,
+    registered_classes,
+    resolve_attribute,
+)
 
 
 @dataclass(frozen=True)
@@ -44,57 +52,35 @@ class ClusterableLayer(Protocol):
         ...
 
 
-def _axes(value: int | Sequence[int] | None) -> ChannelAxes:
-    if value is None:
-        return None
-    if isinstance(value, int):
-        return (value,)
-    return tuple(int(v) for v in value)
-
-
-_LAST = (-1,)
-_TRANSPOSED = (-2,)
-_DEPTHWISE = (-2, -1)
-_RNN = {"cell.kernel": _LAST, "cell.recurrent_kernel": _LAST}
-
-_REGISTRY: dict[type, dict[str, ChannelAxes]] = {
-    keras.layers.Dense: {"kernel": _LAST},
-    keras.layers.Conv1D: {"kernel": _LAST},
-    keras.layers.Conv2D: {"kernel": _LAST},
-    keras.layers.Conv3D: {"kernel": _LAST},
-    keras.layers.Conv1DTranspose: {"kernel": _TRANSPOSED},
-    keras.layers.Conv2DTranspose: {"kernel": _TRANSPOSED},
-    keras.layers.Conv3DTranspose: {"kernel": _TRANSPOSED},
-    keras.layers.DepthwiseConv1D: {"kernel": _DEPTHWISE},
-    keras.layers.DepthwiseConv2D: {"kernel": _DEPTHWISE},
-    keras.layers.SeparableConv1D: {"depthwise_kernel": _DEPTHWISE, "pointwise_kernel": _LAST},
-    keras.layers.SeparableConv2D: {"depthwise_kernel": _DEPTHWISE, "pointwise_kernel": _LAST},
-    keras.layers.Embedding: {"embeddings": None},
-    keras.layers.LSTM: dict(_RNN),
-    keras.layers.GRU: dict(_RNN),
-    keras.layers.SimpleRNN: dict(_RNN),
-}
-
-
 def register_clusterable(layer_class: type, weights: Mapping[str, int | Sequence[int] | None]) -> None:
     """Declare ``layer_class`` clusterable: ``weights`` maps attribute paths (``"kernel"``,
     ``"cell.kernel"``) to their output-channel axes (``None``: per tensor only).
 
-    Registration applies to subclasses too, unless they are registered themselves.
+    A row of the layer-layout table that clustering uses (not pruning; see
+    :func:`kopt.register_layer` for all techniques at once). Applies to subclasses too, unless
+    they are registered themselves.
     """
-    if not (isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)):
-        raise TypeError(f"register_clusterable expects a keras.layers.Layer subclass, got {layer_class!r}.")
     if not weights:
-        raise ValueError(f"register_clusterable({layer_class.__name__}): give at least one weight attribute.")
-    _REGISTRY[layer_class] = {str(name): _axes(axes) for name, axes in weights.items()}
+        raise ValueError(f"register_clusterable({getattr(layer_class, '__name__', layer_class)}): give at least one "
+                         "weight attribute.")
+    base = class_layout(layer_class) if isinstance(layer_class, type) else None
+    kernels = [
+        Kernel(str(name), axes, base.kernel(str(name)).input_axis if base and base.kernel(str(name)) else None)
+        for name, axes in weights.items()
+    ]
+    if base is None:
+        register_layer(layer_class, kernels, prunable=False)
+    else:  # e.g. a Dense subclass: pruned and folded as its base, clustered as registered here
+        register_layer(layer_class, kernels, foldable=base.foldable, prunable=base.prunable,
+                       prune_by_default=base.prune_by_default)
 
 
 def registered_weights(layer: keras.layers.Layer) -> dict[str, ChannelAxes] | None:
-    """The registry entry for ``layer``'s class (nearest registered base class), or None."""
-    for klass in type(layer).__mro__:
-        if klass in _REGISTRY:
-            return _REGISTRY[klass]
-    return None
+    """The table's clusterable weights of ``layer`` (nearest registered base class), or None."""
+    layout = layout_of(layer)
+    if layout is None or not layout.clusterable:
+        return None
+    return {k.attribute: k.channel_axes for k in layout.kernels}
 
 
 def is_clusterable(layer: keras.layers.Layer) -> bool:
@@ -104,15 +90,6 @@ def is_clusterable(layer: keras.layers.Layer) -> bool:
     if isinstance(layer, KoptWrapper) or not isinstance(layer, keras.layers.Layer):
         return False
     return hasattr(layer, "get_clusterable_weights") or registered_weights(layer) is not None
-
-
-def _resolve(layer: keras.layers.Layer, path: str) -> object:
-    target: object = layer
-    for part in path.split("."):
-        target = getattr(target, part, None)
-        if target is None:
-            return None
-    return target
 
 
 def clusterable_weights(layer: keras.layers.Layer) -> list[ClusterableWeight]:
@@ -126,7 +103,7 @@ def clusterable_weights(layer: keras.layers.Layer) -> list[ClusterableWeight]:
         for item in layer.get_clusterable_weights():
             if len(item) == 2:
                 name, variable = item
-                axes: ChannelAxes = _LAST
+                axes: ChannelAxes = (-1,)
             elif len(item) == 3:
                 name, variable, axes = item
             else:
@@ -134,17 +111,23 @@ def clusterable_weights(layer: keras.layers.Layer) -> list[ClusterableWeight]:
                     f"{type(layer).__name__}.get_clusterable_weights() of layer {layer.name!r} must return "
                     f"(name, variable) or (name, variable, channel_axes) tuples, got {item!r}."
                 )
-            entries.append((str(name), variable, _axes(axes)))
+            entries.append((str(name), variable, Kernel(str(name), axes).channel_axes))
     else:
+        if getattr(layer, "lora_enabled", False):
+            raise NotClusterableError(
+                f"Layer {layer.name!r} has LoRA enabled: its kernel is a sum with the low-rank update. "
+                "Cluster before enabling LoRA."
+            )
         spec = registered_weights(layer)
         if spec is None:
             raise NotClusterableError(
                 f"Layer {layer.name!r} ({type(layer).__name__}) is not clusterable. Clusterable by default: "
-                f"{', '.join(sorted(k.__name__ for k in _REGISTRY))}. Make a custom layer clusterable with "
-                "`kopt.clustering.register_clusterable(LayerClass, {'kernel': -1})` or by giving it a "
+                f"{', '.join(sorted(k.__name__ for k in registered_classes()))}. Make a custom layer clusterable with "
+                "`kopt.register_layer(LayerClass, {'kernel': -1})` (all techniques) or "
+                "`kopt.clustering.register_clusterable(LayerClass, {'kernel': -1})`, or by giving it a "
                 "`get_clusterable_weights()` method."
             )
-        entries = [(name, _resolve(layer, name), axes) for name, axes in spec.items()]
+        entries = [(name, resolve_attribute(layer, name), axes) for name, axes in spec.items()]
 
     weights = []
     for name, variable, axes in entries:

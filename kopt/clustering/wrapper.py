@@ -32,6 +32,7 @@ from kopt.clustering.errors import ClusteringConfigError, NotClusterableError
 from kopt.clustering.init import INIT_METHODS, initial_centroid_matrix
 from kopt.clustering.layout import from_matrix, from_matrix_np, normalize_axes, to_matrix, to_matrix_np
 from kopt.clustering.recover import Clusters
+from kopt.core.initializers import HostArray
 from kopt.wrapper import KoptWrapper
 
 GRADIENT_AGGREGATIONS: tuple[str, ...] = ("sum", "mean")
@@ -70,16 +71,6 @@ class _ClusteredWeight:
     centroids: keras.Variable
     assignments: keras.Variable
     mask: keras.Variable | None
-
-
-class _Array:
-    """Initializer returning a precomputed host array (no device computation at build)."""
-
-    def __init__(self, value: np.ndarray):
-        self.value = value
-
-    def __call__(self, shape: Any, dtype: Any = None) -> np.ndarray:
-        return self.value.reshape(shape).astype(keras.backend.standardize_dtype(dtype or self.value.dtype))
 
 
 def _variable_name(path: str) -> str:
@@ -161,14 +152,14 @@ class ClusterWrapper(KoptWrapper):
         centroid_variable = self.add_weight(
             name=f"{base}_centroids",
             shape=centroids.shape,
-            initializer=_Array(centroids),
+            initializer=HostArray(centroids),
             dtype=variable.dtype,
             trainable=True,
         )
         assignment_variable = self.add_weight(
             name=f"{base}_assignments",
             shape=shape,
-            initializer=_Array(assignments),
+            initializer=HostArray(assignments),
             dtype="int32",
             trainable=False,
             aggregation="only_first_replica",
@@ -176,7 +167,7 @@ class ClusterWrapper(KoptWrapper):
         mask_variable = None
         if mask is not None:
             mask_variable = self.add_weight(
-                name=f"{base}_sparsity_mask", shape=shape, initializer=_Array(mask), dtype=variable.dtype, trainable=False
+                name=f"{base}_sparsity_mask", shape=shape, initializer=HostArray(mask), dtype=variable.dtype, trainable=False
             )
         return _ClusteredWeight(weight, axes, centroid_variable, assignment_variable, mask_variable)
 

@@ -8,10 +8,13 @@ would do from the published rules, kept as data in :mod:`kopt.export.edgetpu_rul
 2. per op: the op is on Coral's list, its tensors are int8/uint8 (int32 only for constant
    parameters such as a bias), only the 3 innermost dimensions of an activation exceed 1, and
    the op's own limits hold;
-3. the single-segment rule: the compiler maps one contiguous run of ops. Unsupported ops
-   *before* the first mappable op (e.g. a QUANTIZE from a float input) run on the CPU as
-   pre-processing, as in Coral's compiled movenet; after the segment has started, the first
-   unsupported op ends it, and it and every later op run on the CPU even when supported.
+3. the single-segment rule (:data:`kopt.export.edgetpu_rules.PARTITIONING`): the mapped ops
+   become one custom op, so no data path may leave the segment through a CPU op and come back.
+   An op that depends on the segment through an op left on the CPU stays on the CPU even when
+   supported ("More than one subgraph is not supported"); supported ops on branches that do not
+   depend on such an op still map, wherever they sit in the file (Coral's compiled movenet maps
+   three heads that run after its first ARG_MAX). Unsupported ops that do not depend on the
+   segment (e.g. a QUANTIZE from a float input) run on the CPU as pre-processing.
 
 An already compiled model (one ``edgetpu-custom-op``) is reported as the compiler left it: the
 custom op mapped, every other op on the CPU.
@@ -22,8 +25,9 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -118,7 +122,8 @@ class EdgeTPUReport:
         """Operator / count / status rows, grouped like ``edgetpu_compiler -s`` prints them."""
         groups: Counter[tuple[str, str]] = Counter()
         for v in self.ops:
-            groups[(v.op, MAPPED if v.mapped else v.reasons[0])] += 1
+            # The rule, without the tensor or op it names: one row per op and rule, as the compiler prints.
+            groups[(v.op, MAPPED if v.mapped else _rule_of(v.reasons[0]))] += 1
         width = max([len("Operator")] + [len(op) for op, _ in groups]) + 2
         lines = [f"{'Operator':<{width}} {'Count':<10} Status", ""]
         for (op, status), count in groups.items():
@@ -136,8 +141,8 @@ class EdgeTPUReport:
 
     def __str__(self) -> str:
         verdict = "fully mapped" if self.fully_mapped else "NOT fully mapped"
-        head = [f"Edge TPU check{f' of {self.source}' if self.source else ''}: "
-                f"{self.num_mapped}/{self.num_ops} operations mapped ({verdict})"]
+        source = f" of {self.source}" if self.source else ""
+        head = [f"Edge TPU check{source}: {self.num_mapped}/{self.num_ops} operations mapped ({verdict})"]
         head += [f"Model error: {e}" for e in self.errors]
         first = self.first_unsupported
         if first is not None:
@@ -161,6 +166,16 @@ _UNCOMPILABLE = "the model cannot be compiled (see the model errors)"
 _LEFT_BY_COMPILER = "left on the CPU by the Edge TPU compiler (the model is already compiled)"
 
 
+def _rule_of(reason: str) -> str:
+    """A reason without what follows its first top-level ': ' (the tensor, shape or op it names)."""
+    depth = 0
+    for i, char in enumerate(reason):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0 and reason.startswith(": ", i):
+            return reason[:i]
+    return reason
+
+
 def _short(tensor_name: str) -> str:
     """The first of the ';'-joined names TFLite gives fused tensors (usually the layer's op)."""
     return tensor_name.split(";")[0]
@@ -177,25 +192,50 @@ def check_edgetpu(tflite: TFLiteSource) -> EdgeTPUReport:
     compiled = any(op.custom_code == rules.COMPILED_CUSTOM_CODE for op in sg.operators)
 
     verdicts: list[OpVerdict] = []
-    segment = "before"  # before the Edge TPU segment / inside it / after it ended
-    ended_at = ""
+    flow = _SegmentFlow()
     for op in sg.operators:
         reasons, warnings = _op_problems(sg, op)
         if compiled and op.custom_code != rules.COMPILED_CUSTOM_CODE:
             reasons = [_LEFT_BY_COMPILER] + reasons  # the compiler already decided
         if errors:
             reasons = reasons + [_UNCOMPILABLE]
-        mapped = False
-        if not reasons:
-            if segment in ("before", "inside"):
-                segment, mapped = "inside", True
-            else:
-                reasons = [f"{_STRANDED}: the Edge TPU segment ended at {ended_at}"]
-        elif segment == "inside" and not errors:
-            segment, ended_at = "after", f"op #{op.index} {op.label}"
+        blocker = flow.blocker(op)
+        if not reasons and blocker is not None:
+            reasons = [f"{_STRANDED}: it depends on op #{blocker.index} {blocker.label}, which runs on the CPU after "
+                       + "the Edge TPU segment"]
+        mapped = not reasons
+        flow.record(op, mapped)
         tensor = sg.tensors[op.outputs[0]].name if op.outputs else ""
         verdicts.append(OpVerdict(op.index, op.label, op.version, mapped, tuple(reasons), tuple(warnings), tensor))
     return EdgeTPUReport(ops=tuple(verdicts), errors=tuple(errors), compiled=compiled, source=source)
+
+
+class _SegmentFlow:
+    """Follows, tensor by tensor, whether data has left the Edge TPU segment through a CPU op.
+
+    The compiler turns the mapped ops into one custom op, so a mapped op may not consume data that
+    went segment -> CPU op -> here (the custom op would have to wait for its own output). Ops are
+    visited in execution order, which TFLite guarantees is a topological order.
+    """
+
+    def __init__(self) -> None:
+        self._from_segment: set[int] = set()  # tensors computed (transitively) from a mapped op
+        self._after_cpu: dict[int, Operator] = {}  # tensor -> the CPU op through which it left the segment
+
+    def blocker(self, op: Operator) -> Operator | None:
+        """The CPU op (downstream of the segment) this op depends on, if any."""
+        return next((self._after_cpu[i] for i in op.inputs if i in self._after_cpu), None)
+
+    def record(self, op: Operator, mapped: bool) -> None:
+        blocker = self.blocker(op)
+        from_segment = mapped or any(i in self._from_segment for i in op.inputs)
+        for i in op.outputs:
+            if from_segment:
+                self._from_segment.add(i)
+            if blocker is not None:
+                self._after_cpu[i] = blocker
+            elif not mapped and from_segment:
+                self._after_cpu[i] = op
 
 
 # ----------------------------------------------------------------------------- model level
@@ -281,8 +321,10 @@ def _rank_problems(sg: Subgraph, op: Operator) -> list[str]:
         outer = t.shape[: -rules.MAX_INNER_DIMS] if len(t.shape) > rules.MAX_INNER_DIMS else ()
         if not t.is_constant and any(d != 1 for d in outer):
             return [
-                f"Tensor has unsupported rank (up to {rules.MAX_INNER_DIMS} innermost dimensions mapped): "
-                f"{role} '{t.name}' has shape {list(t.shape)}"
+                (
+                    f"Tensor has unsupported rank (up to {rules.MAX_INNER_DIMS} innermost dimensions mapped): "
+                    f"{role} '{t.name}' has shape {list(t.shape)}"
+                )
             ]
     return []
 
@@ -468,6 +510,23 @@ def _check_strided_slice_no_masks(sg: Subgraph, op: Operator) -> str | None:
     return None if not (ellipsis or new_axis) else f"ellipsis_mask {ellipsis}, new_axis_mask {new_axis}"
 
 
+def _check_resize_integer_factor(sg: Subgraph, op: Operator) -> str | None:
+    x, out = _input(sg, op, 0), sg.tensors[op.outputs[0]]
+    if x is None or len(x.shape) != 4 or len(out.shape) != 4:
+        return f"input shape {list(x.shape) if x is not None else None}, output shape {list(out.shape)}"
+    align = bool(op.option("alignCorners", False))
+    for axis, name in ((1, "height"), (2, "width")):
+        size_in, size_out = x.shape[axis], out.shape[axis]
+        if size_out <= size_in:
+            continue  # identity or downscaling: no Coral reference constrains it (see the advisory)
+        if align:
+            size_in, size_out = size_in - 1, size_out - 1  # align_corners scales by (in-1)/(out-1)
+        if size_in <= 0 or size_out % size_in:
+            scaling = f"{x.shape[axis]} -> {out.shape[axis]}" + (" with align_corners" if align else "")
+            return f"{name} {scaling} is not a whole-number upscaling"
+    return None
+
+
 _LIMIT_CHECKS: dict[str, Callable[[Subgraph, Operator], str | None]] = {
     "no_fused_activation": _check_no_fused_activation,
     "same_dilation": _check_same_dilation,
@@ -486,6 +545,7 @@ _LIMIT_CHECKS: dict[str, Callable[[Subgraph, Operator], str | None]] = {
     "fixed_output_params": _check_fixed_output_params,
     "strided_slice_unit_strides": _check_strided_slice_unit_strides,
     "strided_slice_no_masks": _check_strided_slice_no_masks,
+    "resize_integer_factor": _check_resize_integer_factor,
 }
 
 
@@ -498,12 +558,22 @@ def _per_channel_fc(sg: Subgraph, op: Operator) -> bool:
 
 
 def _quantize_not_at_io(sg: Subgraph, op: Operator) -> bool:
-    return not (set(op.inputs) & set(sg.inputs) or set(op.outputs) & set(sg.outputs))
+    """An 8-bit -> 8-bit requantize between two ops (a float -> int8 QUANTIZE already fails the dtype rule)."""
+    tensors = [t for t in sg.input_tensors(op) + sg.output_tensors(op) if t is not None and not t.is_constant]
+    eight_bit = all(t.dtype in ("INT8", "UINT8") for t in tensors)
+    return eight_bit and not (set(op.inputs) & set(sg.inputs) or set(op.outputs) & set(sg.outputs))
 
 
 def _large_tensor(sg: Subgraph, op: Operator) -> bool:
-    x = _input(sg, op, 0)
-    return x is not None and x.size > rules.LARGE_TENSOR_ELEMENTS
+    x, out = _input(sg, op, 0), sg.tensors[op.outputs[0]] if op.outputs else None
+    return any(t is not None and t.size > rules.LARGE_TENSOR_ELEMENTS for t in (x, out))
+
+
+def _resize_downscales(sg: Subgraph, op: Operator) -> bool:
+    x, out = _input(sg, op, 0), sg.tensors[op.outputs[0]]
+    return x is not None and len(x.shape) == len(out.shape) == 4 and any(
+        out.shape[a] < x.shape[a] for a in (1, 2)
+    )
 
 
 _ADVISORY_CHECKS: dict[str, Callable[[Subgraph, Operator], bool]] = {
@@ -511,6 +581,7 @@ _ADVISORY_CHECKS: dict[str, Callable[[Subgraph, Operator], bool]] = {
     "quantize_not_at_io": _quantize_not_at_io,
     "large_tensor": _large_tensor,
     "may_stay_on_cpu": lambda sg, op: True,
+    "resize_downscale": _resize_downscales,
 }
 
 assert set(_LIMIT_CHECKS) == set(rules.LIMITS), "every limit in edgetpu_rules needs a check"

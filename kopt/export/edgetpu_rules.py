@@ -21,9 +21,9 @@ How to read an :class:`OpRule`:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,9 @@ EDGETPU_OPS: Mapping[str, OpRule] = MappingProxyType(
             2,
             1,
             advisories=("quantize_not_at_io",),
-            evidence="Coral table; uint8<->int8 I/O QUANTIZE mapped in keras_lstm_mnist_ptq; v3 fails (#879)",
+            evidence="Coral table; uint8<->int8 I/O QUANTIZE mapped in keras_lstm_mnist_ptq, an int8->int8 requantize"
+            " inside the graph mapped in movenet_single_pose_lightning_ptq (float->int8 stays on the CPU by the dtype"
+            " rule); v3 fails (#879)",
         ),
         "REDUCE_MAX": OpRule(2, 0, ("not_on_batch_axis",), evidence="Coral table; mapped in logs"),
         "REDUCE_MIN": OpRule(2, 0, ("not_on_batch_axis",), evidence="Coral table"),
@@ -85,10 +87,19 @@ EDGETPU_OPS: Mapping[str, OpRule] = MappingProxyType(
         "RELU_N1_TO_1": OpRule(1, 0, evidence="Coral table"),
         "RESHAPE": OpRule(1, 1, advisories=("large_tensor",), evidence="Coral table"),
         "RESIZE_BILINEAR": OpRule(
-            3, 3, advisories=("may_stay_on_cpu",), evidence="Coral table; precision threshold (#31)"
+            3,
+            3,
+            ("resize_integer_factor",),
+            advisories=("resize_downscale", "large_tensor"),
+            evidence="Coral table (size-dependent precision limit); precision threshold (#31, #63); x2 half-pixel"
+            " resizes mapped in movenet, a 1x1->33x33 align_corners resize left on the CPU in deeplabv3_mnv2",
         ),
         "RESIZE_NEAREST_NEIGHBOR": OpRule(
-            3, 0, advisories=("may_stay_on_cpu",), evidence="Coral table; mapped in compiler-16 logs"
+            3,
+            0,
+            ("resize_integer_factor",),
+            advisories=("resize_downscale", "large_tensor"),
+            evidence="Coral table (same limit as RESIZE_BILINEAR); mapped in compiler-16 logs",
         ),
         "RSQRT": OpRule(1, 0, evidence="newer Coral table [unconfirmed]; RSQRT v2 fails in compiler 15 (#384)"),
         "SLICE": OpRule(2, 0, evidence="Coral 2019 table"),
@@ -139,6 +150,11 @@ UNSUPPORTED_OP_HINTS: Mapping[str, str] = MappingProxyType(
         "EXP": "EXP is not on the Edge TPU's op list",
         "ARG_MAX": "compute the arg max on the host",
         "CAST": "a dtype change stays on the CPU",
+        "GATHER_ND": "the Edge TPU has no gather; run the post-processing head on the host",
+        "UNPACK": "UNPACK is not on the Edge TPU's op list",
+        "FLOOR_DIV": "integer arithmetic of a post-processing head runs on the host",
+        "DIV": "DIV is not on the Edge TPU's op list: multiply by a constant reciprocal",
+        "SQRT": "SQRT is not on the Edge TPU's op list",
         "WHILE": "control flow creates extra subgraphs",
         "IF": "control flow creates extra subgraphs",
     }
@@ -164,6 +180,55 @@ LIMITS: Mapping[str, str] = MappingProxyType(
         "fixed_output_params": "the fixed output quantization of the TFLite int8 spec",
         "strided_slice_unit_strides": "all strides equal to 1",
         "strided_slice_no_masks": "ellipsis_mask and new_axis_mask equal to 0",
+        "resize_integer_factor": "a whole-number factor on each upscaled spatial axis (out/in, or (out-1)/(in-1) with"
+        " align_corners)",
+    }
+)
+
+#: Where each limit comes from (Coral's "TensorFlow models on the Edge TPU" page, issues, reference pairs).
+LIMIT_SOURCES: Mapping[str, str] = MappingProxyType(
+    {
+        "no_fused_activation": "Coral op table: AveragePool2d, MaxPool2d, Concatenation \"No fused activation function\"",
+        "same_dilation": "Coral op table: Conv2d, DepthwiseConv2d \"Must use the same dilation in x and y dimensions\"",
+        "constant_parameters": "Coral model requirements: \"Model parameters (such as bias tensors) are constant at"
+        " compile-time\"; google-coral/edgetpu#25",
+        "weight_zero_point": "TFLite int8 quantization spec (weights symmetric, zero_point 0); conv.cc prepare check",
+        "bias_scale": "TFLite int8 spec; tensorflow/tensorflow#36705 (the compiler runs TFLite's prepare check)",
+        "fc_default_weights_format": "Coral op table: FullyConnected \"Only the default format is supported\"",
+        "fc_output_one_dimensional": "Coral op table: FullyConnected \"Output tensor is one-dimensional\"",
+        "not_on_batch_axis": "Coral op table: Mean, Pack, ReduceMax/Min, no reduction/packing along the batch dimension",
+        "mean_channel_multiple": "Coral op table: Mean \"If a z-reduction, the z-dimension must be multiple of 4\"",
+        "no_batch_padding": "Coral op table: Pad \"No padding in batch dimension\"",
+        "prelu_alpha_innermost": "Coral op table: PReLU \"Alpha must be 1-dimensional\" (only the innermost dimension > 1)",
+        "constant_input_is_zero_pad": "Coral op table: Concatenation, a constant input must be an all-zero second input",
+        "softmax_one_dimensional": "Coral 2019 op table: Softmax, 1-D input only",
+        "softmax_max_elements": "Coral 2019 op table: Softmax, at most 16 000 elements",
+        "fixed_output_params": "TFLite int8 quantization spec (fixed output scale/zero_point)",
+        "strided_slice_unit_strides": "Coral 2019 op table: StridedSlice, strides of 1 only",
+        "strided_slice_no_masks": "Coral 2019 op table: StridedSlice, no ellipsis or new-axis mask",
+        "resize_integer_factor": "Coral op table: ResizeBilinear/ResizeNearestNeighbor \"Depending on input/output"
+        " size, this operation may not be mapped to the Edge TPU to avoid loss in precision\"; google-coral/edgetpu#31"
+        " and #63 (\"Image-interpolation layer won't run precisely enough\"); Coral's pairs: x2 (half-pixel) mapped in"
+        " movenet_single_pose_lightning_ptq, 1x1->33x33 with align_corners (no defined factor) on the CPU in"
+        " deeplabv3_mnv2_pascal_quant",
+    }
+)
+
+#: How the compiler splits a graph between the Edge TPU and the CPU (one rule each, with its source).
+PARTITIONING: Mapping[str, str] = MappingProxyType(
+    {
+        "single_segment": "All mapped ops form one Edge TPU custom op (\"the Edge TPU compiler cannot partition the"
+        " model more than once\": Coral, \"TensorFlow models on the Edge TPU\" / Axis ARTPEC-7 tips); every Coral"
+        " compiled reference holds exactly one edgetpu-custom-op.",
+        "downstream_of_cpu": "An op that depends, through an op left on the CPU, on the Edge TPU segment stays on the"
+        " CPU even when supported (\"the unsupported operator and every operator after it runs on the CPU\", Axis"
+        " ARTPEC-7 tips after Coral's page; compiler log status \"More than one subgraph is not supported\", google-coral/edgetpu#461).",
+        "independent_branches": "'After' means downstream in the data flow, not later in the file: supported ops on"
+        " branches that do not depend on the CPU op still map (movenet_single_pose_lightning_ptq: three heads"
+        " after the first ARG_MAX map, 98 of 157 ops; deeplabv3_mnv2_pascal_quant: the ASPP 1x1 conv beside the"
+        " unmapped resize maps).",
+        "leading_cpu_ops": "Unsupported ops before the segment (that do not depend on it), such as a CAST/QUANTIZE of a"
+        " float or uint8 input, run on the CPU as pre-processing and feed the segment (movenet).",
     }
 )
 
@@ -172,9 +237,12 @@ ADVISORIES: Mapping[str, str] = MappingProxyType(
     {
         "per_channel_fully_connected": "per-channel FULLY_CONNECTED weights: unknown whether compiler 16 maps them"
         " (Coral's models use per-tensor; kopt.export.to_tflite emits per-tensor)",
-        "quantize_not_at_io": "QUANTIZE inside the graph (a requantize from mismatched ranges)",
+        "quantize_not_at_io": "QUANTIZE inside the graph (a requantize between two ranges): an extra op that shared"
+        " ranges avoid; the compiler maps it unless an op upstream keeps it on the CPU (Coral's movenet)",
         "large_tensor": "large tensor: the compiler may leave this op on the CPU",
         "may_stay_on_cpu": "the compiler may leave this op on the CPU for some shapes",
+        "resize_downscale": "a downscaling resize: no Coral reference shows whether the compiler maps it (the"
+        " size-dependent precision limit of Coral's op table may keep it on the CPU)",
         "unverified_version": "op version newer than any seen in a model Coral compiled",
     }
 )

@@ -7,15 +7,14 @@ of a zip archive holding the file compressed with DEFLATE (what its size tables 
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from kopt import metrics
 from kopt.export.flatbuffer import Quantization, TFLiteSource, load, read_bytes
 
 _WEIGHT_DTYPES = ("INT8", "UINT8", "INT16", "FLOAT16", "FLOAT32")
@@ -28,10 +27,7 @@ def tflite_size(tflite: TFLiteSource) -> int:
 
 def zipped_size(tflite: TFLiteSource) -> int:
     """Bytes of a zip archive holding the model compressed with DEFLATE (TFMOT docs' measure)."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("model.tflite", read_bytes(tflite))
-    return buffer.tell()
+    return metrics.zipped_size(read_bytes(tflite))
 
 
 @dataclass(frozen=True)

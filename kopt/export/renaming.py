@@ -33,7 +33,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from kopt.export.flatbuffer import TFLiteSource, read_object, to_bytes
+from kopt.export.flatbuffer import TFLiteSource, _ints, _text, read_object, to_bytes
 
 _SUFFIX = re.compile(r"_\d+$")
 # Constant inputs that are a layer's weights, by op and input position.
@@ -210,16 +210,6 @@ def _op_name(model: Any, op: Any) -> str:
     code = model.operatorCodes[op.opcodeIndex]
     builtin = flatbuffer_utils.get_builtin_code_from_operator_code(code)
     return _OP_NAMES.get(builtin, f"BUILTIN_{builtin}")
-
-
-def _ints(values: Any) -> list[int]:
-    return [] if values is None else [int(v) for v in values]
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
 
 
 __all__ = ["LayerCatalog", "catalog", "rename_tensors"]

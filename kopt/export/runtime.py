@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from kopt.export.flatbuffer import TFLiteModel, TFLiteSource, load
+from kopt.metrics import top1_accuracy
 
 
 def run(
@@ -81,8 +82,6 @@ def interpreter_for(tflite: bytes, *, num_threads: int | None = None):
 
 def evaluate(tflite: TFLiteSource, x: Any, y: np.ndarray, *, num_threads: int | None = None) -> float:
     """Top-1 accuracy of the model's (first) output on ``x`` against labels ``y`` (ints or one-hot)."""
-    from kopt.report import top1_accuracy
-
     predictions = run(tflite, x, num_threads=num_threads)
     if isinstance(predictions, list):
         predictions = predictions[0]

@@ -70,6 +70,33 @@ class ModelGraph:
         """Every node that calls ``layer`` (more than one for a shared layer)."""
         return [n for n in self.topological_nodes() if self.dag.nodes[n]["layer"] is layer]
 
+    def flat_names(self) -> dict[int, str]:
+        """``id(layer) -> name`` the layer has in the flattened model: unique across nested models.
+
+        A layer keeps its own name unless another distinct layer of the graph has it too (two
+        sub-models each holding a ``"dense"``); then it is named after its first node path,
+        ``"a/dense"`` -> ``"a_dense"`` (Keras names cannot hold ``/``), with a suffix if taken.
+        Policies key their plans by these names, and :func:`kopt.graph.map_layers` gives them to
+        the layers it copies, so a plan made on a nested model still applies after flattening.
+        """
+        counts: dict[str, int] = {}
+        layers = [self.layer(n) for n in self.inputs] + self.layers()
+        for layer in layers:
+            counts[layer.name] = counts.get(layer.name, 0) + 1
+        taken = {name for name, count in counts.items() if count == 1}
+        names: dict[int, str] = {}
+        for layer in layers:
+            if counts[layer.name] == 1:
+                names[id(layer)] = layer.name
+                continue
+            base = self.nodes_of(layer)[0].replace("/", "_") if not isinstance(layer, keras.layers.InputLayer) else layer.name
+            candidate, k = base, 1
+            while candidate in taken:
+                candidate, k = f"{base}_{k}", k + 1
+            taken.add(candidate)
+            names[id(layer)] = candidate
+        return names
+
     def consumers(self, node: str) -> list[str]:
         return sorted(set(self.dag.successors(node)), key=lambda n: self.dag.nodes[n]["order"])
 
@@ -124,7 +151,7 @@ class ModelGraph:
             key=lambda e: (order[e[1]], e[3]["dst_index"]),
         )
         leaving = [e for e in self.dag.out_edges(nodes, data=True, keys=True) if e[1] not in members]
-        new_id = self._unique_id(name or new_layer.name)
+        new_id = _fresh_id(self.dag, name or new_layer.name)
         exit_data = self.dag.nodes[exit_node]
         self.dag.add_node(
             new_id,
@@ -157,7 +184,7 @@ class ModelGraph:
     def insert_after(self, node: str, new_layer: keras.layers.Layer, output_index: int = 0, name: str | None = None) -> str:
         """Insert a one-input layer on output ``output_index`` of ``node``, before all its consumers."""
         tensor = self.dag.nodes[node]["outputs"][output_index]
-        new_id = self._unique_id(name or new_layer.name)
+        new_id = _fresh_id(self.dag, name or new_layer.name)
         self.dag.add_node(
             new_id,
             layer=new_layer,
@@ -175,12 +202,6 @@ class ModelGraph:
         self.outputs = [(new_id, 0) if (n, i) == (node, output_index) else (n, i) for n, i in self.outputs]
         return new_id
 
-    def _unique_id(self, base: str) -> str:
-        candidate, k = base, 1
-        while candidate in self.dag:
-            candidate, k = f"{base}:{k}", k + 1
-        return candidate
-
     # ----------------------------------------------------------------- rebuild
     def rebuild(self, name: str | None = None, clone: bool = False) -> keras.Model:
         """Build a ``keras.Model`` from the graph.
@@ -192,22 +213,6 @@ class ModelGraph:
         from kopt.graph.rebuild import rebuild_model
 
         return rebuild_model(self, name=name, clone=clone)
-
-    def summary_rows(self) -> list[dict[str, Any]]:
-        """One row per node: id, class, input and output shapes (for reports and debugging)."""
-        rows = []
-        for node in self.topological_nodes():
-            data = self.dag.nodes[node]
-            rows.append(
-                {
-                    "node": node,
-                    "class": type(data["layer"]).__name__,
-                    "kind": data["kind"],
-                    "inputs": self.producers(node),
-                    "output_shapes": self.output_shapes(node),
-                }
-            )
-        return rows
 
 
 # --------------------------------------------------------------------- analyze

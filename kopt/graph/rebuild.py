@@ -14,9 +14,12 @@ if TYPE_CHECKING:
     from kopt.graph.model_graph import ModelGraph
 
 
-def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
-    """A new layer with the same config, built to the same shapes, holding copies of the weights."""
-    copy = layer.__class__.from_config(layer.get_config())
+def clone_layer(layer: keras.layers.Layer, name: str | None = None) -> keras.layers.Layer:
+    """A new layer with the same config (``name`` if given), built to the same shapes, holding copies of the weights."""
+    config = layer.get_config()
+    if name is not None:
+        config["name"] = name
+    copy = layer.__class__.from_config(config)
     build_config = layer.get_build_config()
     if build_config is not None and not copy.built:
         copy.build_from_config(build_config)
@@ -44,13 +47,22 @@ def rebuild_model(graph: "ModelGraph", name: str | None = None, clone: bool = Fa
     dag = graph.dag
     produced: dict[str, list] = {}
     clones: dict[int, keras.Operation] = {}
+    flat_names = graph.flat_names()
+    if not clone:
+        renamed = sorted(node for node in graph.layer_nodes() if flat_names[id(graph.layer(node))] != graph.layer(node).name)
+        if renamed:
+            raise GraphRewriteError(
+                f"Layers {renamed} share their names with other layers of model {graph.name!r} (nested sub-models "
+                "with same-named layers). A flattened model needs unique names, which only copies can take: "
+                "rebuild with clone=True, or use kopt.graph.map_layers (it names the copies after their paths)."
+            )
 
     def layer_for(node: str) -> keras.Operation:
         layer = dag.nodes[node]["layer"]
         if not clone or not isinstance(layer, keras.layers.Layer):
             return layer
         if id(layer) not in clones:
-            clones[id(layer)] = clone_layer(layer)
+            clones[id(layer)] = clone_layer(layer, name=flat_names[id(layer)])
         return clones[id(layer)]
 
     for node in graph.topological_nodes():

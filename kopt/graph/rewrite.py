@@ -23,13 +23,19 @@ def map_layers(
     ``None`` to keep the layer. Kept layers are copied when ``clone`` is true, so the
     returned model shares no variables with ``model`` and training it never changes
     the user's original. A shared layer is replaced once and stays shared; nested
-    sub-models are flattened. ``fn`` must not modify the layer it is given.
+    sub-models are flattened, and a layer whose name another nested layer has too is
+    copied under its flattened name (:meth:`ModelGraph.flat_names`) before ``fn`` sees it.
+    ``fn`` must not modify the layer it is given.
     """
     graph = analyze(model)
+    flat_names = graph.flat_names()
     for layer in graph.layers():
-        replacement = fn(layer)
+        given = layer
+        if flat_names[id(layer)] != layer.name:
+            given = clone_layer(layer, name=flat_names[id(layer)])
+        replacement = fn(given)
         if replacement is None:
-            replacement = clone_layer(layer) if clone else layer
+            replacement = clone_layer(given) if clone and given is layer else given
         if replacement is not layer:
             graph.replace_layer(layer, replacement)
     return graph.rebuild(name=name)

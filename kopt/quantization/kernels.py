@@ -8,9 +8,11 @@ care so that the TFLite converter sees a FakeQuant feeding the TFLite op directl
   does not survive the expand (the converter fails on the quantized axis). The kernel is
   therefore quantized in its 4-D view ``(1, k, in, out)`` and the convolution runs as a
   2-D one, which lowers to the same TFLite ops.
-* per-channel axes: the output channel is the last kernel axis except for
-  ``DepthwiseConv2D`` (last two, flattened: TFLite channel ``in * multiplier``) and
-  ``Conv2DTranspose`` (axis -2, per-channel unsupported by the converter: per tensor).
+* per-channel axes come from the layer-layout table (:mod:`kopt.core.layers`): the last
+  kernel axis except for ``DepthwiseConv2D`` (last two, flattened: TFLite channel
+  ``in * multiplier``) and ``Conv2DTranspose`` (axis -2, per-channel unsupported by the
+  converter: per tensor). Which layers a BatchNormalization folds into: the table's
+  ``foldable`` (:func:`kopt.core.layers.is_foldable`).
 """
 
 from __future__ import annotations
@@ -20,17 +22,8 @@ from typing import Any
 import keras
 from keras import ops
 
+from kopt.core.layers import channel_axes_of
 from kopt.substitution import call_with_weights
-
-#: Layers whose output is linear in ``kernel`` with one output channel per kernel slice.
-FOLDABLE_LAYERS = (
-    keras.layers.Conv1D,
-    keras.layers.Conv2D,
-    keras.layers.DepthwiseConv2D,
-    keras.layers.Dense,
-    keras.layers.Conv2DTranspose,
-)
-
 
 def uses_conv2d_view(layer: keras.layers.Layer) -> bool:
     """A Conv1D computed as a 2-D convolution on its ``(1, k, in, out)`` kernel view."""
@@ -52,12 +45,13 @@ def from_view(layer: keras.layers.Layer, view: Any) -> Any:
 
 
 def channel_broadcast_shape(layer: keras.layers.Layer, kernel_shape: tuple) -> tuple:
-    """Shape that makes a per-output-channel vector broadcast against the kernel view."""
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        return tuple(kernel_shape[-2:])
-    if isinstance(layer, keras.layers.Conv2DTranspose):
-        return (kernel_shape[-2], 1)
-    return (kernel_shape[-1],)
+    """Shape that makes a per-output-channel vector broadcast against the kernel view.
+
+    From the kernel's output-channel axes in the layer-layout table: ``(out,)`` for the last
+    axis, ``(in, mult)`` for a depthwise kernel, ``(out, 1)`` for a transposed-conv kernel.
+    """
+    axes = channel_axes_of(layer, "kernel") or (-1,)
+    return tuple(kernel_shape[a] if a in axes else 1 for a in range(min(axes), 0))
 
 
 def scale_kernel(layer: keras.layers.Layer, view: Any, per_channel: Any) -> Any:

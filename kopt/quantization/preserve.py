@@ -34,7 +34,7 @@ you used (plus one with sparsity preservation) for a strict check.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import keras
 import numpy as np
@@ -43,6 +43,8 @@ from keras import ops
 from kopt.clustering.assign import gather_centroids, nearest_centroid_np
 from kopt.clustering.layout import from_matrix, from_matrix_np, normalize_axes, to_matrix, to_matrix_np
 from kopt.clustering.recover import recover_clusters, unique_values
+from kopt.core.initializers import HostArray
+from kopt.core.layers import channel_axes_of
 from kopt.errors import KoptError
 from kopt.quantization.quantizers import Quantizer, WeightQuantizer, deserialize, serialize
 from kopt.quantization.schemes import Scheme, get_scheme, register_scheme
@@ -61,16 +63,6 @@ def _as_quantizer(quantizer: Quantizer | dict | None) -> Quantizer:
     if not isinstance(quantizer, Quantizer):
         raise TypeError(f"Expected a kopt.quantization.Quantizer to wrap, got {quantizer!r}.")
     return quantizer
-
-
-class _Array(keras.initializers.Initializer):
-    """Initializer holding a NumPy array (not serialized: build recreates it from the weight)."""
-
-    def __init__(self, values: np.ndarray):
-        self.values = values
-
-    def __call__(self, shape: Any, dtype: Any = None) -> Any:
-        return ops.cast(ops.convert_to_tensor(self.values), dtype or self.values.dtype)
 
 
 def _host_values(weight: keras.Variable) -> np.ndarray:
@@ -123,7 +115,7 @@ class SparsityPreservingQuantizer(PreservingQuantizer):
         state["sparsity_mask"] = host.add_weight(
             name=f"{name}_sparsity_mask",
             shape=values.shape,
-            initializer=_Array((values != 0).astype(values.dtype)),
+            initializer=HostArray((values != 0).astype(values.dtype)),
             dtype=weight.dtype,
             trainable=False,
         )
@@ -211,14 +203,14 @@ class ClusterPreservingQuantizer(PreservingQuantizer):
         state["centroids"] = host.add_weight(
             name=f"{name}_centroids",
             shape=centroids.shape,
-            initializer=_Array(centroids),
+            initializer=HostArray(centroids),
             dtype=weight.dtype,
             trainable=True,
         )
         state["cluster_indices"] = host.add_weight(
             name=f"{name}_cluster_indices",
             shape=values.shape,
-            initializer=_Array(indices.astype(np.int32)),
+            initializer=HostArray(indices.astype(np.int32)),
             dtype="int32",
             trainable=False,
             aggregation="only_first_replica",
@@ -227,7 +219,7 @@ class ClusterPreservingQuantizer(PreservingQuantizer):
             state["sparsity_mask"] = host.add_weight(
                 name=f"{name}_sparsity_mask",
                 shape=values.shape,
-                initializer=_Array((values != 0).astype(values.dtype)),
+                initializer=HostArray((values != 0).astype(values.dtype)),
                 dtype=weight.dtype,
                 trainable=False,
             )
@@ -259,12 +251,7 @@ class ClusterPreservingQuantizer(PreservingQuantizer):
 # ------------------------------------------------------------------ detection
 def kernel_channel_axes(layer: keras.Operation, attr: str) -> tuple[int, ...] | None:
     """Output-channel axes of ``layer.<attr>`` as clustering sees them (None: per tensor only)."""
-    from kopt.clustering.clusterable import registered_weights
-
-    spec = registered_weights(layer) if isinstance(layer, keras.layers.Layer) else None
-    if spec is not None and attr in spec:
-        return spec[attr]
-    return (-1,)
+    return channel_axes_of(layer, attr)
 
 
 def cluster_layout(
@@ -325,30 +312,41 @@ def cluster_preserve_scheme(
     preserve_sparsity: bool = False,
     max_clusters: int = MAX_CLUSTERS,
     per_channel: bool | None = None,
+    planned: Mapping[str, tuple[int, bool | None]] | None = None,
 ) -> Scheme:
     """CQAT (PCQAT with ``preserve_sparsity``): ``base`` training the centroids of clustered kernels.
 
     Each layer's layout (per tensor / per channel, number of clusters) is read from its
     kernel when the model is quantized (:func:`cluster_layout`); ``per_channel`` forces one.
+    ``planned`` maps layer names to ``(max_clusters, per_channel)`` of the clustering they went
+    through: those layers are checked strictly against their own plan (what a policy's CQAT
+    stage passes), the others against ``max_clusters`` / ``per_channel``.
     """
-    if isinstance(max_clusters, bool) or not isinstance(max_clusters, int) or max_clusters < 1:
-        raise ValueError(f"max_clusters must be a positive int, got {max_clusters!r}.")
+    _check_max_clusters(max_clusters, "max_clusters")
+    planned = dict(planned or {})
+    for name, (limit, _) in planned.items():
+        _check_max_clusters(limit, f"planned[{name!r}]")
 
     def hook(layer: keras.Operation, attr: str, quantizer: Quantizer) -> Quantizer:
         variable = _kernel_variable(layer, attr)
         if variable is None:
             return quantizer
         axes = kernel_channel_axes(layer, attr)
-        where = f"Layer {getattr(layer, 'name', '?')!r} ({type(layer).__name__}), weight {attr!r},"
-        chosen, k = cluster_layout(
-            _host_values(variable), axes, max_clusters=max_clusters, per_channel=per_channel, where=where
-        )
+        name = getattr(layer, "name", "?")
+        limit, layout = planned.get(name, (max_clusters, per_channel))
+        where = f"Layer {name!r} ({type(layer).__name__}), weight {attr!r},"
+        chosen, k = cluster_layout(_host_values(variable), axes, max_clusters=limit, per_channel=layout, where=where)
         return ClusterPreservingQuantizer(
             quantizer, number_of_clusters=k, per_channel=chosen, channel_axes=axes, preserve_sparsity=preserve_sparsity
         )
 
     name = "prune_cluster_preserve" if preserve_sparsity else "cluster_preserve"
     return get_scheme(base).with_weight_quantizer(hook, name=name)
+
+
+def _check_max_clusters(value: Any, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}.")
 
 
 def prune_cluster_preserve_scheme(

@@ -25,8 +25,8 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
+from kopt.core.layers import is_foldable
 from kopt.graph import ModelGraph, Pattern, find_matches, find_nodes
-from kopt.quantization import kernels
 from kopt.quantization.config import QuantizeConfig
 from kopt.quantization.registry import activation_name, layer_activation_fusable
 from kopt.quantization.wrapper import FoldedBatchNorm
@@ -203,7 +203,7 @@ def split_activations(ctx: TransformContext) -> None:
 
 # ---------------------------------------------------------------- batchnorm
 def _foldable(layer: keras.Operation) -> bool:
-    return type(layer) in kernels.FOLDABLE_LAYERS and activation_name(getattr(layer, "activation", None)) == "linear"
+    return is_foldable(layer) and activation_name(getattr(layer, "activation", None)) == "linear"
 
 
 def fold_batch_norms(ctx: TransformContext) -> None:

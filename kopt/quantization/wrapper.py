@@ -262,11 +262,8 @@ class ChannelAffine(QuantizeWrapper):
     statistics as usual. The channel axis must be the last one.
     """
 
-    def __init__(self, layer: keras.layers.Layer, quantize_config: QuantizeConfig, **kwargs: Any):
-        super().__init__(layer, quantize_config, **kwargs)
-
     def build(self, input_shape: Any = None) -> None:
-        KoptWrapper.build(self, input_shape)
+        KoptWrapper.build(self, input_shape)  # not QuantizeWrapper.build: its weights are computed, not the layer's
         self.channels = int(input_shape[-1])
         quantizer = self.quantize_config.weights.get("kernel")
         if quantizer is not None:

@@ -38,8 +38,9 @@ import numpy as np
 
 from kopt.errors import InvalidArgumentError
 from kopt.graph import analyze, map_layers
+from kopt.metrics import top1_accuracy
 from kopt.policy import ClusterSettings, LayerRule, Plan, Policy, PruneSettings, QuantizeSettings, technique_applies
-from kopt.report import Report, StageReport, top1_accuracy
+from kopt.report import Report, StageReport
 from kopt.search.allocate import OFF, allocate
 from kopt.search.budget import Budget, BudgetNotMetWarning
 from kopt.search.candidates import WITHIN, Candidate, SearchReport

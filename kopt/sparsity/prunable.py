@@ -1,28 +1,12 @@
 """Which weights of which layers kopt prunes, and how custom layers opt in.
 
-Built-in rules (kernels only; biases, normalization parameters and recurrent biases are never
-pruned):
+The kernels and their M:N input-channel axes come from the layer-layout table
+(:mod:`kopt.core.layers`): biases, normalization parameters and recurrent biases are never
+pruned. ``Bidirectional`` and ``TimeDistributed`` prune the weights of the layers they wrap.
 
-=========================================  ============================  ===========================
-layer                                      pruned weights                M:N input-channel axis
-=========================================  ============================  ===========================
-Dense                                      kernel ``(in, out)``          0
-Conv1D / Conv2D / Conv3D                   kernel ``(*k, in, out)``      -2
-Conv1D/2D/3DTranspose                      kernel ``(*k, out, in)``      -1
-DepthwiseConv1D / DepthwiseConv2D          depthwise kernel              none (no reduction axis)
-SeparableConv1D / SeparableConv2D          depthwise and pointwise       none / -2
-Embedding                                  embeddings ``(vocab, dim)``   none (a lookup table)
-LSTM / GRU / SimpleRNN (and ``RNN`` of     ``cell.kernel``,              0, 0
-their cells)                               ``cell.recurrent_kernel``
-Bidirectional, TimeDistributed             the wrapped layers' weights   as above
-=========================================  ============================  ===========================
-
-The M:N axis is the input-channel axis *in Keras layout* of the axis TFLite stores innermost
-(FULLY_CONNECTED ``[out, in]``, CONV_2D and TRANSPOSE_CONV ``OHWI``), so M:N groups are
-consecutive in the deployed buffer.
-
-Custom layers opt in by defining ``get_prunable_weights()`` (see :class:`PrunableLayer`); it
-takes precedence over the built-in rules. Anything else is left alone and reported.
+Custom layers opt in with a row in that table (``kopt.register_layer``) or by defining
+``get_prunable_weights()`` (see :class:`PrunableLayer`), which takes precedence over the
+table. Anything else is left alone and reported.
 """
 
 from __future__ import annotations
@@ -32,6 +16,7 @@ from typing import Sequence
 
 import keras
 
+from kopt.core.layers import layout_of, resolve_attribute
 from kopt.errors import UnsupportedLayerError
 from kopt.sparsity.masks import m_by_n_incompatibility
 
@@ -80,34 +65,12 @@ _NEVER_PRUNED: tuple[tuple[type, str], ...] = (
     (keras.layers.PReLU, "activation parameters are never pruned"),
 )
 
-# (layer class, [(attribute names to try in order, M:N input axis)]). The first attribute
-# naming a ``keras.Variable`` is used: private names come first because the public
-# property of some layers returns a computed tensor (LoRA, quantized modes).
-_RULES: tuple[tuple[type, tuple[tuple[tuple[str, ...], int | None], ...]], ...] = (
-    (keras.layers.Dense, ((("_kernel", "kernel"), 0),)),
-    (keras.layers.Conv1D, ((("_kernel", "kernel"), -2),)),
-    (keras.layers.Conv2D, ((("_kernel", "kernel"), -2),)),
-    (keras.layers.Conv3D, ((("_kernel", "kernel"), -2),)),
-    (keras.layers.Conv1DTranspose, ((("_kernel", "kernel"), -1),)),
-    (keras.layers.Conv2DTranspose, ((("_kernel", "kernel"), -1),)),
-    (keras.layers.Conv3DTranspose, ((("_kernel", "kernel"), -1),)),
-    (keras.layers.DepthwiseConv1D, ((("_kernel", "kernel"), None),)),
-    (keras.layers.DepthwiseConv2D, ((("_kernel", "kernel"), None),)),
-    (keras.layers.SeparableConv1D, ((("depthwise_kernel",), None), (("pointwise_kernel",), -2))),
-    (keras.layers.SeparableConv2D, ((("depthwise_kernel",), None), (("pointwise_kernel",), -2))),
-    (keras.layers.Embedding, ((("_embeddings", "embeddings"), None),)),
-)
-
-_RNN_CELLS = (keras.layers.LSTMCell, keras.layers.GRUCell, keras.layers.SimpleRNNCell)
-
-
-def _variable(layer: keras.layers.Layer, names: Sequence[str]) -> tuple[str, keras.Variable]:
-    for name in names:
-        value = getattr(layer, name, None)
-        if isinstance(value, keras.Variable):
-            return name.lstrip("_"), value
+def _variable(layer: keras.layers.Layer, attribute: str) -> keras.Variable:
+    variable = resolve_attribute(layer, attribute)
+    if isinstance(variable, keras.Variable):
+        return variable
     raise NotPrunable(
-        f"its {names[-1]!r} is not a plain variable (a LoRA-enabled or quantized layer?); "
+        f"its {attribute!r} is not a plain variable (a LoRA-enabled or quantized layer?); "
         "prune before enabling LoRA or quantizing"
     )
 
@@ -149,20 +112,11 @@ def prunable_weights(layer: keras.layers.Layer) -> list[PrunableWeight]:
         return _prefixed("forward_layer", layer.forward_layer) + _prefixed("backward_layer", layer.backward_layer)
     if isinstance(layer, keras.layers.TimeDistributed):
         return _prefixed("layer", layer.layer)
+    layout = layout_of(layer)
+    if layout is not None and layout.prunable:
+        return [PrunableWeight(_variable(layer, k.attribute), k.attribute, k.input_axis) for k in layout.kernels]
     if isinstance(layer, keras.layers.RNN):
-        cell = layer.cell
-        if not isinstance(cell, _RNN_CELLS):
-            raise NotPrunable(f"its cell type {type(cell).__name__} is not one kopt knows how to prune")
-        return [
-            PrunableWeight(_variable(cell, (attr,))[1], f"cell.{attr}", 0) for attr in ("kernel", "recurrent_kernel")
-        ]
-    for cls, weights in _RULES:
-        if isinstance(layer, cls):
-            result = []
-            for names, axis in weights:
-                name, variable = _variable(layer, names)
-                result.append(PrunableWeight(variable, name, axis))
-            return result
+        raise NotPrunable(f"its cell type {type(layer.cell).__name__} is not one kopt knows how to prune")
     for cls, reason in _NEVER_PRUNED:
         if isinstance(layer, cls):
             raise NotPrunable(reason)
@@ -170,7 +124,8 @@ def prunable_weights(layer: keras.layers.Layer) -> list[PrunableWeight]:
         raise NotPrunable("it has no weights")
     raise NotPrunable(
         f"kopt does not know which weights of a {type(layer).__name__} to prune; give the layer a "
-        "`get_prunable_weights()` method (see kopt.sparsity.PrunableLayer) to opt in"
+        "`get_prunable_weights()` method (see kopt.sparsity.PrunableLayer) or register it with "
+        "`kopt.register_layer(LayerClass, {'kernel': kopt.Kernel('kernel', channel_axes=-1, input_axis=0)})` to opt in"
     )
 
 

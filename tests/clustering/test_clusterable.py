@@ -12,7 +12,7 @@ from kopt.clustering import (
     is_clusterable,
     register_clusterable,
 )
-from kopt.clustering.clusterable import _REGISTRY
+from kopt.core.layers import unregister_layer
 
 
 def built(layer, shape):
@@ -85,7 +85,7 @@ def test_register_clusterable_for_a_third_party_class():
         wrapper = ClusterWrapper(layer, 3, per_channel=True)
         assert wrapper.clusters().centroids.shape == (1, 3)  # no channel axis: per tensor
     finally:
-        _REGISTRY.pop(ThirdParty, None)
+        unregister_layer(ThirdParty)
     with pytest.raises(TypeError):
         register_clusterable(int, {"w": -1})
 

@@ -92,10 +92,70 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 #: Coral's reference pairs, vendored with their license (see tests/fixtures/edgetpu/README.md).
 EDGETPU_FIXTURES = os.path.join(REPO, "tests", "fixtures", "edgetpu")
 REFERENCE_PAIRS = ("split_concat", "keras_lstm_mnist_ptq", "mobilenet_v1_0.25_128_quant")
+#: Every plain/compiled pair in the fixtures folder, including the ones the compiler maps only partly.
+EDGETPU_PAIRS = REFERENCE_PAIRS + (
+    "deeplabv3_mnv2_pascal_quant",
+    "movenet_single_pose_lightning_ptq",
+    "posenet_mobilenet_v1_075_481_641_16_quant_decoder",
+)
+COMPILED_CUSTOM_CODE = "edgetpu-custom-op"
 
 
 def fixture_path(name: str) -> str:
     return os.path.join(EDGETPU_FIXTURES, f"{name}.tflite")
+
+
+def compiler_mapped_ops(name: str) -> tuple[list[int], list[int]]:
+    """(mapped, left on the CPU): op indices of ``NAME.tflite`` as Coral's compiler split them.
+
+    The ground truth is read from ``NAME_edgetpu.tflite`` alone, with LiteRT's flatbuffer reader (not kopt's):
+    there, the mapped ops were replaced by one ``edgetpu-custom-op`` and every other op was kept. Each kept op is
+    matched to the one op of the plain file with the same type and the same input and output tensors (names and
+    shapes; the compiler rewrites op versions, so they are ignored). The custom op's own inputs and outputs are
+    then checked against the ops found mapped, so a mismatched derivation fails here rather than passing silently.
+    """
+    from ai_edge_litert.tools import flatbuffer_utils as fbu
+
+    def read(path):
+        model = fbu.read_model(path)
+        sg = model.subgraphs[0]
+
+        def label(op):
+            name = fbu.opcode_to_name(model, op.opcodeIndex)
+            code = model.operatorCodes[op.opcodeIndex].customCode
+            return f"{name}:{code.decode()}" if name == "CUSTOM" else name
+
+        def tensors(indices):
+            return tuple((sg.tensors[i].name.decode(), tuple(sg.tensors[i].shape)) for i in indices if i >= 0)
+
+        def produced_outside(i):  # a constant (filled buffer) or a state variable, not an activation
+            t = sg.tensors[i]
+            data = model.buffers[t.buffer].data if 0 < t.buffer < len(model.buffers) else None
+            return bool(t.isVariable) or (data is not None and len(data) > 0)
+
+        ops = [(label(op), tensors(op.inputs), tensors(op.outputs)) for op in sg.operators]
+        fed = [tensors([i for i in op.inputs if i >= 0 and not produced_outside(i)]) for op in sg.operators]
+        return ops, fed, tensors(sg.inputs)
+
+    plain, _, plain_inputs = read(fixture_path(name))
+    compiled, compiled_fed, _ = read(fixture_path(f"{name}_edgetpu"))
+    customs = [k for k, op in enumerate(compiled) if op[0] == f"CUSTOM:{COMPILED_CUSTOM_CODE}"]
+    assert len(customs) == 1, f"{name}_edgetpu holds {len(customs)} Edge TPU custom ops"
+
+    cpu: list[int] = []
+    for k, op in enumerate(compiled):
+        if k != customs[0]:
+            candidates = [i for i, other in enumerate(plain) if other == op and i not in cpu]
+            assert len(candidates) == 1, f"{name}: compiled op #{k} {op[0]} matches plain ops {candidates}"
+            cpu.append(candidates[0])
+    mapped = sorted(set(range(len(plain))) - set(cpu))
+
+    # The custom op is fed by graph inputs or CPU ops (besides constants and state) and produces mapped ops' tensors.
+    made_by_mapped = {t for i in mapped for t in plain[i][2]}
+    made_outside = {t for i in cpu for t in plain[i][2]} | set(plain_inputs)
+    assert set(compiled[customs[0]][2]) <= made_by_mapped, name
+    assert set(compiled_fed[customs[0]]) <= made_outside, name
+    return mapped, sorted(cpu)
 
 
 def lower(build, shape, *, samples=16, **kwargs) -> bytes:

@@ -7,13 +7,27 @@ import keras
 import numpy as np
 import pytest
 from ai_edge_litert import schema_py_generated as schema
-from export_testing import REFERENCE_PAIRS, fixture_path, lower, mutate, op_positions, qat_model
+from export_testing import (
+    EDGETPU_PAIRS,
+    compiler_mapped_ops,
+    fixture_path,
+    lower,
+    mutate,
+    op_positions,
+    qat_model,
+    uniform,
+)
 from keras import layers, ops
 
 from kopt.export import check_edgetpu, to_tflite
 from kopt.export.flatbuffer import load
 
 SHAPE = (8, 8, 4)
+
+
+def _read(path):
+    with open(path, "rb") as handle:
+        return handle.read()
 
 
 def _verdict(report, op_name):
@@ -24,21 +38,74 @@ def _verdict(report, op_name):
 
 
 @pytest.mark.backends
-@pytest.mark.parametrize("name", REFERENCE_PAIRS)
-def test_agrees_with_coral_compiler_on_reference_pairs(name):
-    original = load(fixture_path(name)).main.operators
-    compiled = load(fixture_path(f"{name}_edgetpu")).main.operators
-    custom = [op for op in compiled if op.custom_code == "edgetpu-custom-op"]
-    left_on_cpu = [op for op in compiled if op.custom_code != "edgetpu-custom-op"]
-    assert len(custom) == 1
-    compiler_mapped = len(original) - len(left_on_cpu)
+@pytest.mark.parametrize("name", EDGETPU_PAIRS)
+def test_mapped_ops_are_the_compilers_op_for_op(name):
+    mapped, left_on_cpu = compiler_mapped_ops(name)
 
     report = check_edgetpu(fixture_path(name))
 
-    assert report.num_mapped == compiler_mapped
-    assert report.num_ops == len(original)
+    assert report.num_ops == len(mapped) + len(left_on_cpu)
+    assert [v.index for v in report.ops if v.mapped] == mapped
+    assert [v.index for v in report.unmapped] == left_on_cpu
     assert report.fully_mapped == (not left_on_cpu)
-    assert not report.compiled
+    assert not report.compiled and not report.errors
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("name", EDGETPU_PAIRS)
+def test_each_cpu_op_has_its_own_reason_or_names_the_cpu_op_it_depends_on(name):
+    sg = load(fixture_path(name)).main
+    producer = {t: op.index for op in sg.operators for t in op.outputs}
+    report = check_edgetpu(fixture_path(name))
+
+    for verdict in report.unmapped:
+        reason = verdict.reasons[0]
+        if not reason.startswith("More than one subgraph is not supported"):
+            continue
+        blocker = int(reason.split("depends on op #")[1].split()[0])
+        assert not report.ops[blocker].mapped
+        ancestors, frontier = set(), [verdict.index]
+        while frontier:  # walk the data flow upwards, independently of the checker
+            parents = {producer[t] for t in sg.operators[frontier.pop()].inputs if t in producer}
+            frontier += sorted(parents - ancestors)
+            ancestors |= parents
+        assert blocker in ancestors, (verdict.index, blocker)
+
+
+DEEPLAB_CPU_REASONS = {  # the compiler's split of DeepLab v3, and why each op stays on the CPU
+    64: "whole-number upscaling",  # RESIZE_BILINEAR 1x1 -> 33x33 with align_corners
+    65: "depends on op #64",  # QUANTIZE (a requantize) after it
+    66: "depends on op #64",  # CONCATENATION of the resized image pooling with the ASPP conv
+    67: "depends on op #64",
+    68: "depends on op #64",
+    69: "depends on op #64",
+    70: "depends on op #64",
+    71: "Operation not supported",  # ARG_MAX
+}
+
+
+@pytest.mark.backends
+def test_deeplab_reasons_name_the_resize_limit_and_the_ops_after_it():
+    report = check_edgetpu(fixture_path("deeplabv3_mnv2_pascal_quant"))
+    assert {v.index: v.reasons[0] for v in report.unmapped}.keys() == DEEPLAB_CPU_REASONS.keys()
+    for verdict in report.unmapped:
+        assert DEEPLAB_CPU_REASONS[verdict.index] in verdict.reasons[0], verdict
+    assert report.first_unsupported.index == 64 and "1 -> 33 with align_corners" in report.first_unsupported.reasons[0]
+    assert report.ops[62].mapped and report.ops[62].op == "CONV_2D"  # the ASPP branch beside the resize
+    assert any("large tensor" in w for w in report.ops[70].warnings)  # 33x33 -> 513x513x21, on the CPU anyway
+
+
+@pytest.mark.backends
+def test_movenet_heads_after_the_first_cpu_op_still_map():
+    report = check_edgetpu(fixture_path("movenet_single_pose_lightning_ptq"))
+    first_cpu_after_segment = report.ops[89]
+    assert first_cpu_after_segment.op == "ARG_MAX" and not first_cpu_after_segment.mapped
+    later_mapped = [v for v in report.ops[90:] if v.mapped]
+    assert [v.op for v in later_mapped].count("CONV_2D") == 6 and len(later_mapped) == 11
+    requantize = report.ops[104]
+    assert requantize.op == "QUANTIZE" and requantize.mapped  # int8 -> int8 inside the graph
+    assert [w.split(":")[0] for w in report.warnings if "QUANTIZE inside the graph" in w] == ["op #104 QUANTIZE"]
+    assert [v.mapped for v in report.ops[:2]] == [False, False]  # CAST, QUANTIZE of the uint8 input
 
 
 @pytest.mark.backends
@@ -54,7 +121,7 @@ def test_foreign_custom_op_stays_on_cpu():
     def rename(model):
         model.operatorCodes[0].customCode = b"my-custom-op"
 
-    report = check_edgetpu(mutate(open(fixture_path("split_concat_edgetpu"), "rb").read(), rename))
+    report = check_edgetpu(mutate(_read(fixture_path("split_concat_edgetpu")), rename))
     assert not report.fully_mapped
     assert "my-custom-op" in report.ops[0].reasons[0]
 
@@ -148,10 +215,51 @@ def test_first_unsupported_op_ends_the_segment():
         assert "#1 LEAKY_RELU" in stranded.reasons[0]
 
 
+def test_branch_independent_of_the_cpu_op_still_maps():
+    def build(x):
+        x = layers.Conv2D(4, 1)(x)
+        stranded = layers.Conv2D(4, 1)(layers.LeakyReLU()(x))
+        independent = layers.Conv2D(4, 1, name="independent")(x)
+        return [stranded, independent]
+
+    tflite = lower(build, SHAPE)
+    report = check_edgetpu(tflite)
+
+    sg = load(tflite).main
+    leaky = _verdict(report, "LEAKY_RELU")
+    after_leaky = [op.index for op in sg.operators if set(op.inputs) & set(sg.operators[leaky.index].outputs)]
+    assert len(after_leaky) == 1 and not report.ops[after_leaky[0]].mapped
+    assert f"depends on op #{leaky.index} LEAKY_RELU" in report.ops[after_leaky[0]].reasons[0]
+    others = [v for v in report.ops if v.index not in (leaky.index, after_leaky[0])]
+    assert len(others) == 2 and all(v.mapped and v.op == "CONV_2D" for v in others)
+    assert report.num_mapped == 2
+
+
+def test_cpu_preprocessing_of_a_second_input_feeds_the_segment_wherever_it_runs():
+    a, b = keras.Input(SHAPE), keras.Input(SHAPE)
+    model = keras.Model([a, b], layers.Add()([layers.Conv2D(4, 1)(layers.Conv2D(4, 1)(a)), b]))
+    data = (uniform((8, *SHAPE), seed=1), uniform((8, *SHAPE), seed=2))
+    tflite = to_tflite(model, representative_data=data, int8_io=False)  # float inputs: a QUANTIZE each
+
+    def quantize_b_just_before_the_add(m):  # still a valid execution order, now after the convs
+        ops = m.subgraphs[0].operators
+        add = next(op for op in ops if m.operatorCodes[op.opcodeIndex].builtinCode == schema.BuiltinOperator.ADD)
+        feeding = next(op for op in ops if set(op.outputs) & set(add.inputs) and
+                       m.operatorCodes[op.opcodeIndex].builtinCode == schema.BuiltinOperator.QUANTIZE)
+        ops.remove(feeding)
+        ops.insert(ops.index(add), feeding)
+
+    report = check_edgetpu(mutate(tflite, quantize_b_just_before_the_add))
+
+    assert [v.op for v in report.ops] == ["QUANTIZE", "CONV_2D", "CONV_2D", "QUANTIZE", "ADD", "DEQUANTIZE"]
+    assert [v.mapped for v in report.ops] == [False, True, True, False, True, False]
+    assert "FLOAT32" in report.ops[3].reasons[0]
+
+
 def test_float_io_quantize_and_dequantize_stay_on_cpu_around_one_segment():
     report = check_edgetpu(to_tflite(qat_model(), int8_io=False))
 
-    assert [v.op for v in report.ops][0] == "QUANTIZE" and report.ops[-1].op == "DEQUANTIZE"
+    assert report.ops[0].op == "QUANTIZE" and report.ops[-1].op == "DEQUANTIZE"
     assert [v.mapped for v in report.ops] == [False, True, True, True, True, False]
     assert "FLOAT32" in report.ops[0].reasons[0]
     assert not report.fully_mapped
@@ -236,8 +344,46 @@ def test_softmax_over_16000_elements():
     assert "16004 elements" in _verdict(report, "SOFTMAX").reasons[0]
 
 
+RESIZES = {  # (height, width) of an 8x8 input -> whether the compiler's resize limit holds
+    "x2 bilinear": (lambda x: layers.Resizing(16, 16, interpolation="bilinear")(x), True),
+    "x3 nearest": (lambda x: layers.Resizing(24, 24, interpolation="nearest")(x), True),
+    "x1.5 bilinear": (lambda x: layers.Resizing(12, 12, interpolation="bilinear")(x), False),
+    "x2 by x1.5 nearest": (lambda x: layers.Resizing(16, 12, interpolation="nearest")(x), False),
+    "1x1 to 6x6 bilinear": (
+        lambda x: layers.Resizing(6, 6, interpolation="bilinear")(layers.GlobalAveragePooling2D(keepdims=True)(x)),
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RESIZES))
+def test_resize_maps_only_with_whole_number_upscaling(case):
+    build, maps = RESIZES[case]
+    report = check_edgetpu(lower(build, SHAPE, samples=4))
+    resize = next(v for v in report.ops if v.op.startswith("RESIZE_"))
+    assert resize.mapped == maps, resize
+    if not maps:
+        assert "is not a whole-number upscaling" in resize.reasons[0]
+
+
+def test_resize_with_align_corners_scales_by_sizes_minus_one():
+    def align(model, sg, op):
+        op.builtinOptions.alignCorners, op.builtinOptions.halfPixelCenters = True, False
+
+    x2 = lower(lambda x: layers.Resizing(16, 16, interpolation="bilinear")(x), SHAPE, samples=4)
+    assert _verdict(check_edgetpu(x2), "RESIZE_BILINEAR").mapped
+    report = check_edgetpu(mutate(x2, _edit_op("RESIZE_BILINEAR", align)))  # (16-1)/(8-1) is not whole
+    assert "8 -> 16 with align_corners" in _verdict(report, "RESIZE_BILINEAR").reasons[0]
+
+
+def test_downscaling_resize_is_mapped_with_a_warning():
+    report = check_edgetpu(lower(lambda x: layers.Resizing(4, 4, interpolation="bilinear")(x), SHAPE, samples=4))
+    resize = _verdict(report, "RESIZE_BILINEAR")
+    assert resize.mapped and any("downscaling" in w for w in resize.warnings)
+
+
 def test_per_channel_dense_gets_a_warning():
-    build = lambda x: layers.Dense(4)(layers.Flatten()(x))  # noqa: E731
+    build = lambda x: layers.Dense(4)(layers.Flatten()(x))
     per_tensor = check_edgetpu(lower(build, SHAPE))
     per_channel = check_edgetpu(lower(build, SHAPE, per_channel_dense=True))
     assert not any("per-channel" in w for w in _verdict(per_tensor, "FULLY_CONNECTED").warnings)
@@ -395,6 +541,17 @@ def test_report_prints_like_the_compiler_and_serializes(base_tflite):
     assert all(v.status == "mapped" for v in report.ops)
 
 
+@pytest.mark.backends
+def test_table_groups_ops_by_rule_like_the_compilers_log():
+    report = check_edgetpu(fixture_path("movenet_single_pose_lightning_ptq"))
+    rows = [line.split(None, 2) for line in report.table().splitlines()[2:]]
+    assert len(rows) == len({(op, status) for op, _, status in rows})
+    assert ["RESHAPE", "7", "More than one subgraph is not supported"] in rows
+    assert ["QUANTIZE", "7", "Operation is working on an unsupported data type"] in rows
+    assert sum(int(count) for _, count, _ in rows) == report.num_ops
+    assert "depends on op #" in report.details() and "depends on op #" not in report.table()
+
+
 def test_report_of_unmapped_model_names_the_reason():
     report = check_edgetpu(lower(lambda x: layers.Conv2D(4, 1)(layers.LeakyReLU()(x)), SHAPE))
     payload = report.to_dict()
@@ -417,7 +574,7 @@ def test_ops_left_in_a_compiled_model_are_reported_as_the_compiler_left_them():
         copy_of_custom.inputs, copy_of_custom.outputs = [sg.outputs[0]], [sg.outputs[0]]
         sg.operators.append(copy_of_custom)
 
-    tflite = mutate(open(fixture_path("split_concat_edgetpu"), "rb").read(), append_cpu_op)
+    tflite = mutate(_read(fixture_path("split_concat_edgetpu")), append_cpu_op)
     report = check_edgetpu(tflite)
     assert report.compiled and report.num_mapped == 1 and report.num_ops == 2
     assert report.ops[1].op == "RELU" and "left on the CPU by the Edge TPU compiler" in report.ops[1].reasons[0]

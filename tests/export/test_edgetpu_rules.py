@@ -1,7 +1,7 @@
 """The Edge TPU rule table is consistent with itself and with Coral's compiled models."""
 
 import pytest
-from export_testing import REFERENCE_PAIRS, fixture_path
+from export_testing import EDGETPU_PAIRS, compiler_mapped_ops, fixture_path
 
 from kopt.export import edgetpu_rules as rules
 from kopt.export.flatbuffer import load
@@ -23,11 +23,19 @@ def test_every_rule_names_known_limits_and_advisories():
     }
 
 
-@pytest.mark.parametrize("name", REFERENCE_PAIRS)
-def test_verified_versions_cover_corals_compiled_models(name):
-    for op in load(fixture_path(name)).main.operators:
+@pytest.mark.parametrize("name", EDGETPU_PAIRS)
+def test_verified_versions_cover_the_ops_corals_compiler_mapped(name):
+    ops = load(fixture_path(name)).main.operators
+    mapped, _ = compiler_mapped_ops(name)
+    for op in (ops[i] for i in mapped):
         assert op.name in rules.EDGETPU_OPS, op.name
         assert op.version <= rules.EDGETPU_OPS[op.name].verified_version, (op.name, op.version)
+
+
+def test_every_limit_and_partitioning_rule_has_a_source():
+    assert set(rules.LIMIT_SOURCES) == set(rules.LIMITS)
+    assert all(source.strip() for source in rules.LIMIT_SOURCES.values())
+    assert {"single_segment", "downstream_of_cpu", "independent_branches", "leading_cpu_ops"} <= set(rules.PARTITIONING)
 
 
 def test_known_parse_failures_are_above_the_maximum():

@@ -31,18 +31,13 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from kopt.clustering.init import INIT_METHODS
 from kopt.errors import KoptError
 
 SCHEDULES = ("polynomial", "constant")
-CLUSTER_INITS = ("kmeans++", "linear", "random", "density")
-SCHEMES = ("default_8bit", "prune_preserve", "cluster_preserve", "prune_cluster_preserve")
 QUANTIZE_MODES = ("qat", "ptq")
 TARGETS = ("int8", "edgetpu", "micro")
 MATCH_KINDS = ("name", "path", "class")  # in precedence order
-# Layers a policy leaves unpruned unless a rule asks for them: a depthwise kernel has a handful of
-# weights per channel (9 for 3x3), so pruning it costs accuracy and saves almost nothing. TFMOT
-# does the same.
-DENSE_BY_DEFAULT = ("DepthwiseConv1D", "DepthwiseConv2D")
 
 
 class PolicyError(KoptError, ValueError):
@@ -93,7 +88,7 @@ class ClusterSettings:
 
     def __post_init__(self) -> None:
         _check_int("cluster.number_of_clusters", self.number_of_clusters, minimum=1)
-        _check_choice("cluster.init", self.init, CLUSTER_INITS)
+        _check_choice("cluster.init", self.init, INIT_METHODS)
         _check_bool("cluster.per_channel", self.per_channel)
         _check_bool("cluster.preserve_sparsity", self.preserve_sparsity)
 
@@ -108,7 +103,7 @@ class QuantizeSettings:
 
     def __post_init__(self) -> None:
         _check_choice("quantize.mode", self.mode, QUANTIZE_MODES)
-        _check_choice("quantize.scheme", self.scheme, SCHEMES)
+        _check_scheme(self.scheme)
         _check_int("quantize.bits", self.bits, minimum=2, maximum=8)
 
 
@@ -189,7 +184,13 @@ class LayerPlan:
 
 @dataclass(frozen=True)
 class Plan:
-    """Per-layer settings for one model, keyed by layer name, in execution order."""
+    """Per-layer settings for one model, in execution order.
+
+    Keyed by the name each layer has once the model is flattened
+    (:meth:`kopt.graph.ModelGraph.flat_names`): the layer's own name, or its node path
+    (``"a/dense"`` -> ``"a_dense"``) when layers of two nested sub-models share a name. Every
+    stage flattens the model first, so each layer finds its own plan through all stages.
+    """
 
     layers: dict[str, LayerPlan]
     policy: "Policy"
@@ -261,7 +262,7 @@ class Policy:
         Knobs: ``sparsity``, ``m_by_n``, ``number_of_clusters``, ``per_channel``, ``init``,
         ``bits``, ``target``, ``rules``.
         """
-        from kopt.presets import build_preset
+        from kopt.policy.presets import build_preset
 
         return build_preset(cls, name, overrides)
 
@@ -272,18 +273,19 @@ class Policy:
 
         if not isinstance(graph, ModelGraph):
             graph = analyze(graph)
-        entries, layers = [], {}
+        flat_names = graph.flat_names()
+        entries, layers = [], []
         for layer in graph.layers():
-            node = graph.nodes_of(layer)[0]
-            entries.append((layer.name, node, type(layer).__name__))
-            layers[layer.name] = layer
+            entries.append((layer.name, graph.nodes_of(layer)[0], type(layer).__name__))
+            layers.append(layer)
         used: set[int] = set()
         plans: dict[str, LayerPlan] = {}
-        for name, path, class_name in entries:
+        for (name, path, class_name), layer in zip(entries, layers):
             rule = self._rule_for(name, path, class_name)
             if rule is not None:
                 used.add(id(rule))
-            plans[name] = self._layer_plan(name, path, class_name, rule, layers[name])
+            key = flat_names[id(layer)]
+            plans[key] = self._layer_plan(key, path, class_name, rule, layer)
         if self.validate:
             unmatched = [r.match for r in self.rules if id(r) not in used and not self._matches_any(r, entries)]
             if unmatched:
@@ -325,7 +327,7 @@ class Policy:
                 settings = _replace(base, override, where=f"rule {rule.match!r}: {technique}")
             elif override is True and settings is None:
                 settings = SETTINGS_TYPES[technique]()
-            elif override is None and technique == "prune" and type(layer).__name__ in DENSE_BY_DEFAULT:
+            elif override is None and technique == "prune" and not _pruned_by_default(layer):
                 settings = None  # opt in with a rule naming the layer or its class
             resolved[technique] = settings
         return LayerPlan(name, path, class_name, rule=None if rule is None else rule.match, **resolved)
@@ -396,9 +398,6 @@ class Policy:
         except PolicyError as err:
             raise PolicyError(f"{path}: {err}") from None
 
-    def with_overrides(self, **changes: Any) -> "Policy":
-        return replace(self, **changes)
-
 
 # ------------------------------------------------------------------- helpers
 def technique_applies(technique: str, layer: Any) -> bool:
@@ -423,6 +422,15 @@ def technique_applies(technique: str, layer: Any) -> bool:
 
         return bool(is_clusterable(layer))
     raise ValueError(f"Unknown technique {technique!r}.")
+
+
+def _pruned_by_default(layer: Any) -> bool:
+    """False for layers the layer-layout table keeps dense unless a rule asks (depthwise kernels: a handful of
+    weights per channel, so pruning them costs accuracy and saves almost nothing; TFMOT does the same)."""
+    from kopt.core.layers import layout_of
+
+    layout = layout_of(layer)
+    return layout is None or layout.prune_by_default
 
 
 def _settings_dict(settings: Any) -> dict[str, Any]:
@@ -476,6 +484,18 @@ def _check_int(name: str, value: Any, minimum: int | None = None, maximum: int |
 def _check_bool(name: str, value: Any) -> None:
     if not isinstance(value, bool):
         raise PolicyError(f"{name} must be true or false, got {value!r}.")
+
+
+def _check_scheme(scheme: Any) -> None:
+    """A scheme is valid when registered: built-in, or added with ``kopt.quantization.register_scheme``."""
+    from kopt.quantization import available_schemes
+
+    if scheme not in available_schemes():
+        raise PolicyError(
+            f"Unknown quantize.scheme {scheme!r}; registered: {available_schemes()}. A scheme of your own must be "
+            "registered with kopt.quantization.register_scheme before the policy is made (on the command line: "
+            "--plugin MODULE imports the module that registers it)."
+        )
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:

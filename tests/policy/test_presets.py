@@ -1,9 +1,9 @@
-"""kopt.presets: every named preset builds, knobs apply where they make sense, errors list the choices."""
+"""kopt.policy.presets: every named preset builds, knobs apply where they make sense, errors list the choices."""
 
 import pytest
 
 from kopt.policy import Policy, PolicyError
-from kopt.presets import PRESET_NAMES
+from kopt.policy.presets import PRESET_NAMES
 
 pytestmark = pytest.mark.backends
 

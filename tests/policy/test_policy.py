@@ -90,7 +90,7 @@ def test_ambiguous_rules_of_the_same_kind_are_an_error():
         (lambda: PruneSettings(begin_step=10, end_step=5), r"end_step=5 is before prune.begin_step=10"),
         (lambda: PruneSettings(m_by_n=(4, 2)), r"0 < M < N"),
         (lambda: ClusterSettings(number_of_clusters=0), r"number_of_clusters must be >= 1, got 0"),
-        (lambda: ClusterSettings(init="kmeans"), r"Unknown cluster.init 'kmeans'; valid: \['kmeans\+\+'"),
+        (lambda: ClusterSettings(init="kmeans"), r"Unknown cluster.init 'kmeans'; valid: \['linear', 'random', 'density', 'kmeans\+\+'\]"),
         (lambda: QuantizeSettings(bits=16), r"quantize.bits must be in \[2, 8\], got 16"),
         (lambda: QuantizeSettings(scheme="int4"), r"Unknown quantize.scheme 'int4'"),
         (lambda: Policy(target="gpu"), r"Unknown target 'gpu'; valid: \['int8', 'edgetpu', 'micro'\]"),

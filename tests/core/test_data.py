@@ -1,0 +1,118 @@
+"""Bad data is refused before the first training step, with the argument and the first bad index named."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import kopt
+from kopt.core.data import check_data
+from kopt.errors import InvalidArgumentError, UnsupportedModelError
+from tests.optimize_testing import compile_model, digits, tiny_dense
+
+
+class StepCounter(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.steps = 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.steps += 1
+
+
+def corrupt(kind: str, index: int, x: np.ndarray, y: np.ndarray, w: np.ndarray):
+    """One kind of bad data, placed at ``index``."""
+    x, y, w = x.copy(), y.copy(), w.copy()
+    if kind == "nan_x":
+        x[index, 2, 3, 0] = np.nan
+    elif kind == "inf_weight":
+        w[index] = np.inf
+    elif kind == "label_range":
+        y[index] = 10 + index % 3
+    elif kind == "negative_label":
+        y[index] = -1
+    elif kind == "empty":
+        x, y, w = x[:0], y[:0], w[:0]
+    elif kind == "short_labels":
+        y = y[: index + 1]
+    elif kind == "sample_shape":
+        x = x[:, :, :7]
+    elif kind == "text":
+        x = x.astype(str)
+    elif kind == "one_hot_with_sparse_loss":
+        y = np.eye(10, dtype="float32")[y]
+    return x, y, w
+
+
+KINDS = ["nan_x", "inf_weight", "label_range", "negative_label", "empty", "short_labels", "sample_shape", "text",
+         "one_hot_with_sparse_loss"]
+MESSAGES = {
+    "nan_x": "train_data x holds NaN or Inf (first in sample {i}",
+    "inf_weight": "train_data sample_weight holds NaN or Inf (first in sample {i}",
+    "label_range": "at index {i} is not a class",
+    "negative_label": "label -1 at index {i}",
+    "empty": "train_data x is empty",
+    "short_labels": "{n} labels for 64 input samples",
+    "sample_shape": "samples of shape (8, 7, 1) do not fit the model's input shape (8, 8, 1)",
+    "text": "has dtype <U",
+    "one_hot_with_sparse_loss": "look one-hot, but the loss 'sparse_categorical_crossentropy'",
+}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return compile_model(tiny_dense())
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from(KINDS), index=st.integers(0, 63), policy=st.sampled_from(["prune", "pcqat", "qat"]))
+def test_optimize_refuses_corrupted_data_before_any_training_step(model, kind, index, policy):
+    x, y, _, _ = digits(train=64)
+    x, y, w = corrupt(kind, index, x, y, np.ones(64, "float32"))
+    counter = StepCounter()
+    with pytest.raises(InvalidArgumentError) as error:
+        kopt.optimize(model, policy, train_data=(x, y, w), epochs=1, verbose=0, callbacks=[counter])
+    assert MESSAGES[kind].format(i=index, n=index + 1) in str(error.value)
+    assert counter.steps == 0
+
+
+def test_validation_and_representative_data_are_checked_too(model):
+    x, y, xv, yv = digits(train=64, val=32)
+    xv = xv.copy()
+    xv[5, 0, 0, 0] = np.inf
+    with pytest.raises(InvalidArgumentError, match=r"validation_data x holds NaN or Inf \(first in sample 5"):
+        kopt.optimize(model, "prune", train_data=(x, y), validation_data=(xv, yv), verbose=0)
+    with pytest.raises(InvalidArgumentError, match="representative_data: samples of shape"):
+        kopt.optimize(model, "ptq", train_data=(x, y), representative_data=x[:, :4], verbose=0)
+
+
+def test_datasets_are_checked_on_their_first_batch(model):
+    import tensorflow as tf
+
+    x, y, _, _ = digits(train=64)
+    with pytest.raises(InvalidArgumentError, match="tf.data.Dataset yields no element"):
+        check_data(model, tf.data.Dataset.from_tensor_slices((x, y)).take(0), argument="train_data")
+    bad = y.copy()
+    bad[3] = 12
+    with pytest.raises(InvalidArgumentError, match=r"train_data \(first batch\) y: label 12 at index 3"):
+        check_data(model, tf.data.Dataset.from_tensor_slices((x, bad)).batch(16), argument="train_data",
+                   loss="sparse_categorical_crossentropy")
+    check_data(model, tf.data.Dataset.from_tensor_slices((x, y)).batch(16), argument="train_data")  # fine
+
+
+def test_one_hot_labels_are_right_for_a_categorical_loss_and_indices_are_not(model):
+    x, y, _, _ = digits(train=32)
+    check_data(model, (x, np.eye(10)[y]), argument="train_data", loss="categorical_crossentropy")
+    with pytest.raises(InvalidArgumentError, match="are class indices, but the loss 'categorical_crossentropy'"):
+        check_data(model, (x, y), argument="train_data", loss=keras.losses.CategoricalCrossentropy())
+
+
+def test_a_string_or_unbuilt_model_is_an_unsupported_model():
+    x, y, _, _ = digits(train=32)
+    with pytest.raises(UnsupportedModelError, match="needs a keras.Model, got str"):
+        kopt.optimize("model.keras", "prune", train_data=(x, y))
+    with pytest.raises(UnsupportedModelError, match="is not built"):
+        kopt.optimize(keras.Sequential([keras.layers.Dense(3)]), "prune", train_data=(x, y))

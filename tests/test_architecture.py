@@ -1,0 +1,52 @@
+"""The layout holds: no import cycle between kopt's packages and top-level modules (lazy imports included)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import networkx as nx
+
+KOPT = Path(__file__).resolve().parents[1] / "kopt"
+
+
+def _unit(module: str) -> str | None:
+    """``kopt.X`` for any module inside package or module ``X`` (None for names outside kopt)."""
+    parts = module.split(".")
+    if parts[0] != "kopt" or len(parts) < 2:
+        return None
+    name = parts[1]
+    return f"kopt.{name}" if (KOPT / name).is_dir() or (KOPT / f"{name}.py").is_file() else None
+
+
+def import_graph() -> nx.DiGraph:
+    graph = nx.DiGraph()
+    for path in KOPT.rglob("*.py"):
+        module = ".".join(path.relative_to(KOPT.parent).with_suffix("").parts).removesuffix(".__init__")
+        source = _unit(module)
+        if source is None:
+            continue  # kopt/__init__.py: the public face imports everything
+        graph.add_node(source)
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            for target in targets:
+                unit = _unit(target)
+                if unit is not None and unit != source:
+                    graph.add_edge(source, unit)
+    return graph
+
+
+def test_no_import_cycle_between_packages():
+    graph = import_graph()
+    assert {"kopt.core", "kopt.metrics", "kopt.policy", "kopt.graph", "kopt.export"} <= set(graph)
+    assert list(nx.simple_cycles(graph)) == []
+
+
+def test_the_floor_imports_nothing_above_it():
+    graph = import_graph()
+    assert set(graph.successors("kopt.metrics")) <= {"kopt.errors"}
+    assert set(graph.successors("kopt.core")) <= {"kopt.errors"}
