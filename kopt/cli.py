@@ -87,7 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     auto.add_argument("--max-accuracy-drop", type=float, metavar="FRACTION",
                       help="largest drop of int8 validation accuracy below the float model (default: 0.01)")
     auto.add_argument("--max-size", type=int, metavar="BYTES", help="largest zipped .tflite size")
-    auto.add_argument("--target", choices=("int8", "edgetpu"), help="edgetpu: only fully mapped models (default: int8)")
+    auto.add_argument("--target", choices=("int8", "edgetpu", "micro"),
+                      help="edgetpu: only fully mapped models; micro: TFLM-compressed, runs in TFLite Micro "
+                      "(default: int8)")
+    auto.add_argument("--max-flash", type=int, metavar="BYTES", help="--target micro: largest raw .tflite (flash)")
+    auto.add_argument("--max-arena", type=int, metavar="BYTES", help="--target micro: largest TFLM tensor arena (RAM)")
     auto.add_argument("--max-candidates", type=int, metavar="N", help="measure at most N candidates")
     auto.add_argument("--max-seconds", type=float, metavar="S", help="start no candidate after S seconds")
 
@@ -101,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("model", metavar="MODEL.tflite")
     ins.add_argument("--json", action="store_true", help="print JSON instead of text")
     ins.add_argument("--require-edgetpu", action="store_true", help="exit with 1 unless the model is fully mapped")
+    ins.add_argument("--require-micro", action="store_true", help="exit with 1 unless TFLite Micro runs the model")
 
     pol = commands.add_parser(
         "policy",
@@ -122,6 +127,8 @@ BUDGET_OPTIONS = {
     "target": "target",
     "max_candidates": "max_candidates",
     "max_seconds": "max_seconds",
+    "max_flash": "max_flash_bytes",
+    "max_arena": "max_arena_bytes",
 }
 
 
@@ -336,17 +343,39 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.model!r}: {error}") from error
     except Exception as error:  # noqa: BLE001 - decoded but inconsistent (e.g. an index out of range)
         raise UsageError(_corrupted(args.model, len(model.raw), error)) from error
+    micro = _micro_report(model, required=args.require_micro)
     if args.json:
-        print(json.dumps({"summary": summary.to_dict(), "edgetpu": edgetpu.to_dict()}, indent=2))
+        out = {"summary": summary.to_dict(), "edgetpu": edgetpu.to_dict()}
+        if micro is not None:
+            out["micro"] = micro.to_dict()
+        print(json.dumps(out, indent=2))
     else:
         print(summary)
         print()
         print(edgetpu)
+        if micro is not None:
+            print()
+            print(micro)
+    if args.require_micro and not micro.runs:
+        raise JobFailed(f"TFLite Micro cannot run the model: {micro.errors[0] if micro.errors else 'unknown error'}")
     if args.require_edgetpu and not edgetpu.fully_mapped:
         from kopt.stages import edgetpu_problem
 
         raise JobFailed(edgetpu_problem(edgetpu))
     return EXIT_OK
+
+
+def _micro_report(model: Any, *, required: bool) -> Any:
+    """The TFLite Micro check when ``tflite-micro`` is installed (``kopt[micro]``), else None."""
+    try:
+        import tflite_micro  # noqa: F401
+    except ImportError as error:
+        if required:
+            raise UsageError("--require-micro needs the tflite-micro package: pip install 'kopt[micro]'") from error
+        return None
+    from kopt.export import check_micro
+
+    return check_micro(model)
 
 
 def cmd_policy(args: argparse.Namespace) -> int:

@@ -458,6 +458,8 @@ def lower_stage(
             raise NotFullyMappedError(message)
         report.notes.append(message)
         warnings.warn(message, stacklevel=2)
+    if plan.policy.target == "micro":  # accuracy above is LiteRT's on the uncompressed file
+        tflite = _micro_file(tflite, eval_data or (representative_data, None), report)
     log(f"[kopt] {report.summary()}")
     kernels: dict[str, np.ndarray] = {}
     from kopt.report import tflite_weights
@@ -466,6 +468,19 @@ def lower_stage(
         if layer is not None and values.ndim >= 2 and values.size > kernels.get(layer, np.zeros(0)).size:
             kernels[layer] = values
     return StageResult("int8", None, report, kernels=kernels, tflite=tflite, edgetpu=edgetpu)
+
+
+def _micro_file(tflite: bytes, data: tuple, report: Any) -> bytes:
+    """The TFLM-compressed file (:func:`kopt.export.micro.compress`), its figures in the report's notes."""
+    from kopt.export.micro import check_micro, compress
+
+    result = compress(tflite, x=data[0])
+    micro = check_micro(result.tflite)
+    report.notes.append(f"TFLite Micro: {result.original_bytes:,} -> {result.flash_bytes:,} B flash "
+                        f"({len(result.compressed)} tensor(s) LUT-compressed, bit-identical in TFLM), "
+                        f"arena {micro.arena_bytes or 0:,} B")
+    report.notes.extend(f"TFLite Micro: '{s.name}' left uncompressed: {s.reason}" for s in result.skipped)
+    return result.tflite
 
 
 def edgetpu_problem(report: Any) -> str:

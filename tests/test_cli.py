@@ -87,6 +87,17 @@ def test_inspect_prints_summary_and_edgetpu_report(files, capsys):
     assert "CONV_2D" in out and "(fully mapped)" in out and "Number of operations that will run on CPU: 0" in out
 
 
+def test_inspect_shows_the_tflite_micro_check(files, capsys):
+    pytest.importorskip("tflite_micro")
+    path = files / "int8.tflite"
+    assert main(["inspect", str(path), "--require-micro", "--json"]) == 0
+    micro = json.loads(capsys.readouterr().out)["micro"]
+    assert micro["runs"] and micro["flash_bytes"] == path.stat().st_size and micro["arena_bytes"] > 0
+    assert {op["op"] for op in micro["ops"]} >= {"CONV_2D"}
+    assert main(["inspect", str(path)]) == 0
+    assert "TFLite Micro check: runs in TFLM" in capsys.readouterr().out
+
+
 def test_policy_shows_the_resolved_plan(files, capsys):
     assert main(["policy", str(files / "tiny.keras"), "--policy", str(files / "policy.json")]) == 0
     out = capsys.readouterr().out

@@ -1,4 +1,5 @@
-"""Lowering to TFLite (full int8, float16, dynamic range), ``.tflite`` inspection, Edge TPU check.
+"""Lowering to TFLite (full int8, 16x8, float16, dynamic range; TFLM-compressed, sparse), ``.tflite``
+inspection, Edge TPU and TensorFlow Lite Micro checks.
 
 ``to_tflite`` needs TensorFlow (in this process under the TensorFlow backend, in a converter
 subprocess otherwise); everything else reads the flatbuffer with LiteRT's generated schema and
@@ -12,6 +13,7 @@ from kopt.export.flatbuffer import CorruptTFLiteError, TFLiteModel
 from kopt.export.flatbuffer import load as load_tflite
 from kopt.export.inspection import TFLiteSummary, WeightTensor, inspect, tflite_size, weight_tensors, zipped_size
 from kopt.export.lowering import to_tflite
+from kopt.export.micro import MicroReport, check_micro
 from kopt.export.runtime import evaluate, run
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "DEFAULT_CALIBRATION_SAMPLES",
     "ConversionError",
     "EdgeTPUReport",
+    "MicroReport",
     "MissingRangesError",
     "NotFullyIntegerError",
     "OpVerdict",
@@ -26,6 +29,7 @@ __all__ = [
     "TFLiteSummary",
     "WeightTensor",
     "check_edgetpu",
+    "check_micro",
     "evaluate",
     "inspect",
     "load_tflite",

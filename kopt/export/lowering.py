@@ -44,8 +44,11 @@ from kopt.export.calibration import DEFAULT_CALIBRATION_SAMPLES, InputSpec, batc
 from kopt.export.errors import ConversionError, MissingRangesError
 from kopt.validation import check_finite_weights
 
-Mode = Literal["int8", "float16", "dynamic"]
-_MODES = ("int8", "float16", "dynamic")
+Mode = Literal["int8", "int16x8", "float16", "dynamic"]
+_MODES = ("int8", "int16x8", "float16", "dynamic")
+_INTEGER_MODES = ("int8", "int16x8")
+Target = Literal["tflite", "micro"]
+_TARGETS = ("tflite", "micro")
 _FAKE_QUANT_OPS = ("FakeQuantWithMinMaxVars", "FakeQuantWithMinMaxVarsPerChannel", "FakeQuantWithMinMaxArgs")
 
 
@@ -57,6 +60,7 @@ class LoweringOptions:
     io_type: str = "int8"  # "int8", "uint8" or "float32" (int8 mode only)
     batch_size: int | None = 1
     per_channel_dense: bool = False
+    sparse: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,6 +76,8 @@ def to_tflite(
     calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
     per_channel_dense: bool = False,
     isolate: bool | None = None,
+    target: Target = "tflite",
+    sparse: bool = False,
 ) -> bytes:
     """Convert ``model`` to a ``.tflite`` flatbuffer and return its bytes.
 
@@ -86,7 +92,10 @@ def to_tflite(
             integer ops in the graph); ``"uint8"``: uint8 I/O (one QUANTIZE at each end, as in
             Coral's models); False: float I/O with one QUANTIZE at the entry and one DEQUANTIZE
             at the exit.
-        mode: ``"int8"`` (full integer: int8 activations and weights, int32 bias), ``"float16"``
+        mode: ``"int8"`` (full integer: int8 activations and weights, int32 bias), ``"int16x8"``
+            (int16 activations, int8 weights, int64 bias: the converter's 16x8 ops set, for models
+            that lose too much at 8 bits; needs ``representative_data``; I/O int16, or float32
+            with ``int8_io=False``), ``"float16"``
             (float16 weights) or ``"dynamic"`` (int8 weights, float activations; TF leaves
             weight tensors under 1024 elements in float).
         batch_size: static batch of the inputs (1 for the Edge TPU); None keeps it dynamic.
@@ -95,15 +104,23 @@ def to_tflite(
             (TF 2.21's default) instead of per-tensor (the TFLite spec; safe for the Edge TPU).
         isolate: convert in a fresh TensorFlow-backend Python process. Default: only when the
             current Keras backend is not TensorFlow.
+        target: ``"tflite"`` (the converter's file) or ``"micro"``: the integer file for
+            TensorFlow Lite Micro with every tensor of <= 128 distinct values (per tensor or per
+            channel) LUT-compressed, each kept only if the TFLM interpreter's outputs stay
+            bit-identical (:func:`kopt.export.micro.compress`; needs ``tflite-micro``).
+        sparse: store pruned weights in TFLite's sparse format (the converter's
+            ``EXPERIMENTAL_SPARSITY``), verified against the dense file in LiteRT
+            (:mod:`kopt.export.sparse`); the dense file is returned, with a warning, if the
+            sparse one is not smaller or its outputs differ by more than one quantization step.
 
     Raises:
         MissingRangesError: ``mode="int8"`` with neither fake-quant ops nor representative data.
         ConversionError: the converter failed; ``.op`` and ``.layer`` name the culprit.
         NotFullyIntegerError: ``mode="int8"`` but some ops still compute in float.
     """
-    io_type = _validate(model, representative_data, int8_io, mode, batch_size, calibration_samples)
+    io_type = _validate(model, representative_data, int8_io, mode, batch_size, calibration_samples, target, sparse)
     check_finite_weights(model, "kopt.export.to_tflite")
-    options = LoweringOptions(mode, io_type, batch_size, bool(per_channel_dense))
+    options = LoweringOptions(mode, io_type, batch_size, bool(per_channel_dense), bool(sparse))
     specs = input_specs(model)
     data = None
     if representative_data is not None:
@@ -117,6 +134,20 @@ def to_tflite(
         )
     if isolate is None:
         isolate = keras.backend.backend() != "tensorflow"
+    tflite = _lower(model, data, specs, options, isolate)
+    if sparse:
+        from kopt.export import sparse as sparse_export
+
+        dense = _lower(model, data, specs, LoweringOptions(**{**options.to_dict(), "sparse": False}), isolate)
+        tflite = sparse_export.verified(tflite, dense, data, model.name)
+    if target == "micro":
+        from kopt.export import micro
+
+        tflite = micro.compress(tflite, x=data if data is None or len(data) > 1 else data[0]).tflite
+    return tflite
+
+
+def _lower(model, data, specs, options: LoweringOptions, isolate: bool) -> bytes:
     if isolate:
         from kopt.export._subprocess_lower import lower_in_subprocess
 
@@ -166,7 +197,7 @@ def lower_in_process(
                 tflite = bytes(converter.convert())
         except Exception as error:  # noqa: BLE001 - re-raised with the op and layer at fault
             raise diagnostics.conversion_error(error, names) from error
-    if options.mode == "int8":
+    if options.mode in _INTEGER_MODES:
         diagnostics.require_full_integer(tflite, names, calibrated=data is not None)
     return _renamed(tflite, model)
 
@@ -239,6 +270,8 @@ def has_fake_quant(saved_model_dir: str) -> bool:
 
 def _configure(converter, tf, options: LoweringOptions, data, specs, fake_quant: bool, model_name: str) -> None:
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if options.sparse:
+        converter.optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
     if options.mode == "float16":
         converter.target_spec.supported_types = [tf.float16]
         return
@@ -247,7 +280,11 @@ def _configure(converter, tf, options: LoweringOptions, data, specs, fake_quant:
     if data is not None:
         keys = [s.key for s in specs]
         converter.representative_dataset = lambda: batches(data, keys)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+            if options.mode == "int16x8"
+            else tf.lite.OpsSet.TFLITE_BUILTINS_INT8
+        ]
     elif not fake_quant:
         raise MissingRangesError(
             f"mode='int8' needs activation ranges, and model '{model_name}' has neither: it contains no "
@@ -259,13 +296,13 @@ def _configure(converter, tf, options: LoweringOptions, data, specs, fake_quant:
     # A QAT graph without representative data must not request TFLITE_BUILTINS_INT8: TF 2.21 then
     # demands a representative dataset even though every range is known. Full-integer-ness is
     # verified on the result instead.
-    io = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[options.io_type]
+    io = {"int8": tf.int8, "uint8": tf.uint8, "int16": tf.int16, "float32": tf.float32}[options.io_type]
     converter.inference_input_type = io
     converter.inference_output_type = io
     converter._experimental_disable_per_channel_quantization_for_dense_layers = not options.per_channel_dense
 
 
-def _validate(model, representative_data, int8_io, mode, batch_size, calibration_samples) -> str:
+def _validate(model, representative_data, int8_io, mode, batch_size, calibration_samples, target, sparse) -> str:
     """Check every argument before anything runs; return the I/O type."""
     if not isinstance(model, keras.Model):
         raise UnsupportedModelError(f"to_tflite expects a keras.Model, got {type(model).__name__}")
@@ -280,8 +317,23 @@ def _validate(model, representative_data, int8_io, mode, batch_size, calibration
     io_types = {True: "int8", "int8": "int8", "uint8": "uint8", False: "float32"}
     if not isinstance(int8_io, (bool, str)) or int8_io not in io_types:
         raise ValueError(f"int8_io must be True, False, 'int8' or 'uint8', got {int8_io!r}")
-    if mode != "int8" and representative_data is not None:
-        raise ValueError(f"representative_data is only used by mode='int8' (got mode={mode!r})")
+    if mode not in _INTEGER_MODES and representative_data is not None:
+        raise ValueError(f"representative_data is only used by mode='int8' or 'int16x8' (got mode={mode!r})")
+    if target not in _TARGETS:
+        raise ValueError(f"target must be one of {_TARGETS}, got {target!r}")
+    if target == "micro" and mode not in _INTEGER_MODES:
+        raise ValueError(f"target='micro' needs an integer model (mode='int8' or 'int16x8'), got mode={mode!r}")
+    if not isinstance(sparse, bool):
+        raise TypeError(f"sparse must be True or False, got {sparse!r}")
+    if mode == "int16x8":
+        if representative_data is None:
+            raise MissingRangesError(
+                f"mode='int16x8' calibrates the int16 activation ranges of model '{model.name}' from data: pass "
+                "representative_data=<input samples> (quantization-aware training for 16x8 is not supported yet)"
+            )
+        if int8_io == "uint8":
+            raise ValueError("mode='int16x8' has int16 (int8_io=True) or float32 (int8_io=False) I/O, not uint8")
+        return "int16" if int8_io else "float32"
     return io_types[int8_io] if mode == "int8" else "float32"
 
 

@@ -31,8 +31,6 @@ def run(
     keyed by signature input name otherwise. Arrays already in the input tensor's integer
     dtype are fed unchanged.
     """
-    from ai_edge_litert.interpreter import Interpreter
-
     model = load(tflite)
     input_names, input_indices, output_indices = _io(model)
     arrays = _arrange(x, input_names)
@@ -40,8 +38,7 @@ def run(
     if any(len(a) != count for a in arrays):
         raise ValueError(f"inputs have different batch sizes: {[len(a) for a in arrays]}")
 
-    interpreter = Interpreter(model_content=model.raw, num_threads=num_threads)
-    interpreter.allocate_tensors()
+    interpreter = interpreter_for(model.raw, num_threads=num_threads)
     in_details = {d["index"]: d for d in interpreter.get_input_details()}
     out_details = {d["index"]: d for d in interpreter.get_output_details()}
     step = max(1, int(in_details[input_indices[0]]["shape"][0])) if in_details[input_indices[0]]["shape"].size else 1
@@ -61,6 +58,26 @@ def run(
             collected[k].append(value[: min(step, count - start)])
     outputs = [np.concatenate(parts) if parts else np.zeros((0,)) for parts in collected]
     return outputs[0] if len(outputs) == 1 else outputs
+
+
+def interpreter_for(tflite: bytes, *, num_threads: int | None = None):
+    """A LiteRT interpreter with tensors allocated. XNNPACK (the default delegate) refuses some
+    valid files, e.g. sparse int8 FULLY_CONNECTED weights: those run on LiteRT's builtin kernels."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(model_content=tflite, num_threads=num_threads)
+    try:
+        interpreter.allocate_tensors()
+    except RuntimeError as error:
+        if "delegate" not in str(error).lower():
+            raise
+        interpreter = Interpreter(
+            model_content=tflite,
+            num_threads=num_threads,
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        )
+        interpreter.allocate_tensors()
+    return interpreter
 
 
 def evaluate(tflite: TFLiteSource, x: Any, y: np.ndarray, *, num_threads: int | None = None) -> float:

@@ -36,7 +36,7 @@ from kopt.errors import KoptError
 
 SCHEDULES = ("polynomial", "constant")
 QUANTIZE_MODES = ("qat", "ptq")
-TARGETS = ("int8", "edgetpu")
+TARGETS = ("int8", "edgetpu", "micro")
 MATCH_KINDS = ("name", "path", "class")  # in precedence order
 
 
@@ -230,8 +230,9 @@ class Policy:
 
     ``prune`` / ``cluster`` / ``quantize`` hold the global settings of each technique
     (``None``: technique not used); ``rules`` override them per layer (see module doc).
-    ``target`` is ``"int8"`` (fully-int8 TFLite) or ``"edgetpu"`` (also int8 I/O, batch 1,
-    and the Edge TPU check must report the model fully mapped).
+    ``target`` is ``"int8"`` (fully-int8 TFLite), ``"edgetpu"`` (also int8 I/O, batch 1,
+    and the Edge TPU check must report the model fully mapped) or ``"micro"`` (the int8 file
+    LUT-compressed for TensorFlow Lite Micro, :func:`kopt.export.micro.compress`).
     """
 
     name: str = "custom"

@@ -23,6 +23,13 @@ _PRESETS: dict[str, Callable[[], dict[str, Any]]] = {
         "quantize": QuantizeSettings(scheme="prune_cluster_preserve"),
     },
     "edgetpu": lambda: {"quantize": QuantizeSettings(), "target": "edgetpu"},
+    # PCQAT 50 % / 16 clusters, lowered for TFLite Micro: 4-bit LUT indices in flash (TFLM DECODE).
+    "micro": lambda: {
+        "prune": PruneSettings(sparsity=0.5),
+        "cluster": ClusterSettings(number_of_clusters=16, preserve_sparsity=True),
+        "quantize": QuantizeSettings(scheme="prune_cluster_preserve"),
+        "target": "micro",
+    },
 }
 PRESET_NAMES = tuple(_PRESETS)
 

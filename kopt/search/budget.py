@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from kopt.errors import InvalidArgumentError
 
-TARGETS = ("int8", "edgetpu")
+TARGETS = ("int8", "edgetpu", "micro")
 
 
 class BudgetNotMetWarning(UserWarning):
@@ -23,8 +23,14 @@ class Budget:
             model's, as a fraction (0.01 = 1 point).
         max_size_bytes: largest allowed zipped ``.tflite`` size; once a candidate meets it
             and the accuracy budget, the search stops (smaller is not needed).
-        target: ``"int8"`` (fully-int8 TFLite) or ``"edgetpu"`` (also fully mapped to the Edge
-            TPU per :func:`kopt.export.check_edgetpu`).
+        target: ``"int8"`` (fully-int8 TFLite), ``"edgetpu"`` (also fully mapped to the Edge
+            TPU per :func:`kopt.export.check_edgetpu`) or ``"micro"`` (TFLite Micro: every
+            candidate LUT-compressed for TFLM, :func:`kopt.export.micro.compress`, and it must
+            load and run in the TFLM interpreter, :func:`kopt.export.check_micro`).
+        max_flash_bytes: ``target="micro"`` only: largest allowed raw (compressed) ``.tflite``,
+            what a microcontroller stores in flash. The search stops at the first candidate
+            within it and the accuracy budget, and returns the most accurate that fits.
+        max_arena_bytes: ``target="micro"`` only: largest allowed TFLM tensor arena (RAM).
 
     Search limits (how much work it may do):
         max_candidates: int8 candidates to measure at most (None: no limit).
@@ -40,6 +46,8 @@ class Budget:
     max_candidates: int | None = None
     max_seconds: float | None = None
     m_by_n: tuple[int, int] | None = None
+    max_flash_bytes: int | None = None
+    max_arena_bytes: int | None = None
 
     def __post_init__(self) -> None:
         drop = self.max_accuracy_drop
@@ -53,6 +61,17 @@ class Budget:
             raise InvalidArgumentError(f"Budget.max_size_bytes={self.max_size_bytes!r} must be a positive integer or None.")
         if self.target not in TARGETS:
             raise InvalidArgumentError(f"Budget.target={self.target!r} is not valid; valid targets: {list(TARGETS)}.")
+        for name in ("max_flash_bytes", "max_arena_bytes"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidArgumentError(f"Budget.{name}={value!r} must be a positive integer or None.")
+            if self.target != "micro":
+                raise InvalidArgumentError(
+                    f"Budget.{name} limits a TFLite Micro deployment: use it with target='micro' "
+                    f"(got target={self.target!r})."
+                )
         if self.max_candidates is not None and (
             isinstance(self.max_candidates, bool) or not isinstance(self.max_candidates, int) or self.max_candidates < 1
         ):
@@ -78,3 +97,18 @@ class Budget:
 
     def fits_size(self, zipped_bytes: int) -> bool:
         return self.max_size_bytes is None or zipped_bytes <= self.max_size_bytes
+
+    @property
+    def has_size_limit(self) -> bool:
+        """A size, flash or arena limit: the search may stop at the first candidate that meets it."""
+        return any(v is not None for v in (self.max_size_bytes, self.max_flash_bytes, self.max_arena_bytes))
+
+    def micro_problem(self, report) -> str | None:
+        """Why a :class:`kopt.export.MicroReport` misses the micro limits, or None if it fits."""
+        if not report.runs:
+            return "does not run in TFLite Micro: " + (report.errors[0] if report.errors else "unknown error")
+        if self.max_flash_bytes is not None and report.flash_bytes > self.max_flash_bytes:
+            return f"flash {report.flash_bytes:,} B > budget {self.max_flash_bytes:,} B"
+        if self.max_arena_bytes is not None and report.arena_bytes > self.max_arena_bytes:
+            return f"arena {report.arena_bytes:,} B > budget {self.max_arena_bytes:,} B"
+        return None

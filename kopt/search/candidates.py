@@ -41,6 +41,8 @@ class Candidate:
     status: str = WITHIN
     edgetpu: str | None = None
     notes: list[str] = field(default_factory=list)
+    flash_bytes: int | None = None  # target="micro": the TFLM-compressed file
+    arena_bytes: int | None = None  # target="micro": the TFLM tensor arena it needs
 
     @property
     def within_budget(self) -> bool:
@@ -49,6 +51,8 @@ class Candidate:
     def summary(self) -> str:
         ratio = f" = {self.ratio:.2f}x smaller" if self.ratio else ""
         mapped = f", Edge TPU {self.edgetpu}" if self.edgetpu else ""
+        if self.flash_bytes is not None:
+            mapped += f", TFLM flash {self.flash_bytes:,} B, arena {self.arena_bytes or 0:,} B"
         return (
             f"#{self.index} {self.label}: int8 accuracy {self.int8_accuracy:.4f} ({-self.drop * 100:+.2f} pt), "
             f"zipped {self.zipped_bytes:,} B{ratio}{mapped} -> {self.status} [{self.seconds:.0f}s]"
@@ -106,6 +110,8 @@ class SearchReport:
             keras_acc = "-" if c.keras_accuracy is None else f"{c.keras_accuracy:.4f}"
             ratio = "-" if c.ratio is None else f"{c.ratio:.2f}x"
             status = c.status + (f"; Edge TPU {c.edgetpu}" if c.edgetpu else "")
+            if c.flash_bytes is not None:
+                status += f"; TFLM flash {c.flash_bytes:,} B, arena {c.arena_bytes or 0:,} B"
             rows.append(
                 f"| {mark}{c.index}{mark} | {mark}{c.label}{mark} | {'' if c.parent is None else c.parent} | "
                 f"{c.quantization} | {keras_acc} | {c.int8_accuracy:.4f} | {c.drop * 100:+.2f} | {c.zipped_bytes:,} | "

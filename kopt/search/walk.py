@@ -219,7 +219,7 @@ class Search:
                 rules.append(LayerRule(match=f"name:{layer}", **fields))
         return Policy(
             name="auto", prune=prune, cluster=cluster, quantize=quantize, rules=tuple(rules),
-            target=self.budget.target, validate=False,
+            target="int8" if self.budget.target == "micro" else self.budget.target, validate=False,
         )
 
     def _scheme(self, node: Node) -> str:
@@ -295,6 +295,11 @@ class Search:
             status = f"zipped {zipped:,} B > size budget {self.budget.max_size_bytes:,} B"
         elif self.budget.target == "edgetpu" and not (int8.edgetpu is not None and int8.edgetpu.fully_mapped):
             status = "not fully mapped to the Edge TPU"
+        tflite, micro_report = int8.tflite, None
+        if self.budget.target == "micro":
+            tflite, micro_report, problem = self._micro(int8.tflite)
+            if status == WITHIN and problem:
+                status = problem
         if node.stopped_early:
             notes.append(f"fine-tuning stopped early after epoch {node.stopped_early}: validation accuracy far below budget")
         keras_accuracy = None
@@ -320,14 +325,27 @@ class Search:
             status=status,
             edgetpu=edgetpu,
             notes=notes,
+            flash_bytes=None if micro_report is None else micro_report.flash_bytes,
+            arena_bytes=None if micro_report is None else micro_report.arena_bytes,
         )
         node.candidate = index
         self.candidates.append(candidate)
-        self.artifacts[index] = Artifact(model, int8.tflite, stages, policy, plan, node)
+        self.artifacts[index] = Artifact(model, tflite, stages, policy, plan, node)
         self.log(f"[kopt auto] {candidate.summary()}")
-        if self.budget.max_size_bytes is not None and candidate.within_budget:
+        if self.budget.has_size_limit and candidate.within_budget:
             raise _StopSearch("a candidate met the size and accuracy budget")
         return candidate
+
+    def _micro(self, tflite: bytes) -> tuple[bytes, Any, str | None]:
+        """The TFLM-compressed file (verified on validation inputs), its TFLM report and what misses the budget."""
+        from kopt.export import micro
+
+        x = self.eval_data[0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tensors left uncompressed only cost flash, which is checked
+            compressed = micro.compress(tflite, x=x, samples=micro.DEFAULT_VERIFY_SAMPLES).tflite
+        report = micro.check_micro(compressed)
+        return compressed, report, self.budget.micro_problem(report)
 
     def _quantize(self, node: Node, scheme: str, notes: list[str]) -> tuple[StageResult, str]:
         from kopt.quantization import NotClusteredError
@@ -391,7 +409,9 @@ class Search:
             if not qat.within_budget and qat.drop > self.budget.max_accuracy_drop:
                 self.stop_reason = "neither post-training nor quantization-aware int8 meets the accuracy budget"
                 return
-        pruned, fallback = self._prune_ladder(root)
+        # TFLite Micro stores pruned zeros like any weight (its pruning compression is not implemented):
+        # for a micro flash budget only clustering (LUT indices) shrinks the file.
+        pruned, fallback = (root, None) if self.budget.target == "micro" else self._prune_ladder(root)
         clustered = self._cluster_ladder(pruned)
         if not clustered and fallback is not None:
             self._cluster_ladder(fallback)
@@ -456,7 +476,7 @@ class Search:
                     cluster={name: (k, channelwise) for name, k in counts.items()},
                 )
                 self._train(base, child, "cluster")
-                if self._measure(child, base.candidate).within_budget:
+                if self._climbs(self._measure(child, base.candidate)):
                     per_channel = channelwise
                     break
                 child = None
@@ -464,6 +484,14 @@ class Search:
                 break
             any_within, base, levels = True, child, chosen
         return any_within
+
+    def _climbs(self, candidate: Candidate) -> bool:
+        """Whether the cluster ladder goes on from ``candidate``: within budget, or (micro target)
+        accurate enough and only too large for the device, which the next, smaller rung may fix."""
+        if candidate.within_budget:
+            return True
+        accurate = candidate.drop <= self.budget.max_accuracy_drop + 1e-12
+        return self.budget.target == "micro" and accurate and candidate.status.startswith(("flash", "arena"))
 
     def _rescue(self) -> None:
         """QAT for the smallest near misses that would beat the best candidate within budget."""
@@ -482,6 +510,9 @@ class Search:
     # ------------------------------------------------------------ outcome
     def _choose(self) -> tuple[int, list[str]]:
         within = [c for c in self.candidates if c.within_budget]
+        if within and self.budget.target == "micro" and self.budget.has_size_limit:
+            # Fitting the device is all that counts: the most accurate that fits, then the smallest flash.
+            return min(within, key=lambda c: (-c.int8_accuracy, c.flash_bytes or 0, c.index)).index, []
         if within:
             return min(within, key=lambda c: (c.zipped_bytes, -c.int8_accuracy, c.index)).index, []
         accurate = [c for c in self.candidates if c.drop <= self.budget.max_accuracy_drop + 1e-12]
@@ -508,6 +539,8 @@ class Search:
                 "max_candidates": self.budget.max_candidates,
                 "max_seconds": self.budget.max_seconds,
                 "m_by_n": self.budget.m_by_n,
+                "max_flash_bytes": self.budget.max_flash_bytes,
+                "max_arena_bytes": self.budget.max_arena_bytes,
             },
             baseline_accuracy=self.baseline_accuracy,
             float_zipped_bytes=self.float_zipped,
@@ -558,6 +591,10 @@ def search(
 ) -> SearchOutcome:
     """Run the automatic search (``kopt.optimize(model, "auto", budget=...)`` calls this)."""
     check_classifier(model)
+    if budget.target == "micro":  # fail before any training if tflite-micro is missing
+        from kopt.export.micro import _tflm
+
+        _tflm()
     if training.validation_data is None:
         warnings.warn(
             "kopt.optimize(model, 'auto') got no validation_data: the accuracy budget is checked on the training "

@@ -93,7 +93,7 @@ def test_ambiguous_rules_of_the_same_kind_are_an_error():
         (lambda: ClusterSettings(init="kmeans"), r"Unknown cluster.init 'kmeans'; valid: \['linear', 'random', 'density', 'kmeans\+\+'\]"),
         (lambda: QuantizeSettings(bits=16), r"quantize.bits must be in \[2, 8\], got 16"),
         (lambda: QuantizeSettings(scheme="int4"), r"Unknown quantize.scheme 'int4'"),
-        (lambda: Policy(target="gpu"), r"Unknown target 'gpu'; valid: \['int8', 'edgetpu'\]"),
+        (lambda: Policy(target="gpu"), r"Unknown target 'gpu'; valid: \['int8', 'edgetpu', 'micro'\]"),
         (lambda: LayerRule("path:(", prune=False), r"invalid regular expression"),
         (lambda: LayerRule("x", prune={"sparsty": 0.5}), r"unknown prune setting\(s\) \['sparsty'\]"),
     ],

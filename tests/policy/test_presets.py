@@ -9,7 +9,7 @@ pytestmark = pytest.mark.backends
 
 
 def test_every_preset_builds_and_round_trips():
-    assert set(PRESET_NAMES) == {"prune", "prune_2x4", "cluster", "qat", "ptq", "pqat", "cqat", "pcqat", "edgetpu"}
+    assert set(PRESET_NAMES) == {"prune", "prune_2x4", "cluster", "qat", "ptq", "pqat", "cqat", "pcqat", "edgetpu", "micro"}
     for name in PRESET_NAMES:
         policy = Policy.preset(name)
         assert policy.name == name
@@ -35,7 +35,7 @@ def test_knobs_override_the_preset():
 
 
 def test_unknown_preset_lists_valid_names():
-    with pytest.raises(PolicyError, match=r"Unknown preset 'pqcat'; valid presets: \['prune', .*'edgetpu'\]"):
+    with pytest.raises(PolicyError, match=r"Unknown preset 'pqcat'; valid presets: \['prune', .*'edgetpu', 'micro'\]"):
         Policy.preset("pqcat")
 
 

@@ -72,3 +72,12 @@ def test_report_table_json_and_chart(tmp_path):
     paths = report.save(tmp_path)
     assert (tmp_path / "search.md").read_text().startswith("# kopt automatic search")
     assert png_size(paths["pareto"]) == (800, 500)
+
+
+def test_micro_limits_need_the_micro_target():
+    budget = kopt.Budget(target="micro", max_flash_bytes=10_000, max_arena_bytes=2_000)
+    assert budget.has_size_limit and not kopt.Budget(target="micro").has_size_limit
+    with pytest.raises(InvalidArgumentError, match="max_flash_bytes limits a TFLite Micro deployment"):
+        kopt.Budget(max_flash_bytes=10_000)
+    with pytest.raises(InvalidArgumentError, match=r"max_arena_bytes=0 must be a positive integer"):
+        kopt.Budget(target="micro", max_arena_bytes=0)

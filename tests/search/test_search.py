@@ -184,3 +184,32 @@ def test_auto_runs_under_every_backend():
     assert len(result.search.candidates) == 2 and result.tflite is not None
     _, _, x_val, y_val = digits()
     assert result.search.best.int8_accuracy == evaluate(result.tflite, x_val, y_val)
+
+
+def test_micro_flash_budget_returns_a_tflm_compressed_candidate_that_fits():
+    pytest.importorskip("tflite_micro")
+    from kopt.export import check_micro, load_tflite, to_tflite
+
+    model = trained()
+    x, _, _, _ = digits()
+    plain = len(to_tflite(model, representative_data=x[:100]))
+    budget = kopt.Budget(max_accuracy_drop=0.1, target="micro", max_flash_bytes=plain - 600, max_candidates=4)
+    result = auto(model, budget)
+    first, best = result.search.candidates[0], result.search.best
+    assert first.label == "float + PTQ" and first.status.startswith("flash") and first.flash_bytes > plain - 600
+    assert best.within_budget and "cluster" in best.label and best.flash_bytes <= plain - 600
+    assert not any(c.label.startswith("prune") for c in result.search.candidates)  # pruning saves no flash in TFLM
+    report = check_micro(result.tflite)  # the returned file is the compressed one, as measured
+    assert report.runs and report.compressed_tensors >= 1
+    assert (report.flash_bytes, report.arena_bytes) == (best.flash_bytes, best.arena_bytes)
+    assert any(op.custom_code == "TFLM_DECODE" for op in load_tflite(result.tflite).main.operators)
+    assert "TFLM flash" in result.search.table()
+
+
+def test_micro_choice_is_the_most_accurate_that_fits():
+    search = Search.__new__(Search)
+    search.budget = kopt.Budget(max_accuracy_drop=0.05, target="micro", max_flash_bytes=1000)
+    search.candidates = _synthetic([(0.001, 5000), (0.004, 900), (0.002, 950), (0.003, 800)])
+    for c in search.candidates:
+        c.flash_bytes, c.status = c.zipped_bytes, "within budget" if c.zipped_bytes <= 1000 else "flash"
+    assert search._choose() == (2, [])  # 0.2 pt below float: the most accurate of the three that fit

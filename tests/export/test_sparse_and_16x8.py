@@ -1,0 +1,93 @@
+"""to_tflite(sparse=True) against the dense file in LiteRT; mode="int16x8" against float and int8."""
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+from kopt.export import MissingRangesError, load_tflite, run, to_tflite
+from kopt.export import sparse as sparse_export
+from kopt.export.micro import sparse_tensor_names
+
+
+def _pruned_dense_model(sparsity=0.9):
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential([
+        keras.Input((128,)),
+        layers.Dense(256, activation="relu"),
+        layers.Dense(256, activation="relu"),
+        layers.Dense(10),
+    ])
+    for layer in model.layers:
+        kernel = layer.kernel.numpy()
+        kernel[np.abs(kernel) < np.quantile(np.abs(kernel), sparsity)] = 0.0
+        layer.kernel.assign(kernel)
+    return model
+
+
+@pytest.fixture(scope="module")
+def pruned():
+    model = _pruned_dense_model()
+    x = np.random.default_rng(1).normal(size=(48, 128)).astype("float32")
+    dense = to_tflite(model, representative_data=x)
+    sparse = to_tflite(model, representative_data=x, sparse=True)
+    return model, x, dense, sparse
+
+
+def test_sparse_file_of_a_90_percent_pruned_model_is_under_a_third_and_agrees(pruned):
+    _, x, dense, sparse = pruned
+    assert len(sparse) <= 0.3 * len(dense), (len(sparse), len(dense))
+    assert len(sparse_tensor_names(sparse)) == 3 and not sparse_tensor_names(dense)
+    # LiteRT on both files, raw int8 outputs: at most one quantization step apart.
+    difference = run(sparse, x, dequantize=False).astype(int) - run(dense, x, dequantize=False).astype(int)
+    assert np.abs(difference).max() <= 1
+    report = sparse_export.compare(sparse, dense, x)
+    assert report.agrees and report.size_ratio == len(sparse) / len(dense)
+    assert report.dense_latency_us > 0 and report.sparse_latency_us > 0
+    assert f"{len(sparse)} bytes raw" in str(report)
+
+
+def test_sparse_on_a_dense_model_warns_and_returns_the_dense_file():
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([keras.Input((32,)), layers.Dense(64), layers.Dense(4)])
+    x = np.random.default_rng(2).normal(size=(16, 32)).astype("float32")
+    with pytest.warns(RuntimeWarning, match="returned dense: the converter stored no tensor as sparse"):
+        result = to_tflite(model, representative_data=x, sparse=True)
+    assert not sparse_tensor_names(result)
+    assert len(result) == len(to_tflite(model, representative_data=x))
+
+
+def _regression_model():
+    """A 1-D signal regressor with a wide dynamic range inside: a large-gain feature and a small
+    residual, the case where 8-bit activations lose precision."""
+    keras.utils.set_random_seed(11)
+    inputs = keras.Input((64, 1))
+    h = layers.Conv1D(16, 5, padding="same", activation="tanh")(inputs)
+    h = layers.Conv1D(16, 5, padding="same")(h)
+    h = layers.GlobalAveragePooling1D()(h)
+    return keras.Model(inputs, layers.Dense(1)(layers.Dense(32, activation="relu")(h)))
+
+
+def test_int16x8_runs_in_litert_with_int16_activations_and_is_closer_to_float():
+    model = _regression_model()
+    x = np.random.default_rng(3).normal(size=(96, 64, 1)).astype("float32")
+    reference = model.predict(x, verbose=0)
+    int8 = to_tflite(model, representative_data=x[:64])
+    int16 = to_tflite(model, representative_data=x[:64], mode="int16x8")
+    sg = load_tflite(int16).main
+    assert sg.tensors[sg.inputs[0]].dtype == "INT16" and sg.tensors[sg.outputs[0]].dtype == "INT16"
+    weights = [t for t in sg.tensors if t.data is not None and t.dtype in ("INT8", "INT16") and len(t.shape) > 1]
+    assert weights and all(t.dtype == "INT8" for t in weights)
+    error_8 = np.abs(run(int8, x[64:]) - reference[64:]).max()
+    error_16 = np.abs(run(int16, x[64:]) - reference[64:]).max()
+    assert error_16 < error_8 / 10, (error_16, error_8)
+    float_io = to_tflite(model, representative_data=x[:64], mode="int16x8", int8_io=False)
+    assert load_tflite(float_io).main.tensors[load_tflite(float_io).main.inputs[0]].dtype == "FLOAT32"
+
+
+def test_int16x8_needs_representative_data():
+    with pytest.raises(MissingRangesError, match="int16x8"):
+        to_tflite(_regression_model(), mode="int16x8")
+    with pytest.raises(ValueError, match="not uint8"):
+        to_tflite(_regression_model(), mode="int16x8", representative_data=np.zeros((2, 64, 1), "float32"),
+                  int8_io="uint8")
