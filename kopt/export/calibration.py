@@ -237,6 +237,10 @@ def _check_values(array: np.ndarray, spec: InputSpec) -> None:
 
 
 def _check(array: np.ndarray, spec: InputSpec) -> np.ndarray:
+    if len(array) == 0:
+        raise InvalidArgumentError(
+            f"representative_data for input {spec.key!r} is empty: calibration needs samples (a few hundred)."
+        )
     _check_shape(array, spec)
     _check_values(array, spec)
     return np.ascontiguousarray(array.astype(spec.dtype, copy=False))

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from kopt.errors import InvalidArgumentError
 from kopt.export.calibration import DEFAULT_CALIBRATION_SAMPLES, InputSpec, batches, materialize
 
 pytestmark = pytest.mark.backends
@@ -81,6 +82,8 @@ def test_errors_name_the_input():
         materialize(42, ONE)
     with pytest.raises(ValueError, match=">= 1"):
         materialize(np.zeros((2, 3, 2)), ONE, limit=0)
+    with pytest.raises(InvalidArgumentError, match="'x' is empty: calibration needs samples"):
+        materialize(np.zeros((0, 3, 2)), ONE)  # issue 23: was NotFullyIntegerError after the conversion
 
 
 def test_fit_style_tuples_are_read_as_x_for_a_single_input_model():
