@@ -348,10 +348,7 @@ class Policy:
     def from_dict(cls, data: Mapping[str, Any]) -> "Policy":
         if not isinstance(data, Mapping):
             raise PolicyError(f"A policy must be a JSON object, got {type(data).__name__}.")
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise PolicyError(f"Unknown policy field(s) {sorted(unknown)}; valid fields: {sorted(known)}.")
+        _check_fields(data, cls, "policy field(s)")
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
             if key in SETTINGS_TYPES:
@@ -456,13 +453,17 @@ def _replace(base: Any, changes: Mapping[str, Any], where: str) -> Any:
         raise PolicyError(f"{where}: {err}") from None
 
 
+def _check_fields(data: Mapping[str, Any], dataclass_type: type, what: str, context: str = "") -> None:
+    known = {f.name for f in fields(dataclass_type)}
+    unknown = set(data) - known
+    if unknown:
+        raise PolicyError(f"Unknown {what} {sorted(unknown)}{context}; valid fields: {sorted(known)}.")
+
+
 def _rule_from(item: Any) -> LayerRule:
     if not isinstance(item, Mapping):
         raise PolicyError(f"Each policy rule must be an object, got {item!r}.")
-    known = {f.name for f in fields(LayerRule)}
-    unknown = set(item) - known
-    if unknown:
-        raise PolicyError(f"Unknown rule field(s) {sorted(unknown)} in {dict(item)!r}; valid fields: {sorted(known)}.")
+    _check_fields(item, LayerRule, "rule field(s)", context=f" in {dict(item)!r}")
     if "match" not in item:
         raise PolicyError(f"Policy rule {dict(item)!r} has no 'match'.")
     return LayerRule(**item)

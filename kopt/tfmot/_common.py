@@ -70,3 +70,20 @@ def keep_input_shape(wrapper: keras.layers.Layer, layer: keras.layers.Layer) -> 
     if wrapper is not layer and shape is not None and getattr(wrapper, "_input_shape_arg", None) is None:
         wrapper._input_shape_arg = shape
     return wrapper
+
+
+def strip_wrappers(to_strip: Any, wrapper: type, api: str, error: type[Exception]) -> Any:
+    """TFMOT's ``strip_pruning`` / ``strip_clustering``: unwrap only ``wrapper`` layers; a Sequential stays one."""
+    from kopt.graph import map_layers
+    from kopt.graph.model_type import like_input
+
+    if isinstance(to_strip, wrapper):
+        return to_strip.strip()
+    if isinstance(to_strip, keras.Model):
+        model_kind(to_strip, api)
+        stripped = map_layers(to_strip, lambda layer: layer.strip() if isinstance(layer, wrapper) else None)
+        return like_input(to_strip, stripped, api)
+    if isinstance(to_strip, keras.layers.Layer):
+        return to_strip
+    raise error(f"{api} expects a keras Model or Layer, got an object of type {type(to_strip).__name__}.")
+

@@ -21,9 +21,8 @@ from kopt.clustering import (
     is_clusterable,
 )
 from kopt.clustering import cluster_weights as kopt_cluster_weights
-from kopt.graph import analyze, map_layers
-from kopt.graph.model_type import like_input
-from kopt.tfmot._common import check_no_kwargs, keep_input_shape, model_kind, scope
+from kopt.graph import analyze
+from kopt.tfmot._common import check_no_kwargs, keep_input_shape, model_kind, scope, strip_wrappers
 from kopt.wrapper import KoptWrapper
 
 #: Layers TFMOT never clusters (kopt would).
@@ -167,14 +166,4 @@ def _cluster_layer(layer: Any, params: dict) -> Any:
 
 def strip_clustering(to_strip: Any) -> Any:
     """Remove the clustering wrappers (centroids baked into the kernels); other wrappers stay."""
-    if isinstance(to_strip, ClusterWrapper):
-        return to_strip.strip()
-    if isinstance(to_strip, keras.Model):
-        model_kind(to_strip, "strip_clustering")
-        stripped = map_layers(to_strip, lambda layer: layer.strip() if isinstance(layer, ClusterWrapper) else None)
-        return like_input(to_strip, stripped, "strip_clustering")
-    if isinstance(to_strip, keras.layers.Layer):
-        return to_strip
-    raise ClusteringConfigError(
-        f"strip_clustering expects a keras Model or Layer, got an object of type {type(to_strip).__name__}."
-    )
+    return strip_wrappers(to_strip, ClusterWrapper, "strip_clustering", ClusteringConfigError)

@@ -14,12 +14,11 @@ from typing import Any
 import keras
 
 from kopt.errors import InvalidArgumentError, UnsupportedLayerError
-from kopt.graph import analyze, map_layers
-from kopt.graph.model_type import like_input
+from kopt.graph import analyze
 from kopt.sparsity import ConstantSparsity, PruneWrapper, PruningSchedule
 from kopt.sparsity import prune_low_magnitude as kopt_prune_low_magnitude
 from kopt.sparsity.prunable import is_unknown_with_weights
-from kopt.tfmot._common import check_no_kwargs, keep_input_shape, model_kind, scope
+from kopt.tfmot._common import check_no_kwargs, keep_input_shape, model_kind, scope, strip_wrappers
 from kopt.tfmot.sparsity.keras.pruning_policy import PruningPolicy
 from kopt.wrapper import KoptWrapper
 
@@ -115,14 +114,4 @@ def _unknown_error(layers: list[keras.layers.Layer]) -> UnsupportedLayerError:
 
 def strip_pruning(to_strip: Any) -> Any:
     """Remove the pruning wrappers (zeros baked in); other wrappers stay. A Sequential stays Sequential."""
-    if isinstance(to_strip, PruneWrapper):
-        return to_strip.strip()
-    if isinstance(to_strip, keras.Model):
-        model_kind(to_strip, "strip_pruning")
-        stripped = map_layers(to_strip, lambda layer: layer.strip() if isinstance(layer, PruneWrapper) else None)
-        return like_input(to_strip, stripped, "strip_pruning")
-    if isinstance(to_strip, keras.layers.Layer):
-        return to_strip
-    raise InvalidArgumentError(
-        f"strip_pruning expects a keras Model or Layer, got an object of type {type(to_strip).__name__}."
-    )
+    return strip_wrappers(to_strip, PruneWrapper, "strip_pruning", InvalidArgumentError)
