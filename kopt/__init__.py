@@ -13,6 +13,7 @@ from kopt import (
     analysis,
     callbacks,
     clustering,
+    coverage,
     export,
     graph,
     pipeline,
@@ -24,6 +25,7 @@ from kopt import (
     stages,
     training,
 )
+from kopt.coverage import CoverageWarning
 from kopt.policy import Policy
 from kopt.search import Budget
 from kopt.strip import strip
@@ -35,12 +37,14 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "Budget",
+    "CoverageWarning",
     "OptimizeResult",
     "Policy",
     "__version__",
     "analysis",
     "callbacks",
     "clustering",
+    "coverage",
     "export",
     "graph",
     "optimize",

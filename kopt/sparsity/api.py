@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 import keras
 
+from kopt import coverage
 from kopt.errors import UnsupportedLayerError
 from kopt.graph import analyze, clone_layer, map_layers
 from kopt.sparsity.prunable import NotPrunable, is_unknown_with_weights, plan_layer
@@ -29,6 +30,7 @@ class PruningReport:
     wrapped: dict[str, list[str]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     dense_weights: dict[str, dict[str, str]] = field(default_factory=dict)
+    coverage: Any = None  # kopt.coverage.Coverage: kernel weights reached, over the whole model
 
     def __str__(self) -> str:
         lines = [f"Pruning: {len(self.wrapped)} layer(s) wrapped, {len(self.skipped)} left alone."]
@@ -38,6 +40,8 @@ class PruningReport:
                 lines.append(f"           {name}.{weight} stays dense: {reason}")
         for name, reason in self.skipped.items():
             lines.append(f"  skipped  {name}: {reason}")
+        if self.coverage is not None and self.coverage.short:
+            lines.append(self.coverage.message())
         return "\n".join(lines)
 
 
@@ -145,7 +149,11 @@ def _prune_model(
             name=f"prune_{layer.name}",
         )
 
-    return map_layers(model, wrap), report
+    pruned = map_layers(model, wrap)
+    reasons = {**report.skipped}
+    reasons.update({f"{layer}.{weight}": why for layer, dense in report.dense_weights.items() for weight, why in dense.items()})
+    report.coverage = coverage.warn_pruning(pruned, reasons=reasons, stacklevel=4)
+    return pruned, report
 
 
 def _decide(layer: keras.layers.Layer, m_by_n: Any, block_size: Any, report: PruningReport) -> Any:

@@ -147,6 +147,6 @@ def test_mobilenet_v3_small_maps_to_the_edge_tpu_after_qat():
     keras_out = np.asarray(qat.predict(x, verbose=0))
     lite_out = run(tflite, x)
     steps = np.abs(keras_out - lite_out) / step
-    # Random weights: one-step rounding differences grow through 50 layers (measured: mean 1.8 steps, top-1
-    # agreement 0.88; the native HARD_SWISH lowering of the same model: mean 2.1, 0.75).
-    assert np.mean(steps) <= 3.0 and np.mean(keras_out.argmax(-1) == lite_out.argmax(-1)) >= 0.8, steps.mean()
+    # Random weights: one-step rounding differences grow through 50 layers. Measured: mean 1.8 steps, median 1,
+    # max 12; the native HARD_SWISH lowering of the same model: mean 2.1, max 19.
+    assert np.mean(steps) <= 2.5 and np.median(steps) <= 2.0, (steps.mean(), np.median(steps), steps.max())
