@@ -42,6 +42,7 @@ from kopt.errors import UnsupportedModelError
 from kopt.export import diagnostics, renaming
 from kopt.export.calibration import DEFAULT_CALIBRATION_SAMPLES, InputSpec, batches, materialize
 from kopt.export.errors import ConversionError, MissingRangesError
+from kopt.export.rnn import rolled_recurrent_layers, unroll_recurrent_layers
 from kopt.validation import check_finite_weights
 
 Mode = Literal["int8", "float16", "dynamic"]
@@ -117,6 +118,9 @@ def to_tflite(
         )
     if isolate is None:
         isolate = keras.backend.backend() != "tensorflow"
+    if mode == "int8":  # TF 2.21 segfaults calibrating a rolled Keras RNN: lower it unrolled (kopt.export.rnn)
+        model = unroll_recurrent_layers(model)
+        isolate = isolate or bool(rolled_recurrent_layers(model))  # one left inside a composite: keep a crash out
     if isolate:
         from kopt.export._subprocess_lower import lower_in_subprocess
 
