@@ -118,13 +118,26 @@ def to_tflite(
         )
     if isolate is None:
         isolate = keras.backend.backend() != "tensorflow"
+    rolled: list[str] = []
     if mode == "int8":  # TF 2.21 segfaults calibrating a rolled Keras RNN: lower it unrolled (kopt.export.rnn)
         model = unroll_recurrent_layers(model)
-        isolate = isolate or bool(rolled_recurrent_layers(model))  # one left inside a composite: keep a crash out
+        rolled = [layer.name for layer in rolled_recurrent_layers(model)]  # left inside a composite layer
+        isolate = isolate or bool(rolled)  # a converter crash then ends a child process, not this one
     if isolate:
         from kopt.export._subprocess_lower import lower_in_subprocess
 
-        return lower_in_subprocess(model, data, options)
+        try:
+            return lower_in_subprocess(model, data, options)
+        except ConversionError as error:
+            if not rolled:
+                raise
+            raise ConversionError(
+                f"{error}\nThe model has recurrent layer(s) {rolled} inside custom layers that kopt cannot unroll; "
+                "TF 2.21's converter crashes calibrating a rolled Keras RNN to int8. Build them with unroll=True "
+                "(and a fixed sequence length).",
+                op=error.op,
+                layer=rolled[0],
+            ) from error
     return lower_in_process(model, data, specs, options)
 
 
