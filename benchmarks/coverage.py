@@ -57,7 +57,7 @@ def _hub_resnet():
     from keras_hub.models import ResNetBackbone
 
     return ResNetBackbone(
-        input_conv_filters=[16],
+        input_conv_filters=[64],
         input_conv_kernel_sizes=[7],
         stackwise_num_filters=[64, 64, 128],  # keras-hub requires 64 first
         stackwise_num_blocks=[2, 2, 2],
