@@ -14,6 +14,7 @@ from kopt import (
     analysis,
     callbacks,
     clustering,
+    coverage,
     export,
     graph,
     pipeline,
@@ -26,6 +27,7 @@ from kopt import (
     training,
 )
 from kopt.core.layers import Kernel
+from kopt.coverage import CoverageWarning
 from kopt.policy import Policy
 from kopt.registration import register_layer
 from kopt.search import Budget
@@ -39,12 +41,14 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "Budget",
     "Kernel",
+    "CoverageWarning",
     "OptimizeResult",
     "Policy",
     "__version__",
     "analysis",
     "callbacks",
     "clustering",
+    "coverage",
     "export",
     "graph",
     "optimize",

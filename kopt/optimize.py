@@ -15,10 +15,11 @@ from typing import Any, Mapping, Sequence
 import keras
 import numpy as np
 
+from kopt import coverage
 from kopt.core.data import check_data, check_inputs
+from kopt.errors import InvalidArgumentError, UnsupportedModelError
 from kopt.pipeline import run_stages
 from kopt.policy import Plan, Policy, PolicyError
-from kopt.errors import InvalidArgumentError, UnsupportedModelError
 from kopt.report import Report
 from kopt.search import FINETUNE_LEARNING_RATE_SCALE, Budget, SearchReport, search
 from kopt.stages import StageResult, check_plan, edgetpu_problem, stage_names, wrap
@@ -229,6 +230,8 @@ def optimize(
         plan=plan.table(),
         eval_split=training.eval_split,
     )
+    for stage in pipeline.stages:  # a technique that reached less of the model than asked (kopt.coverage)
+        report.warnings.extend(n for n in stage.report.notes if n.startswith(coverage.PREFIX))
     for stage in pipeline.stages:
         if stage.name == "int8" and stage.edgetpu is not None and policy.target == "edgetpu" and not stage.edgetpu.fully_mapped:
             report.warnings.append(edgetpu_problem(stage.edgetpu))

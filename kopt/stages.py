@@ -22,6 +22,7 @@ import numpy as np
 
 from kopt.callbacks_for_model import for_model
 from kopt.errors import KoptError
+from kopt import coverage
 from kopt.graph import analyze, clone_layer, map_layers
 from kopt.policy import ClusterSettings, LayerPlan, Plan, PolicyError, PruneSettings, QuantizeSettings
 from kopt.report import DeployedLayer, StageReport, deployed_layers, keras_stage, main_kernel, tflite_stage
@@ -382,6 +383,8 @@ def train_stage(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         wrapped = wrap(model, plan, stage, steps=steps, seed=seed, notes=notes)
+        if stage == "prune":  # the policy wraps layers itself: say when that reaches too little of the model
+            coverage.warn_pruning(wrapped, plan=plan)
         history = training.fit(wrapped, stage, extra_callbacks=for_model(wrapped))
     for warning in caught:
         if issubclass(warning.category, UserWarning) and str(warning.message) not in notes:

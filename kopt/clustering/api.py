@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping
 import keras
 import numpy as np
 
+from kopt import coverage
 from kopt.clustering.clusterable import clusterable_weights, is_clusterable
 from kopt.clustering.errors import ClusteringConfigError, NotClusterableError
 from kopt.clustering.layout import matrix_shape, normalize_axes
@@ -158,7 +159,10 @@ def cluster_weights(
             return None
         return ClusterWrapper(clone_layer(layer), **plan[id(layer)])
 
-    return like_input(model, map_layers(model, wrap), "cluster_weights")
+    clustered = like_input(model, map_layers(model, wrap), "cluster_weights")
+    chosen_out = {layer.name for layer in layers if id(layer) not in plan and is_clusterable(layer)}
+    coverage.measure(clustered, "cluster", excluded=chosen_out).warn(stacklevel=3)
+    return clustered
 
 
 def _plan(

@@ -42,6 +42,7 @@ from kopt.errors import UnsupportedModelError
 from kopt.export import diagnostics, renaming
 from kopt.export.calibration import DEFAULT_CALIBRATION_SAMPLES, InputSpec, batches, materialize
 from kopt.export.errors import ConversionError, MissingRangesError
+from kopt.export.rnn import rolled_recurrent_layers, unroll_recurrent_layers
 from kopt.validation import check_finite_weights
 
 Mode = Literal["int8", "int16x8", "float16", "dynamic"]
@@ -134,11 +135,16 @@ def to_tflite(
         )
     if isolate is None:
         isolate = keras.backend.backend() != "tensorflow"
-    tflite = _lower(model, data, specs, options, isolate)
+    rolled: list[str] = []
+    if mode == "int8":  # TF 2.21 segfaults calibrating a rolled Keras RNN: lower it unrolled (kopt.export.rnn)
+        model = unroll_recurrent_layers(model)
+        rolled = [layer.name for layer in rolled_recurrent_layers(model)]  # left inside a composite layer
+        isolate = isolate or bool(rolled)  # a converter crash then ends a child process, not this one
+    tflite = _lower(model, data, specs, options, isolate, rolled)
     if sparse:
         from kopt.export import sparse as sparse_export
 
-        dense = _lower(model, data, specs, LoweringOptions(**{**options.to_dict(), "sparse": False}), isolate)
+        dense = _lower(model, data, specs, LoweringOptions(**{**options.to_dict(), "sparse": False}), isolate, rolled)
         tflite = sparse_export.verified(tflite, dense, data, model.name)
     if target == "micro":
         from kopt.export import micro
@@ -147,11 +153,22 @@ def to_tflite(
     return tflite
 
 
-def _lower(model, data, specs, options: LoweringOptions, isolate: bool) -> bytes:
+def _lower(model, data, specs, options: LoweringOptions, isolate: bool, rolled: list[str]) -> bytes:
     if isolate:
         from kopt.export._subprocess_lower import lower_in_subprocess
 
-        return lower_in_subprocess(model, data, options)
+        try:
+            return lower_in_subprocess(model, data, options)
+        except ConversionError as error:
+            if not rolled:
+                raise
+            raise ConversionError(
+                f"{error}\nThe model has recurrent layer(s) {rolled} inside custom layers that kopt cannot unroll; "
+                "TF 2.21's converter crashes calibrating a rolled Keras RNN to int8. Build them with unroll=True "
+                "(and a fixed sequence length).",
+                op=error.op,
+                layer=rolled[0],
+            ) from error
     return lower_in_process(model, data, specs, options)
 
 

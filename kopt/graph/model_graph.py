@@ -202,6 +202,44 @@ class ModelGraph:
         self.outputs = [(new_id, 0) if (n, i) == (node, output_index) else (n, i) for n, i in self.outputs]
         return new_id
 
+    def inline(self, node: str, functional: keras.Model, prefix: str | None = None) -> list[str]:
+        """Replace the call ``node`` by the calls inside ``functional`` (its inputs take the node's inputs).
+
+        ``functional`` is a Functional model standing for what ``node`` computes: one input per
+        tensor entering the node (in slot order) and one output per output of the node. Its
+        calls become nodes named ``prefix + layer name`` (default ``node + "/"``), so later
+        rewrites and range placement see each of them. Returns the new node ids, in order.
+        """
+        inner = _functional_of(functional, role="replacement")
+        in_edges = sorted(self.dag.in_edges(node, data=True), key=lambda e: e[2]["dst_index"])
+        outputs = self.dag.nodes[node]["outputs"]
+        if len(inner.inputs) != len(in_edges) or len(inner.outputs) != len(outputs):
+            raise GraphRewriteError(
+                f"Cannot inline {functional.name!r} at {node!r}: the node takes {len(in_edges)} and gives "
+                f"{len(outputs)} tensors, the model takes {len(inner.inputs)} and gives {len(inner.outputs)}."
+            )
+        tensor_source = {id(t): (u, d["src_index"]) for t, (u, _, d) in zip(inner.inputs, in_edges)}
+        staging = nx.MultiDiGraph()
+        staging.add_nodes_from(u for u, _, _ in in_edges)
+        prefix = f"{node}/" if prefix is None else prefix
+        base = self.dag.nodes[node]["order"]
+        size = sum(len(nodes) for nodes in inner._nodes_by_depth.values()) + 1
+        orders = (base + (k + 1) / (size + 1) for k in itertools.count())
+        _add_functional(staging, inner, prefix, tensor_source, orders)
+        new_nodes = [n for n in staging if "layer" in staging.nodes[n]]
+        clashes = [n for n in new_nodes if n in self.dag]
+        if clashes:
+            raise GraphRewriteError(f"Cannot inline {functional.name!r} at {node!r}: node ids {clashes} already exist.")
+        self.dag.add_nodes_from((n, staging.nodes[n]) for n in new_nodes)
+        self.dag.add_edges_from(staging.edges(data=True))
+        sources = [tensor_source[id(t)] for t in inner.outputs]
+        for _, consumer, key, data in list(self.dag.out_edges(node, keys=True, data=True)):
+            source, index = sources[data["src_index"]]
+            self.dag.add_edge(source, consumer, **{**data, "src_index": index})
+        self.outputs = [sources[i] if n == node else (n, i) for n, i in self.outputs]
+        self.dag.remove_node(node)
+        return sorted(new_nodes, key=lambda n: self.dag.nodes[n]["order"])
+
     # ----------------------------------------------------------------- rebuild
     def rebuild(self, name: str | None = None, clone: bool = False) -> keras.Model:
         """Build a ``keras.Model`` from the graph.

@@ -14,6 +14,7 @@ from typing import Any, Union
 
 import keras
 
+from kopt import coverage
 from kopt.errors import UnsupportedLayerError
 from kopt.graph import ModelGraph, analyze
 from kopt.graph.model_type import like_input
@@ -38,6 +39,7 @@ class QuantizationReport:
     activation_quantizers: int = 0
     shared_ranges: list[list[str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    coverage: Any = None  # kopt.coverage.Coverage: kernels with fake-quantized weights, over the whole model
 
     def __str__(self) -> str:
         lines = [
@@ -168,6 +170,16 @@ def quantize_apply(
 
     _make_names_unique(graph)
     quantized = like_input(model, graph.rebuild(name=model.name), "quantize_apply")
+    left_out = {
+        getattr(graph.layer(n), "name", n) for n, c in configs.items() if c is None and n not in missing and n in graph.dag
+    }
+    reasons = {
+        name: f"no quantization config for {cls}, left in float (unsupported='float'); register one with "
+        "kopt.quantization.register or build the model from its sublayers"
+        for name, cls in report.float_layers
+    }
+    report.coverage = coverage.measure(quantized, "quantize", excluded=left_out, reasons=reasons)
+    report.coverage.warn(stacklevel=3)
     return (quantized, report) if return_report else quantized
 
 

@@ -102,7 +102,7 @@ def register(cls: type, config: ConfigEntry | None = None) -> Any:
 # ----------------------------------------------------------------- activations
 _FUSABLE = {"relu", "relu6", "linear"}
 _FIXED = {"sigmoid", "softmax", "tanh"}
-_OWN_RANGE = {"silu", "swish", "hard_silu", "hard_swish", "leaky_relu", "relu"}
+_OWN_RANGE = {"silu", "swish", "hard_silu", "hard_swish", "hard_sigmoid", "leaky_relu", "relu"}
 
 
 def activation_name(fn: Any) -> str | None:
@@ -327,6 +327,7 @@ def _default_table(weight_bits: int, dense_per_channel: bool) -> dict[type, Conf
         ops_nn.Softmax: fixed,
         ops_nn.Silu: raw_activation,
         ops_nn.HardSilu: raw_activation,
+        ops_nn.HardSigmoid: raw_activation,  # lowered as ADD + RELU6 + MUL (kopt.quantization.hard_activations)
         ops_nn.LeakyRelu: raw_activation,
         ops_image.Resize: resize,
     }

@@ -14,7 +14,9 @@ from typing import Callable, Union
 
 import keras
 
+from kopt.errors import InvalidArgumentError
 from kopt.quantization.config import QuantizeConfig
+from kopt.quantization.hard_activations import decompose_hard_activations
 from kopt.quantization.quantizers import ActivationQuantizer, Quantizer
 from kopt.quantization.registry import USER_REGISTRY, QuantizeRegistry, default_8bit_registry, is_fusable_activation
 from kopt.quantization.transforms import DEFAULT_TRANSFORMS, Transform
@@ -74,6 +76,7 @@ def default_8bit_scheme(
     activation_mode: str = "moving_average",
     decay: float = 0.99,
     dense_per_channel: bool = False,
+    hard_activations: str = "relu6",
 ) -> Scheme:
     """The TFLite int8 scheme, with its options.
 
@@ -82,11 +85,20 @@ def default_8bit_scheme(
     train in Keras but do not lower (TFLite kernels run 8-bit activations).
     ``dense_per_channel`` quantizes Dense kernels per output unit (TF 2.21's converter
     default) instead of per tensor (the TFLite spec and the Edge TPU's reference models).
+    ``hard_activations="relu6"`` (default) writes hard-swish / hard-sigmoid as ADD + RELU6 +
+    MUL, ops the Edge TPU maps; ``"native"`` keeps TFLite's HARD_SWISH op (one op instead of
+    three on a CPU, but the Edge TPU compiler stops at it).
     """
+    if hard_activations not in ("relu6", "native"):
+        raise InvalidArgumentError(f"hard_activations must be 'relu6' or 'native', got {hard_activations!r}.")
+    transforms = DEFAULT_TRANSFORMS
+    if hard_activations == "native":
+        transforms = tuple(t for t in DEFAULT_TRANSFORMS if t is not decompose_hard_activations)
     bits = "" if (weight_bits, activation_bits) == (8, 8) else f"_w{weight_bits}a{activation_bits}"
     return Scheme(
         name=f"default_8bit{bits}",
         registry=default_8bit_registry(weight_bits=weight_bits, dense_per_channel=dense_per_channel),
+        transforms=transforms,
         activation_quantizer=ActivationQuantizer(num_bits=activation_bits, mode=activation_mode, decay=decay),
     )
 

@@ -8,6 +8,8 @@ scheme's lookup and the report) and edits them in place:
 * :func:`split_activations` — a layer whose ``activation`` TFLite cannot fuse (sigmoid,
   swish, softmax...) becomes the linear layer + an ``Activation`` layer, so the layer's
   own output gets a range and the activation gets its rule;
+* :func:`~kopt.quantization.hard_activations.decompose_hard_activations` — hard-swish /
+  hard-sigmoid -> ADD + ReLU6 + MUL ops (the Edge TPU has no HARD_SWISH);
 * :func:`fold_batch_norms` — Conv1D/Conv2D/DepthwiseConv2D/Conv2DTranspose/Dense followed
   by BatchNormalization -> one :class:`FoldedBatchNorm`, whose fake-quant sees the folded
   kernel.
@@ -28,6 +30,7 @@ import numpy as np
 from kopt.core.layers import is_foldable
 from kopt.graph import ModelGraph, Pattern, find_matches, find_nodes
 from kopt.quantization.config import QuantizeConfig
+from kopt.quantization.hard_activations import decompose_hard_activations
 from kopt.quantization.registry import activation_name, layer_activation_fusable
 from kopt.quantization.wrapper import FoldedBatchNorm
 
@@ -230,4 +233,9 @@ def fold_batch_norms(ctx: TransformContext) -> None:
 
 
 #: The transforms of the default 8-bit scheme, in order.
-DEFAULT_TRANSFORMS: tuple[Transform, ...] = (split_separable_convs, split_activations, fold_batch_norms)
+DEFAULT_TRANSFORMS: tuple[Transform, ...] = (
+    split_separable_convs,
+    split_activations,
+    decompose_hard_activations,
+    fold_batch_norms,
+)

@@ -8,6 +8,7 @@ from typing import Any, Callable, Sequence
 
 import keras
 
+from kopt import coverage
 from kopt.errors import UnsupportedLayerError
 from kopt.graph import analyze, clone_layer, map_layers
 from kopt.graph.model_type import like_input
@@ -30,6 +31,7 @@ class PruningReport:
     wrapped: dict[str, list[str]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     dense_weights: dict[str, dict[str, str]] = field(default_factory=dict)
+    coverage: Any = None  # kopt.coverage.Coverage: kernel weights reached, over the whole model
 
     def __str__(self) -> str:
         lines = [f"Pruning: {len(self.wrapped)} layer(s) wrapped, {len(self.skipped)} left alone."]
@@ -39,6 +41,8 @@ class PruningReport:
                 lines.append(f"           {name}.{weight} stays dense: {reason}")
         for name, reason in self.skipped.items():
             lines.append(f"  skipped  {name}: {reason}")
+        if self.coverage is not None and self.coverage.short:
+            lines.append(self.coverage.message())
         return "\n".join(lines)
 
 
@@ -155,7 +159,11 @@ def _prune_model(
             name=f"prune_{layer.name}",
         )
 
-    return like_input(model, map_layers(model, wrap), "prune_low_magnitude"), report
+    pruned = like_input(model, map_layers(model, wrap), "prune_low_magnitude")
+    reasons = {**report.skipped}
+    reasons.update({f"{layer}.{weight}": why for layer, dense in report.dense_weights.items() for weight, why in dense.items()})
+    report.coverage = coverage.warn_pruning(pruned, reasons=reasons, stacklevel=4)
+    return pruned, report
 
 
 def _decide(

@@ -159,3 +159,30 @@ def test_rebuild_keeps_batchnorm_statistics_and_training_flag():
     clone = analyze(model).rebuild(clone=True)
     np.testing.assert_array_equal(ops.convert_to_numpy(clone.get_layer("bn").moving_mean), np.arange(4))
     assert_same_predictions(model, clone, np.random.rand(2, 4, 4, 3).astype("float32"))
+
+
+def test_inline_splices_a_functional_in_place_of_a_call_and_checks_arity():
+    from kopt.errors import GraphRewriteError
+
+    inp = keras.Input((6,))
+    hidden = layers.Dense(4, name="d1")(inp)
+    middle = layers.Activation("tanh", name="act")(hidden)
+    model = keras.Model(inp, [layers.Dense(2, name="d2")(middle), middle])  # the replaced call is also an output
+    graph = analyze(model)
+
+    x_in = keras.Input(batch_shape=(None, 4))
+    replacement = keras.Model(x_in, layers.Dense(4, name="r2")(layers.Dense(4, name="r1")(x_in)))
+    wrong = keras.Model([x_in, keras.Input((4,))], x_in)
+    with pytest.raises(GraphRewriteError, match="takes 1 and gives 1.*takes 2"):
+        graph.inline("act", wrong)
+
+    new = graph.inline("act", replacement)
+    assert new == ["act/r1", "act/r2"] and "act" not in graph.dag
+    assert graph.producers("d2") == ["act/r2"] and graph.outputs[1] == ("act/r2", 0)
+    rebuilt = graph.rebuild()
+    x = np.random.rand(3, 6).astype("float32")
+    h = predict(model.get_layer("d1"), x)
+    want = predict(replacement, h)
+    got_d2, got_mid = predict(rebuilt, x)
+    np.testing.assert_allclose(got_mid, want, atol=1e-5)
+    np.testing.assert_allclose(got_d2, predict(model.get_layer("d2"), want), atol=1e-5)

@@ -1,0 +1,281 @@
+"""How much of a model a technique reaches, and a loud warning when it reaches less than asked.
+
+A technique wraps the layers it knows; kernels it cannot see (a Conv2D inside a custom
+composite layer, a layer without a config) stay as they were. This module counts, over every
+kernel of the wrapped model (each float trainable weight of rank >= 2, found through all
+sublayers, so kernels hidden inside composite layers count), which ones the technique's wrappers
+reach, and says which are left and why:
+
+* pruning: warn when the reachable sparsity (requested sparsity x share of kernel weights
+  wrapped) is below 90 % of the requested one;
+* clustering and QAT: warn for every kernel left unclustered / in float, except those the
+  caller chose to leave out (``excluded`` layer names).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+
+#: Pruning must reach at least this share of the requested sparsity over all kernels.
+PRUNE_REACH = 0.9
+#: Every CoverageWarning message starts with this (reports pick the lines out by it).
+PREFIX = "Coverage:"
+
+
+class CoverageWarning(UserWarning):
+    """A technique reached less of the model than asked; the message names each layer left out and why."""
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One kernel of a model: its variable path, its top-level layer (the graph node) and its size."""
+
+    path: str
+    top: str
+    top_class: str
+    inside_composite: bool
+    size: int
+
+
+@dataclass
+class Coverage:
+    """What a technique reached: kernel elements reached / total, and the kernels it missed with reasons."""
+
+    technique: str
+    total: int = 0
+    reached: int = 0
+    missed: list[tuple[Kernel, str]] = field(default_factory=list)
+    requested_sparsity: float | None = None
+    reachable_sparsity: float | None = None
+
+    @property
+    def fraction(self) -> float:
+        return self.reached / self.total if self.total else 1.0
+
+    @property
+    def short(self) -> bool:
+        """Less than asked: pruning under 90 % of the requested sparsity; otherwise any kernel missed."""
+        if self.technique == "prune":
+            requested = self.requested_sparsity or 0.0
+            return requested > 0 and (self.reachable_sparsity or 0.0) < PRUNE_REACH * requested
+        return bool(self.missed)
+
+    def message(self, limit: int = 12) -> str:
+        verb = {"prune": "pruning", "cluster": "clustering", "quantize": "quantization-aware training"}[self.technique]
+        head = f"{PREFIX} {verb} reaches {self.reached}/{self.total} kernel weights ({100 * self.fraction:.1f} %)"
+        if self.technique == "prune":
+            head += (
+                f": at most {100 * (self.reachable_sparsity or 0):.1f} % sparsity over all kernels for the "
+                f"{100 * (self.requested_sparsity or 0):.1f} % requested"
+            )
+        lines = [head + f"; {len(self.missed)} kernel(s) left out:"]
+        for kernel, reason in self.missed[:limit]:
+            lines.append(f"  - {kernel.path} ({kernel.size} weights, in layer {kernel.top!r} {kernel.top_class}): {reason}")
+        if len(self.missed) > limit:
+            lines.append(f"  - ... and {len(self.missed) - limit} more")
+        return "\n".join(lines)
+
+    def warn(self, stacklevel: int = 3) -> None:
+        """Emit a :class:`CoverageWarning` when the technique fell short."""
+        if self.short:
+            warnings.warn(self.message(), CoverageWarning, stacklevel=stacklevel)
+
+
+def _kopt_layer(layer: keras.layers.Layer) -> bool:
+    from kopt.quantization.wrapper import ActivationQuantize, QuantizeWrapper
+    from kopt.wrapper import KoptWrapper
+
+    return isinstance(layer, (KoptWrapper, QuantizeWrapper, ActivationQuantize))
+
+
+def _own_variables(layer: keras.layers.Layer) -> list[keras.Variable]:
+    """Variables the layer created itself (not its sublayers')."""
+    return list(getattr(layer, "_trainable_variables", [])) + list(getattr(layer, "_non_trainable_variables", []))
+
+
+def _is_kernel(variable: keras.Variable) -> bool:
+    return bool(variable.trainable) and len(variable.shape) >= 2 and "float" in str(variable.dtype)
+
+
+def _top_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    from kopt.graph import analyze
+
+    return analyze(model).layers()
+
+
+def kernels(model: keras.Model) -> dict[int, Kernel]:
+    """Every kernel of ``model`` keyed by ``id(variable)`` (kopt's own wrapper variables excluded)."""
+    found: dict[int, Kernel] = {}
+    for top in _top_layers(model):
+        wrapped = top
+        while _kopt_layer(wrapped) and isinstance(getattr(wrapped, "layer", None), keras.layers.Layer):
+            wrapped = wrapped.layer
+        for layer in top._flatten_layers(include_self=True, recursive=True):
+            if _kopt_layer(layer):
+                continue
+            for variable in _own_variables(layer):
+                if id(variable) in found or not _is_kernel(variable):
+                    continue
+                found[id(variable)] = Kernel(
+                    path=variable.path,
+                    top=wrapped.name,
+                    top_class=type(wrapped).__name__,
+                    inside_composite=layer is not wrapped and not _kopt_layer(top),
+                    size=int(np.prod(variable.shape)),
+                )
+    return found
+
+
+def reached_variables(model: keras.Model, technique: str) -> set[int]:
+    """``id``s of the variables the technique's wrappers act on."""
+    from kopt.clustering.wrapper import ClusterWrapper
+    from kopt.quantization.wrapper import QuantizeWrapper
+    from kopt.sparsity.wrapper import PruneWrapper
+
+    reached: set[int] = set()
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if technique == "prune" and isinstance(layer, PruneWrapper) and layer.built:
+            reached.update(id(w.variable) for w in layer.pruned_weights)
+        elif technique == "cluster" and isinstance(layer, ClusterWrapper) and layer.built:
+            reached.update(id(state.weight.variable) for state in layer._clustered)
+        elif technique == "quantize" and isinstance(layer, QuantizeWrapper):
+            inner = layer.layer
+            for attr in layer.quantize_config.weights:
+                variable = getattr(inner, attr, None)
+                if isinstance(variable, keras.Variable):
+                    reached.add(id(variable))
+            if not layer.quantize_config.weights or type(layer).__name__ == "FoldedBatchNorm":
+                reached.update(id(v) for v in inner.weights)  # folded / affine: the wrapper quantizes them
+    return reached
+
+
+def _reason(kernel: Kernel, technique: str, reasons: dict[str, str]) -> str:
+    weight = f"{kernel.top}.{kernel.path.split('/')[-1]}"
+    if weight in reasons or kernel.top in reasons:
+        return reasons.get(weight) or reasons[kernel.top]
+    if kernel.inside_composite:
+        return (
+            f"inside composite layer {kernel.top!r} ({kernel.top_class}), which kopt does not open; "
+            + {
+                "prune": "give it a `get_prunable_weights()` method (kopt.sparsity.PrunableLayer) or build the "
+                "model from its sublayers",
+                "cluster": "give it a `get_clusterable_weights()` method or build the model from its sublayers",
+                "quantize": "register a QuantizeConfig for it (kopt.quantization.register) or build the model "
+                "from its sublayers",
+            }[technique]
+        )
+    return {
+        "prune": "its layer is not pruned",
+        "cluster": "its layer has no clusterable weight kopt knows",
+        "quantize": "its layer is left in float",
+    }[technique]
+
+
+def measure(
+    model: keras.Model,
+    technique: str,
+    *,
+    requested_sparsity: float | None = None,
+    targets: dict[int, float] | None = None,
+    excluded: set[str] = frozenset(),
+    reasons: dict[str, str] | None = None,
+) -> Coverage:
+    """Coverage of the wrapped ``model`` by ``technique`` (``"prune"``, ``"cluster"``, ``"quantize"``).
+
+    Pruning: ``targets`` maps reached variable ids to their final sparsity (default: the
+    requested one); the reachable sparsity is the size-weighted sum over all kernels.
+    ``excluded``: top-level layer names the caller left out on purpose (not counted as missed).
+    ``reasons``: top-level layer name (or ``"layer.weight"``) -> why it was left out (e.g. from a pruning report).
+    """
+    if technique not in ("prune", "cluster", "quantize"):
+        raise ValueError(f"technique must be 'prune', 'cluster' or 'quantize', got {technique!r}.")
+    found = kernels(model)
+    reached = reached_variables(model, technique)
+    coverage = Coverage(technique)
+    removed = 0.0
+    for key, kernel in found.items():
+        if kernel.top in excluded and key not in reached:
+            continue
+        coverage.total += kernel.size
+        if key in reached:
+            coverage.reached += kernel.size
+            removed += kernel.size * (targets or {}).get(key, requested_sparsity or 0.0)
+        else:
+            coverage.missed.append((kernel, _reason(kernel, technique, reasons or {})))
+    coverage.missed.sort(key=lambda item: -item[0].size)
+    if technique == "prune":
+        coverage.requested_sparsity = requested_sparsity
+        coverage.reachable_sparsity = removed / coverage.total if coverage.total else 0.0
+    return coverage
+
+
+def pruning_targets(model: keras.Model) -> tuple[dict[int, float], float]:
+    """Each pruned variable's final sparsity (from its wrapper's schedule) and the size-weighted mean."""
+    from kopt.sparsity.wrapper import PruneWrapper
+
+    targets: dict[int, float] = {}
+    total = weighted = 0.0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if not isinstance(layer, PruneWrapper) or not layer.built:
+            continue
+        target = final_sparsity(layer)
+        for weight in layer.pruned_weights:
+            size = float(np.prod(weight.variable.shape))
+            targets[id(weight.variable)] = target
+            total, weighted = total + size, weighted + size * target
+    return targets, (weighted / total if total else 0.0)
+
+
+def final_sparsity(wrapper: keras.layers.Layer) -> float:
+    """The sparsity a PruneWrapper's schedule (or M:N pattern) ends at."""
+    if wrapper.m_by_n is not None:
+        m, n = wrapper.m_by_n
+        return m / n
+    schedule = wrapper.schedule
+    for attr in ("final_sparsity", "target_sparsity", "sparsity"):
+        value = getattr(schedule, attr, None)
+        if isinstance(value, (int, float)):
+            return float(value)
+    return 0.0
+
+
+def warn_pruning(
+    model: keras.Model, reasons: dict[str, str] | None = None, plan: object = None, stacklevel: int = 3
+) -> Coverage:
+    """Measure a pruning-wrapped model and warn when it cannot reach 90 % of the requested sparsity.
+
+    With a policy ``plan``, layers the policy chose not to prune are not counted against it.
+    """
+    targets, requested = pruning_targets(model)
+    excluded = policy_exclusions(model, plan, "prune") if plan is not None else set()
+    coverage = measure(
+        model, "prune", requested_sparsity=requested, targets=targets, excluded=excluded, reasons=reasons
+    )
+    coverage.warn(stacklevel=stacklevel + 1)
+    return coverage
+
+
+def policy_exclusions(model: keras.Model, plan: object, technique: str) -> set[str]:
+    """Top-level layers a policy plan leaves out on purpose although the technique could take them."""
+    from kopt.clustering.clusterable import is_clusterable
+    from kopt.sparsity.prunable import NotPrunable, plan_layer
+
+    excluded = set()
+    layers = getattr(plan, "layers", {})
+    for layer in _top_layers(model):
+        entry = layers.get(layer.name)
+        if entry is None or _kopt_layer(layer) or getattr(entry, technique, None) is not None:
+            continue
+        if technique == "prune":
+            try:
+                plan_layer(layer)
+            except NotPrunable:
+                continue
+        elif technique == "cluster" and not is_clusterable(layer):
+            continue
+        excluded.add(layer.name)
+    return excluded

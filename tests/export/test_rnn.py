@@ -1,0 +1,108 @@
+"""Recurrent models lower to int8 (unrolled) instead of crashing the process in TF 2.21's converter."""
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+from kopt.errors import UnsupportedLayerError
+from kopt.export import load_tflite, run, to_tflite
+from kopt.export.rnn import rolled_recurrent_layers, unroll_recurrent_layers
+
+pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="lowering needs TensorFlow")
+
+
+def digit_rows():
+    """scikit-learn's digits as sequences: 8 time steps (image rows) of 8 features."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    return (data.images / 16.0).astype("float32"), data.target.astype("int32")
+
+
+def assert_fully_int8(tflite):
+    graph = load_tflite(tflite).main
+    names = {op.name for op in graph.operators}
+    assert not names & {"WHILE", "DEQUANTIZE", "QUANTIZE", "UNIDIRECTIONAL_SEQUENCE_LSTM"}, names
+    for op in graph.operators:
+        for tensor in graph.output_tensors(op):
+            assert tensor.dtype in ("INT8", "INT32"), (op.name, tensor.name, tensor.dtype)
+    return names
+
+
+@pytest.mark.slow
+def test_lstm_classifier_lowers_to_int8_and_keeps_its_accuracy_in_litert():
+    keras.utils.set_random_seed(0)
+    x, y = digit_rows()
+    inp = keras.Input((8, 8))
+    model = keras.Model(inp, layers.Dense(10)(layers.LSTM(32)(inp)))
+    model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(x[:1400], y[:1400], epochs=20, batch_size=32, verbose=0)
+    keras_accuracy = model.evaluate(x[1400:], y[1400:], verbose=0)[1]
+    assert rolled_recurrent_layers(model)  # the user's model is not changed
+    tflite = to_tflite(model, representative_data=x[:100])
+    names = assert_fully_int8(tflite)
+    assert {"FULLY_CONNECTED", "LOGISTIC", "TANH", "MUL"} <= names
+    lite = run(tflite, x[1400:])
+    lite_accuracy = float(np.mean(lite.argmax(-1) == y[1400:]))
+    assert keras_accuracy > 0.85 and lite_accuracy >= keras_accuracy - 0.02, (keras_accuracy, lite_accuracy)
+    assert np.mean(lite.argmax(-1) == model.predict(x[1400:], verbose=0).argmax(-1)) >= 0.97
+
+
+def test_gru_and_bidirectional_lstm_lower_and_run():
+    keras.utils.set_random_seed(1)
+    inp = keras.Input((6, 3))
+    h = layers.GRU(8, return_sequences=True)(inp)
+    h = layers.Bidirectional(layers.LSTM(4))(h)
+    model = keras.Model(inp, layers.Dense(3)(h))
+    unrolled = unroll_recurrent_layers(model)
+    assert rolled_recurrent_layers(unrolled) == []
+    x = np.random.default_rng(0).normal(size=(40, 6, 3)).astype("float32")
+    np.testing.assert_allclose(unrolled.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    tflite = to_tflite(model, representative_data=x)
+    assert_fully_int8(tflite)
+    output = load_tflite(tflite).main
+    step = float(output.tensors[output.outputs[0]].quantization.scales[0])
+    assert np.abs(run(tflite, x) - model.predict(x, verbose=0)).mean() < 4 * step
+
+
+def test_an_rnn_without_a_fixed_length_is_refused_before_the_converter_runs():
+    inp = keras.Input((None, 3))
+    model = keras.Model(inp, layers.Dense(2)(layers.LSTM(4, name="encoder")(inp)))
+    x = np.zeros((4, 5, 3), "float32")
+    with pytest.raises(UnsupportedLayerError, match="'encoder'.*fixed number of time steps.*keras.Input"):
+        to_tflite(model, representative_data=x)
+
+
+@keras.saving.register_keras_serializable(package="kopt_tests")
+class Encoder(layers.Layer):
+    """A composite layer owning an LSTM (rolled): kopt cannot replace it from the model graph."""
+
+    def __init__(self, units=4, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.lstm = layers.LSTM(units)
+
+    def build(self, input_shape):
+        self.lstm.build(input_shape)
+
+    def call(self, x):
+        return self.lstm(x)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.units)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+@pytest.mark.slow
+def test_a_rolled_rnn_inside_a_composite_layer_fails_in_a_child_process_with_a_clear_error():
+    from kopt.export import ConversionError
+
+    inp = keras.Input((5, 3))
+    model = keras.Model(inp, layers.Dense(2)(Encoder(4, name="encoder")(inp)))
+    x = np.random.default_rng(0).normal(size=(8, 5, 3)).astype("float32")
+    with pytest.raises(ConversionError, match=r"(?s)exited with code.*\['lstm.*'\] inside custom layers.*unroll=True"):
+        to_tflite(model, representative_data=x)  # this process survives: the converter crashed in a child
