@@ -25,11 +25,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from _harness import float_tflite, interleaved_train_on_batch, median, timed, write_json  # noqa: E402
 
 import kopt  # noqa: E402
-from _harness import float_tflite, interleaved_train_on_batch, median, timed, write_json  # noqa: E402
-from kopt.export import zipped_size  # noqa: E402
 from kopt.clustering import ClusterWrapper, cluster_weights, clusterable_weights  # noqa: E402
+from kopt.export import zipped_size  # noqa: E402
 
 INPUT_SHAPE = (96, 96, 3)
 BATCH = 64

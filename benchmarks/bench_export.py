@@ -21,11 +21,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from _harness import best_of, timed, write_json  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 from ai_edge_litert.tools import flatbuffer_utils  # noqa: E402
 from keras import layers  # noqa: E402
 
-from _harness import best_of, timed, write_json  # noqa: E402
 from kopt.export import check_edgetpu, inspect, run, to_tflite  # noqa: E402
 from kopt.export.flatbuffer import load  # noqa: E402
 

@@ -29,9 +29,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from _harness import float_tflite, interleaved_train_on_batch, median, write_json  # noqa: E402
 
 import kopt  # noqa: E402
-from _harness import float_tflite, interleaved_train_on_batch, median, write_json  # noqa: E402
 from kopt.sparsity import ConstantSparsity, PolynomialDecay, prune_low_magnitude  # noqa: E402
 
 BATCH = 64

@@ -24,8 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-
 from _harness import interleaved_train_on_batch, median, paired_ratio, timed, write_json  # noqa: E402
+
 from kopt.quantization import quantize_model  # noqa: E402
 
 INPUT_SHAPE = (96, 96, 3)

@@ -27,9 +27,9 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-
 from _compare_setup import conv1d_cnn  # noqa: E402
 from _harness import mnist1d_arrays, write_json  # noqa: E402
+
 from kopt.export import evaluate, load_tflite, run, to_tflite  # noqa: E402
 from kopt.quantization import quantize_model  # noqa: E402
 

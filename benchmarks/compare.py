@@ -41,11 +41,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+import _compare_setup as setup  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-
-import _compare_setup as setup  # noqa: E402
-import kopt  # noqa: E402
 from _harness import (  # noqa: E402
     environment,
     float_tflite,
@@ -60,6 +58,8 @@ from _harness import (  # noqa: E402
     write_markdown,
     zipped_size,
 )
+
+import kopt  # noqa: E402
 from kopt.export import evaluate, to_tflite  # noqa: E402
 
 TFMOT_VENV = HERE / ".tfmot-venv"

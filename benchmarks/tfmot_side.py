@@ -26,12 +26,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import _compare_setup as setup  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402
 import tf_keras as keras  # noqa: E402
-
-import _compare_setup as setup  # noqa: E402
 from _harness import environment, paired_quartiles, paired_ratio, timed, train_step_ratios, write_json  # noqa: E402
 
 sparsity = tfmot.sparsity.keras

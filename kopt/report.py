@@ -28,6 +28,7 @@ import numpy as np
 from kopt.metrics import top1_accuracy, zipped_bytes
 from kopt.wrapper import KoptWrapper
 
+
 # --------------------------------------------------------------- weights
 @dataclass
 class DeployedLayer:

@@ -20,9 +20,9 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
+from kopt import coverage
 from kopt.callbacks_for_model import for_model
 from kopt.errors import KoptError
-from kopt import coverage
 from kopt.graph import analyze, clone_layer, map_layers
 from kopt.policy import ClusterSettings, LayerPlan, Plan, PolicyError, PruneSettings, QuantizeSettings
 from kopt.report import DeployedLayer, StageReport, deployed_layers, keras_stage, main_kernel, tflite_stage

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 import zipfile
-import io
 from pathlib import Path
 
 import numpy as np

@@ -8,7 +8,6 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from tests.optimize_testing import digits, kernel, tiny_cnn, trained_cnn
 
 from kopt.export import NotFullyIntegerError, run, weight_tensors
 from kopt.optimize import OptimizeResult, optimize, prepare
@@ -17,6 +16,7 @@ from kopt.policy import Policy, PolicyError
 from kopt.sparsity import PruneWrapper
 from kopt.stages import NotFullyMappedError, lower_stage
 from kopt.training import CompileSettingsError
+from tests.optimize_testing import digits, kernel, tiny_cnn, trained_cnn
 
 
 @pytest.fixture(scope="module")

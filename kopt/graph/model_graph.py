@@ -27,7 +27,6 @@ from typing import Any, Iterable, Iterator
 
 import keras
 import networkx as nx
-from keras import tree
 from keras.src.models.functional import Functional
 
 from kopt.errors import GraphRewriteError, UnsupportedModelError

@@ -16,13 +16,6 @@ from kopt.quantization.api import (
     quantize_model,
 )
 from kopt.quantization.config import OUTPUT_RULES, QuantizeConfig
-from kopt.quantization.quantizers import (
-    ActivationQuantizer,
-    Quantizer,
-    WeightQuantizer,
-    fake_quant,
-    nudged_range,
-)
 from kopt.quantization.preserve import (
     ClusterPreservingQuantizer,
     NotClusteredError,
@@ -30,6 +23,13 @@ from kopt.quantization.preserve import (
     cluster_preserve_scheme,
     prune_cluster_preserve_scheme,
     prune_preserve_scheme,
+)
+from kopt.quantization.quantizers import (
+    ActivationQuantizer,
+    Quantizer,
+    WeightQuantizer,
+    fake_quant,
+    nudged_range,
 )
 from kopt.quantization.registry import USER_REGISTRY, QuantizeRegistry, default_8bit_registry, register
 from kopt.quantization.schemes import Scheme, available_schemes, default_8bit_scheme, get_scheme, register_scheme

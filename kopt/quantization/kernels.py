@@ -25,6 +25,7 @@ from keras import ops
 from kopt.core.layers import channel_axes_of
 from kopt.substitution import call_with_weights
 
+
 def uses_conv2d_view(layer: keras.layers.Layer) -> bool:
     """A Conv1D computed as a 2-D convolution on its ``(1, k, in, out)`` kernel view."""
     return (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tests.gradient_testing import layer_gradients
 
 

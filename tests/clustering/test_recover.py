@@ -1,9 +1,8 @@
 """recover_clusters: centroids and indices back from a clustered (stripped) weight."""
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 
 from kopt.clustering import ClusterWrapper, layer_clusters, recover_clusters, unique_values
 

@@ -383,7 +383,9 @@ def test_downscaling_resize_is_mapped_with_a_warning():
 
 
 def test_per_channel_dense_gets_a_warning():
-    build = lambda x: layers.Dense(4)(layers.Flatten()(x))
+    def build(x):
+        return layers.Dense(4)(layers.Flatten()(x))
+
     per_tensor = check_edgetpu(lower(build, SHAPE))
     per_channel = check_edgetpu(lower(build, SHAPE, per_channel_dense=True))
     assert not any("per-channel" in w for w in _verdict(per_tensor, "FULLY_CONNECTED").warnings)

@@ -10,11 +10,10 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from export_testing import uniform
 from keras import layers
 
-from export_testing import uniform
-from kopt.export import load_tflite, run, to_tflite, zipped_size
-from kopt.export import lowering, renaming
+from kopt.export import load_tflite, lowering, renaming, run, to_tflite, zipped_size
 from kopt.export.renaming import LayerCatalog, rename_tensors
 from kopt.report import tflite_layer_name
 

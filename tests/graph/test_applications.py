@@ -1,7 +1,7 @@
 """analyze + rebuild reproduce real architectures exactly (keras.applications, weights=None)."""
 
-import numpy as np
 import keras
+import numpy as np
 import pytest
 
 from kopt.graph import analyze

@@ -1,7 +1,7 @@
 """kopt.graph.analyze / ModelGraph.rebuild on hand-built models of every supported shape."""
 
-import numpy as np
 import keras
+import numpy as np
 import pytest
 from keras import layers, ops
 

@@ -1,7 +1,7 @@
 """Pattern matching and graph rewrites (fuse, bypass, insert_after, replace_layer)."""
 
-import numpy as np
 import keras
+import numpy as np
 import pytest
 from keras import layers, ops
 

@@ -9,8 +9,8 @@ from keras import layers
 
 import kopt
 from kopt.clustering import recover_clusters
-from kopt.clustering.recover import Clusters
 from kopt.clustering.layout import to_matrix_np
+from kopt.clustering.recover import Clusters
 from kopt.quantization import (
     ClusterPreservingQuantizer,
     NotClusteredError,

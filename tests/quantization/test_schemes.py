@@ -8,7 +8,7 @@ import pytest
 from keras import layers, ops
 
 import kopt.quantization as kq
-from kopt.quantization import QuantizeWrapper, Quantizer, WeightQuantizer, quantize_model
+from kopt.quantization import Quantizer, QuantizeWrapper, WeightQuantizer, quantize_model
 from kopt.quantization.quantizers import deserialize, serialize
 
 

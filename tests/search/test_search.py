@@ -1,7 +1,6 @@
 """kopt.optimize(model, "auto", budget=...): budget logic, honesty of the measurements, determinism."""
 
 import functools
-import warnings
 
 import keras
 import numpy as np

@@ -1,8 +1,8 @@
 """PruneWrapper trained with model.fit on every backend: sparsity, strip, save/load, M:N, masking."""
 
+import keras
 import numpy as np
 import pytest
-import keras
 from keras import ops
 
 import kopt
