@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
+from kopt.graph import analyze
+
 #: Pruning must reach at least this share of the requested sparsity over all kernels.
 PRUNE_REACH = 0.9
 #: Every CoverageWarning message starts with this (reports pick the lines out by it).
@@ -86,10 +88,7 @@ class Coverage:
 
 
 def _kopt_layer(layer: keras.layers.Layer) -> bool:
-    from kopt.quantization.wrapper import ActivationQuantize, QuantizeWrapper
-    from kopt.wrapper import KoptWrapper
-
-    return isinstance(layer, (KoptWrapper, QuantizeWrapper, ActivationQuantize))
+    return bool(getattr(layer, "kopt_internal", False))
 
 
 def _own_variables(layer: keras.layers.Layer) -> list[keras.Variable]:
@@ -102,8 +101,6 @@ def _is_kernel(variable: keras.Variable) -> bool:
 
 
 def _top_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    from kopt.graph import analyze
-
     return analyze(model).layers()
 
 
@@ -131,26 +128,13 @@ def kernels(model: keras.Model) -> dict[int, Kernel]:
 
 
 def reached_variables(model: keras.Model, technique: str) -> set[int]:
-    """``id``s of the variables the technique's wrappers act on."""
-    from kopt.clustering.wrapper import ClusterWrapper
-    from kopt.quantization.wrapper import QuantizeWrapper
-    from kopt.sparsity.wrapper import PruneWrapper
-
-    reached: set[int] = set()
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if technique == "prune" and isinstance(layer, PruneWrapper) and layer.built:
-            reached.update(id(w.variable) for w in layer.pruned_weights)
-        elif technique == "cluster" and isinstance(layer, ClusterWrapper) and layer.built:
-            reached.update(id(state.weight.variable) for state in layer._clustered)
-        elif technique == "quantize" and isinstance(layer, QuantizeWrapper):
-            inner = layer.layer
-            for attr in layer.quantize_config.weights:
-                variable = getattr(inner, attr, None)
-                if isinstance(variable, keras.Variable):
-                    reached.add(id(variable))
-            if not layer.quantize_config.weights or type(layer).__name__ == "FoldedBatchNorm":
-                reached.update(id(v) for v in inner.weights)  # folded / affine: the wrapper quantizes them
-    return reached
+    """``id``s of the variables the technique's wrappers act on (their ``reached_variables()``)."""
+    return {
+        id(variable)
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if getattr(layer, "technique", None) == technique
+        for variable in layer.reached_variables()
+    }
 
 
 def _reason(kernel: Kernel, technique: str, reasons: dict[str, str]) -> str:
@@ -214,68 +198,30 @@ def measure(
 
 
 def pruning_targets(model: keras.Model) -> tuple[dict[int, float], float]:
-    """Each pruned variable's final sparsity (from its wrapper's schedule) and the size-weighted mean."""
-    from kopt.sparsity.wrapper import PruneWrapper
-
+    """Each pruned variable's final sparsity (its wrapper's ``final_sparsity()``) and the size-weighted mean."""
     targets: dict[int, float] = {}
     total = weighted = 0.0
     for layer in model._flatten_layers(include_self=False, recursive=True):
-        if not isinstance(layer, PruneWrapper) or not layer.built:
+        if getattr(layer, "technique", None) != "prune":
             continue
-        target = final_sparsity(layer)
-        for weight in layer.pruned_weights:
-            size = float(np.prod(weight.variable.shape))
-            targets[id(weight.variable)] = target
+        target = layer.final_sparsity()
+        for variable in layer.reached_variables():
+            size = float(np.prod(variable.shape))
+            targets[id(variable)] = target
             total, weighted = total + size, weighted + size * target
     return targets, (weighted / total if total else 0.0)
 
 
-def final_sparsity(wrapper: keras.layers.Layer) -> float:
-    """The sparsity a PruneWrapper's schedule (or M:N pattern) ends at."""
-    if wrapper.m_by_n is not None:
-        m, n = wrapper.m_by_n
-        return m / n
-    schedule = wrapper.schedule
-    for attr in ("final_sparsity", "target_sparsity", "sparsity"):
-        value = getattr(schedule, attr, None)
-        if isinstance(value, (int, float)):
-            return float(value)
-    return 0.0
-
-
 def warn_pruning(
-    model: keras.Model, reasons: dict[str, str] | None = None, plan: object = None, stacklevel: int = 3
+    model: keras.Model, reasons: dict[str, str] | None = None, excluded: set[str] = frozenset(), stacklevel: int = 3
 ) -> Coverage:
     """Measure a pruning-wrapped model and warn when it cannot reach 90 % of the requested sparsity.
 
-    With a policy ``plan``, layers the policy chose not to prune are not counted against it.
+    ``excluded``: layers left dense on purpose (e.g. by a policy), not counted against it.
     """
     targets, requested = pruning_targets(model)
-    excluded = policy_exclusions(model, plan, "prune") if plan is not None else set()
     coverage = measure(
         model, "prune", requested_sparsity=requested, targets=targets, excluded=excluded, reasons=reasons
     )
     coverage.warn(stacklevel=stacklevel + 1)
     return coverage
-
-
-def policy_exclusions(model: keras.Model, plan: object, technique: str) -> set[str]:
-    """Top-level layers a policy plan leaves out on purpose although the technique could take them."""
-    from kopt.clustering.clusterable import is_clusterable
-    from kopt.sparsity.prunable import NotPrunable, plan_layer
-
-    excluded = set()
-    layers = getattr(plan, "layers", {})
-    for layer in _top_layers(model):
-        entry = layers.get(layer.name)
-        if entry is None or _kopt_layer(layer) or getattr(entry, technique, None) is not None:
-            continue
-        if technique == "prune":
-            try:
-                plan_layer(layer)
-            except NotPrunable:
-                continue
-        elif technique == "cluster" and not is_clusterable(layer):
-            continue
-        excluded.add(layer.name)
-    return excluded

@@ -348,6 +348,23 @@ def wrap(model: keras.Model, plan: Plan, stage: str, *, steps: int | None = None
     raise ValueError(f"Unknown stage {stage!r}; stages: {list(STAGES)}.")
 
 
+def left_dense_by_plan(model: keras.Model, plan: Plan) -> set[str]:
+    """Layers the plan does not prune although they could be: a choice, not a coverage gap."""
+    from kopt.sparsity.prunable import NotPrunable, plan_layer
+
+    excluded = set()
+    for layer in analyze(model).layers():
+        entry = plan.layers.get(layer.name)
+        if entry is None or entry.prune is not None or getattr(layer, "kopt_internal", False):
+            continue
+        try:
+            plan_layer(layer)
+        except NotPrunable:
+            continue
+        excluded.add(layer.name)
+    return excluded
+
+
 def _kernels(layers: dict[str, DeployedLayer]) -> dict[str, np.ndarray]:
     return {name: k for name, layer in layers.items() if (k := main_kernel(layer)) is not None}
 
@@ -384,7 +401,7 @@ def train_stage(
         warnings.simplefilter("always")
         wrapped = wrap(model, plan, stage, steps=steps, seed=seed, notes=notes)
         if stage == "prune":  # the policy wraps layers itself: say when that reaches too little of the model
-            coverage.warn_pruning(wrapped, plan=plan)
+            coverage.warn_pruning(wrapped, excluded=left_dense_by_plan(wrapped, plan))
         history = training.fit(wrapped, stage, extra_callbacks=for_model(wrapped))
     for warning in caught:
         if issubclass(warning.category, UserWarning) and str(warning.message) not in notes:

@@ -19,6 +19,15 @@ from kopt.substitution import call_with_weights
 class KoptWrapper(keras.layers.Wrapper):
     """Base class of kopt's layer wrappers (pruning, clustering, quantization)."""
 
+    #: The technique the wrapper applies (``"prune"``, ``"cluster"``, ``"quantize"``).
+    technique: str | None = None
+    #: Layers kopt inserts (wrappers, activation fake-quants): not the user's own kernels.
+    kopt_internal = True
+
+    def reached_variables(self) -> list[keras.Variable]:
+        """The inner variables the technique acts on (what :mod:`kopt.coverage` counts as reached)."""
+        return []
+
     def transformed_weights(self, training: bool = False) -> list[tuple[keras.Variable, Any]]:
         """Pairs ``(inner variable, tensor to use instead)``; empty means "run the layer as is"."""
         return []

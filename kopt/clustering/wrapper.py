@@ -95,6 +95,8 @@ class ClusterWrapper(KoptWrapper):
             (seeded by ``keras.utils.set_random_seed``) and stores it in the config.
     """
 
+    technique = "cluster"
+
     def __init__(
         self,
         layer: keras.layers.Layer,
@@ -244,6 +246,9 @@ class ClusterWrapper(KoptWrapper):
         )
 
     # ---------------------------------------------------------- serialization
+    def reached_variables(self) -> list[keras.Variable]:
+        return [state.weight.variable for state in self._clustered] if self.built else []
+
     def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),

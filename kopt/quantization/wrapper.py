@@ -48,6 +48,14 @@ class QuantizeWrapper(KoptWrapper):
     converter reads the int8 parameters from.
     """
 
+    technique = "quantize"
+
+    def reached_variables(self) -> list[keras.Variable]:
+        """The weights its config fake-quantizes (a fold or an affine layer: every inner weight)."""
+        if not self.quantize_config.weights:
+            return list(self.layer.weights)
+        return [v for attr in self.quantize_config.weights if isinstance(v := getattr(self.layer, attr, None), keras.Variable)]
+
     def __init__(self, layer: keras.layers.Layer, quantize_config: QuantizeConfig, **kwargs: Any):
         kwargs.setdefault("name", f"quant_{layer.name}")
         super().__init__(layer, **kwargs)
@@ -162,6 +170,9 @@ class FoldedBatchNorm(QuantizeWrapper):
     ``layer`` must have a linear activation; the kernel quantizer is
     ``quantize_config.weights["kernel"]`` (none: a float fold).
     """
+
+    def reached_variables(self) -> list[keras.Variable]:
+        return list(self.layer.weights)  # the folded kernel and bias are both quantized
 
     def __init__(
         self,
@@ -346,6 +357,8 @@ class ActivationQuantize(keras.layers.Layer):
     several tensors (``quantizer.num_calls`` of them, once each per forward pass) it
     gives them one shared range, as a Concatenate's inputs need.
     """
+
+    kopt_internal = True  # inserted by kopt: not one of the user's layers
 
     def __init__(self, quantizer: ActivationQuantizer | dict | None = None, **kwargs: Any):
         super().__init__(**kwargs)

@@ -76,6 +76,8 @@ class PruneWrapper(KoptWrapper):
             called at two places: 2); ``prune_low_magnitude`` sets it from the model graph.
     """
 
+    technique = "prune"
+
     def __init__(
         self,
         layer: keras.layers.Layer,
@@ -204,6 +206,19 @@ class PruneWrapper(KoptWrapper):
         return int(ops.convert_to_numpy(self.pruning_step.value)) // self.calls_per_step
 
     # ------------------------------------------------------------------ config
+    def reached_variables(self) -> list[keras.Variable]:
+        return [weight.variable for weight in self.pruned_weights] if self.built else []
+
+    def final_sparsity(self) -> float:
+        """The sparsity the schedule (or the M:N pattern) ends at."""
+        if self.m_by_n is not None:
+            m, n = self.m_by_n
+            return m / n
+        try:
+            return float(self.schedule.final_sparsity_value)
+        except NotImplementedError:  # a custom schedule that does not say: nothing to hold it to
+            return 0.0
+
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
