@@ -116,3 +116,16 @@ def test_a_string_or_unbuilt_model_is_an_unsupported_model():
         kopt.optimize("model.keras", "prune", train_data=(x, y))
     with pytest.raises(UnsupportedModelError, match="is not built"):
         kopt.optimize(keras.Sequential([keras.layers.Dense(3)]), "prune", train_data=(x, y))
+
+
+def test_multi_input_data_by_name_or_in_order():
+    first, second = keras.Input((3,), name="b"), keras.Input((5,), name="a")
+    merged = keras.layers.Concatenate()([first, second])
+    model = keras.Model({"b": first, "a": second}, keras.layers.Dense(4, activation="softmax")(merged))
+    x = {"a": np.zeros((6, 5), "float32"), "b": np.ones((6, 3), "float32")}  # keys sort unlike the inputs
+    check_data(model, (x, np.zeros(6, int)), argument="train_data", loss="sparse_categorical_crossentropy")
+    with pytest.raises(InvalidArgumentError, match="has 2 input"):
+        check_data(model, (x["a"], np.zeros(6, int)), argument="train_data")
+    x["b"][2, 1] = np.nan
+    with pytest.raises(InvalidArgumentError, match=r"holds NaN or Inf \(first in sample 2"):
+        check_data(model, (x, np.zeros(6, int)), argument="train_data")
