@@ -1,16 +1,3 @@
-"""Same per-test set-up as tests/conftest.py, without the full garbage collection.
+"""Per-test set-up: the lighter Keras reset of tests/keras_state.py (small models only)."""
 
-``keras.backend.clear_session()`` defaults to ``free_memory=True``, a ``gc.collect()`` that
-costs 0.3-0.7 s per test here with TensorFlow, JAX and torch all imported; these tests build
-small models, so resetting Keras' global state is enough.
-"""
-
-import keras
-import pytest
-
-
-@pytest.fixture(autouse=True)
-def _seed():
-    keras.utils.set_random_seed(1234)
-    yield
-    keras.backend.clear_session(free_memory=False)
+from tests.keras_state import light_reset  # noqa: F401 - the autouse fixture named _seed
