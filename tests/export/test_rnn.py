@@ -6,7 +6,7 @@ import pytest
 from keras import layers
 
 from kopt.errors import UnsupportedLayerError
-from kopt.export import load_tflite, run, to_tflite
+from kopt.export import NotFullyIntegerError, load_tflite, run, to_tflite
 from kopt.export.rnn import rolled_recurrent_layers, unroll_recurrent_layers
 
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="lowering needs TensorFlow")
@@ -50,13 +50,12 @@ def test_lstm_classifier_lowers_to_int8_and_keeps_its_accuracy_in_litert():
     assert np.mean(lite.argmax(-1) == model.predict(x[1400:], verbose=0).argmax(-1)) >= 0.97
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known limitation (README): TF 2.21 leaves a float DEQUANTIZE -> SPLIT -> QUANTIZE island in the last "
-    "step of some unrolled recurrent cells (gate outputs left unused are not calibrated), so to_tflite raises "
-    "NotFullyIntegerError naming the cell; strict: this test fails loudly once the island is gone",
-)
-def test_gru_and_bidirectional_lstm_lower_and_run():
+def test_gru_and_bidirectional_lstm_lower_and_run_or_name_the_converters_float_split():
+    """Fully int8 and close to Keras, or the one known converter gap, named (README: not every RNN lowers yet).
+
+    TF 2.21 sometimes (run to run, same inputs) leaves a float DEQUANTIZE -> SPLIT -> QUANTIZE island in the last
+    unrolled step of a cell; then to_tflite must raise NotFullyIntegerError naming that cell and only those ops.
+    """
     keras.utils.set_random_seed(1)
     inp = keras.Input((6, 3))
     h = layers.GRU(8, return_sequences=True)(inp)
@@ -66,7 +65,12 @@ def test_gru_and_bidirectional_lstm_lower_and_run():
     assert rolled_recurrent_layers(unrolled) == []
     x = np.random.default_rng(0).normal(size=(40, 6, 3)).astype("float32")
     np.testing.assert_allclose(unrolled.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
-    tflite = to_tflite(model, representative_data=x)
+    try:
+        tflite = to_tflite(model, representative_data=x)
+    except NotFullyIntegerError as error:
+        assert {op for _, op, _ in error.float_ops} <= {"DEQUANTIZE", "SPLIT", "QUANTIZE"}
+        assert "SPLIT" in {op for _, op, _ in error.float_ops} and "_cell" in (error.layer or "")  # names the cell
+        return
     assert_fully_int8(tflite)
     output = load_tflite(tflite).main
     step = float(output.tensors[output.outputs[0]].quantization.scales[0])
