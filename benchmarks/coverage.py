@@ -98,8 +98,8 @@ def measure(name: str) -> dict:
     import numpy as np
 
     import kopt
-    from kopt.coverage import CoverageWarning
     from kopt.export import check_edgetpu, load_tflite, to_tflite
+    from kopt.technique.coverage import CoverageWarning
 
     keras.utils.set_random_seed(0)
     model = MODELS[name]()

@@ -43,9 +43,9 @@ from kopt.export import check_micro, evaluate, run, to_tflite
 from kopt.export import micro as micro_export
 from kopt.export import sparse as sparse_export
 from kopt.pipeline import run_stages
+from kopt.pipeline.training import CompileSettings, Training
 from kopt.sparsity import ConstantSparsity, prune_low_magnitude
-from kopt.strip import strip
-from kopt.training import CompileSettings, Training
+from kopt.technique.strip import strip
 
 
 def _log(message: str) -> None:

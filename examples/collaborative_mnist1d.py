@@ -40,7 +40,7 @@ from keras import layers  # noqa: E402
 from kopt import Policy  # noqa: E402
 from kopt.export import evaluate, tflite_size, weight_tensors, zipped_size  # noqa: E402
 from kopt.pipeline import run_stages  # noqa: E402
-from kopt.training import CompileSettings, Training  # noqa: E402
+from kopt.pipeline.training import CompileSettings, Training  # noqa: E402
 
 
 # --------------------------------------------------------------------- data

@@ -134,7 +134,7 @@ BUDGET_OPTIONS = {
 
 def load_budget(args: argparse.Namespace) -> Any:
     """The ``kopt.Budget`` of ``--policy auto`` from the budget options (None for any other policy)."""
-    from kopt.errors import InvalidArgumentError
+    from kopt.core.errors import InvalidArgumentError
     from kopt.search import Budget
 
     given = {field: getattr(args, option) for option, field in BUDGET_OPTIONS.items() if getattr(args, option) is not None}
@@ -234,9 +234,9 @@ def compile_overrides(args: argparse.Namespace, model: Any) -> dict[str, Any]:
 # --------------------------------------------------------------- commands
 def cmd_optimize(args: argparse.Namespace) -> int:
     import kopt  # noqa: F401 - registers every kopt class before the model loads
-    from kopt.optimize import optimize
-    from kopt.stages import check_plan
-    from kopt.training import CompileSettings
+    from kopt.api import optimize
+    from kopt.pipeline.stages import check_plan
+    from kopt.pipeline.training import CompileSettings
 
     if args.epochs < 0:
         raise UsageError(f"--epochs must be >= 0, got {args.epochs}.")
@@ -281,7 +281,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         raise JobFailed(result.search.warnings[0])
     edgetpu = result.edgetpu
     if result.policy.target == "edgetpu" and (edgetpu is None or not edgetpu.fully_mapped):
-        from kopt.stages import edgetpu_problem
+        from kopt.pipeline.stages import edgetpu_problem
 
         reason = edgetpu_problem(edgetpu) if edgetpu is not None else "no int8 model was produced"
         raise JobFailed(f"policy {result.policy.name!r} targets the Edge TPU: {reason}")
@@ -359,7 +359,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.require_micro and not micro.runs:
         raise JobFailed(f"TFLite Micro cannot run the model: {micro.errors[0] if micro.errors else 'unknown error'}")
     if args.require_edgetpu and not edgetpu.fully_mapped:
-        from kopt.stages import edgetpu_problem
+        from kopt.pipeline.stages import edgetpu_problem
 
         raise JobFailed(edgetpu_problem(edgetpu))
     return EXIT_OK

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from kopt.errors import InvalidArgumentError
+from kopt.core.errors import InvalidArgumentError
 
 _ZLIB_LEVEL = 6  # zipfile's default DEFLATE level, as zipped_size uses
 

@@ -8,7 +8,7 @@ import pytest
 from keras import layers
 
 import kopt
-from kopt.coverage import CoverageWarning
+from kopt.technique.coverage import CoverageWarning
 
 pytestmark = pytest.mark.backends
 

@@ -8,7 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from kopt.errors import InvalidArgumentError
+from kopt.core.errors import InvalidArgumentError
 from kopt.metrics import top1_accuracy, zipped_bytes, zipped_size
 
 
@@ -77,7 +77,7 @@ def test_litert_evaluate_and_compression_refuse_labels_for_other_samples():
     from export_testing import lower, uniform
 
     from kopt.export import evaluate
-    from kopt.report import compression
+    from kopt.report.summary import compression
 
     tflite = lower(lambda x: keras.layers.Dense(4, activation="softmax")(x), (6,))
     x = uniform((100, 6), seed=3)

@@ -9,13 +9,13 @@ import keras
 import numpy as np
 import pytest
 
+from kopt.api import OptimizeResult, optimize, prepare
 from kopt.export import NotFullyIntegerError, run, weight_tensors
-from kopt.optimize import OptimizeResult, optimize, prepare
-from kopt.plots import png_size
+from kopt.pipeline.stages import NotFullyMappedError, lower_stage
+from kopt.pipeline.training import CompileSettingsError
 from kopt.policy import Policy, PolicyError
+from kopt.report.plots import png_size
 from kopt.sparsity import PruneWrapper
-from kopt.stages import NotFullyMappedError, lower_stage
-from kopt.training import CompileSettingsError
 from tests.optimize_testing import digits, kernel, tiny_cnn, trained_cnn
 
 
@@ -196,7 +196,7 @@ def test_prepare_returns_the_wrapped_model_of_a_stage(trained, data):
     assert all(w.schedule.end_step == 20 for w in wrappers)  # end_step=None -> 2/3 of the steps
     assert wrapped.compiled  # same compile settings as the model, fresh optimizer
     assert wrapped.optimizer is not trained.optimizer
-    from kopt.callbacks import for_model
+    from kopt.pipeline.callbacks import for_model
 
     callbacks = for_model(wrapped)
     assert [type(c).__name__ for c in callbacks] == ["UpdatePruningStep"]
@@ -229,8 +229,8 @@ def test_excluding_a_layer_from_quantization_is_reported_by_lowering(trained, da
 
 @pytest.mark.backends
 def test_prepare_fit_strip_under_every_backend():
-    from kopt.callbacks import for_model
-    from kopt.strip import strip
+    from kopt.pipeline.callbacks import for_model
+    from kopt.technique.strip import strip
     from tests.optimize_testing import compile_model, tiny_dense
 
     x, y, _, _ = digits(train=160)

@@ -8,9 +8,7 @@ import pytest
 
 from kopt.clustering import ClusterWrapper
 from kopt.pipeline import run_stages
-from kopt.policy import ClusterSettings, LayerRule, Policy, PolicyError, PruneSettings, QuantizeSettings
-from kopt.sparsity import ConstantSparsity, PolynomialDecay, PruneWrapper
-from kopt.stages import (
+from kopt.pipeline.stages import (
     check_plan,
     prune_schedule,
     quantization_scheme,
@@ -19,7 +17,9 @@ from kopt.stages import (
     wrap_prune,
     wrap_quantize,
 )
-from kopt.training import CompileSettings, CompileSettingsError, Training, as_arrays, steps_per_epoch_of
+from kopt.pipeline.training import CompileSettings, CompileSettingsError, Training, as_arrays, steps_per_epoch_of
+from kopt.policy import ClusterSettings, LayerRule, Policy, PolicyError, PruneSettings, QuantizeSettings
+from kopt.sparsity import ConstantSparsity, PolynomialDecay, PruneWrapper
 from tests.optimize_testing import compile_model, digits, kernel, tiny_dense
 
 

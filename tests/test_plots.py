@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kopt.plots import pick_layer, pipeline_weight_density, png_size, size_accuracy, weight_density
-from kopt.report import Report, StageReport
-from kopt.stages import StageResult
+from kopt.pipeline.stages import StageResult
+from kopt.report.plots import pick_layer, pipeline_weight_density, png_size, size_accuracy, weight_density
+from kopt.report.summary import Report, StageReport
 
 pytestmark = pytest.mark.backends
 

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 import kopt
 from kopt.cli import main
-from kopt.errors import InvalidArgumentError, UnsupportedLayerError
+from kopt.core.errors import InvalidArgumentError, UnsupportedLayerError
 from kopt.policy import Policy, PolicyError
 from kopt.sparsity import PolynomialDecay, PruneWrapper, prune_low_magnitude
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from kopt.clustering import cluster_weights
-from kopt.report import (
+from kopt.report.summary import (
     Report,
     StageReport,
     compression,
@@ -20,7 +20,7 @@ from kopt.report import (
     zipped_bytes,
 )
 from kopt.sparsity import ConstantSparsity, prune_low_magnitude
-from kopt.strip import strip
+from kopt.technique.strip import strip
 from tests.optimize_testing import digits, tiny_cnn, tiny_dense
 
 
@@ -88,7 +88,7 @@ def test_tflite_stage_figures_and_layer_names():
     assert all(layer.bits == 8 for layer in stage.layers)
     assert stage.layers[0].zipped_bytes == zipped_bytes([tensors[0].values])
 
-    from kopt.report import tflite_stage
+    from kopt.report.summary import tflite_stage
 
     named = tflite_stage("int8", tflite, layer_names=["conv", "fc", "flat"])
     assert [layer.layer for layer in named.layers] == ["conv", "fc"]

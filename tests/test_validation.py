@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import kopt
-from kopt.errors import KoptError, NonFiniteWeightsError
-from kopt.validation import check_finite_weights, non_finite_weights
+from kopt.core.errors import KoptError, NonFiniteWeightsError
+from kopt.core.validation import check_finite_weights, non_finite_weights
 
 pytestmark = pytest.mark.backends
 

@@ -15,7 +15,7 @@ from keras import ops
 
 import kopt
 from kopt.quantization import QuantizeConfig, WeightQuantizer, quantize_annotate_layer, quantize_apply
-from kopt.wrapper import KoptWrapper
+from kopt.technique.wrapper import KoptWrapper
 
 pytestmark = pytest.mark.backends
 

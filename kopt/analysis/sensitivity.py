@@ -31,11 +31,11 @@ from kopt.analysis.techniques import (
     transformed,
     zero_share,
 )
-from kopt.errors import InvalidArgumentError, UnsupportedLayerError
+from kopt.core.errors import InvalidArgumentError, UnsupportedLayerError
+from kopt.core.validation import check_finite_weights
 from kopt.graph import analyze
 from kopt.metrics import top1_predictions, top1_targets
-from kopt.training import as_arrays, num_samples
-from kopt.validation import check_finite_weights
+from kopt.pipeline.training import as_arrays, num_samples
 
 CALLER = "kopt.analysis.sensitivity"
 
@@ -160,7 +160,7 @@ def _select_layers(
     graph: Any, technique: str, names: Sequence[str] | None
 ) -> list[tuple[keras.layers.Layer, str, list[Target]]]:
     """``(layer, node path, weights)`` of the layers to analyse, in execution order."""
-    from kopt.wrapper import KoptWrapper
+    from kopt.technique.wrapper import KoptWrapper
 
     eligible: dict[str, tuple[keras.layers.Layer, str, list[Target]]] = {}
     reasons: dict[str, str] = {}

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from kopt.errors import InvalidArgumentError
+from kopt.core.errors import InvalidArgumentError
 
 #: Levels closer than this are the same level (``0.75`` and ``np.float32(0.75)``).
 _LEVEL_TOLERANCE = 1e-9
@@ -265,7 +265,7 @@ class SensitivityTable:
 
     def plot(self, path: str | Path) -> Path:
         """PNG chart of the drops (:func:`kopt.plots.sensitivity_chart`); needs matplotlib."""
-        from kopt.plots import sensitivity_chart
+        from kopt.report.plots import sensitivity_chart
 
         return sensitivity_chart(self, path)
 

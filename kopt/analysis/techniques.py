@@ -34,7 +34,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kopt.errors import InvalidArgumentError
+from kopt.core.errors import InvalidArgumentError
 
 TECHNIQUES: tuple[str, ...] = ("prune", "cluster", "quantize")
 

@@ -13,15 +13,15 @@ from typing import Any, Callable, Mapping
 import keras
 import numpy as np
 
-from kopt import coverage
 from kopt.clustering.clusterable import clusterable_weights, is_clusterable
 from kopt.clustering.errors import ClusteringConfigError, NotClusterableError
 from kopt.clustering.layout import matrix_shape, normalize_axes
 from kopt.clustering.wrapper import ClusterWrapper, derive_seed, validate_cluster_parameters
+from kopt.core.validation import check_finite_weights
 from kopt.graph import analyze, clone_layer, map_layers
 from kopt.graph.model_type import like_input
-from kopt.validation import check_finite_weights
-from kopt.wrapper import KoptWrapper
+from kopt.technique import coverage
+from kopt.technique.wrapper import KoptWrapper
 
 LAYER_PARAMETERS = ("number_of_clusters", "init", "per_channel", "preserve_sparsity", "gradient_aggregation", "seed")
 

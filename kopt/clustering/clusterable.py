@@ -85,7 +85,7 @@ def registered_weights(layer: keras.layers.Layer) -> dict[str, ChannelAxes] | No
 
 def is_clusterable(layer: keras.layers.Layer) -> bool:
     """Whether kopt can cluster ``layer`` (registered class or protocol; not a kopt wrapper)."""
-    from kopt.wrapper import KoptWrapper
+    from kopt.technique.wrapper import KoptWrapper
 
     if isinstance(layer, KoptWrapper) or not isinstance(layer, keras.layers.Layer):
         return False

@@ -1,6 +1,6 @@
 """Errors raised by :mod:`kopt.clustering` (subclasses of the built-in types users catch anyway)."""
 
-from kopt.errors import KoptError
+from kopt.core.errors import KoptError
 
 
 class ClusteringConfigError(KoptError, ValueError):

@@ -33,7 +33,7 @@ from kopt.clustering.init import INIT_METHODS, initial_centroid_matrix
 from kopt.clustering.layout import from_matrix, from_matrix_np, normalize_axes, to_matrix, to_matrix_np
 from kopt.clustering.recover import Clusters
 from kopt.core.initializers import HostArray
-from kopt.wrapper import KoptWrapper
+from kopt.technique.wrapper import KoptWrapper
 
 GRADIENT_AGGREGATIONS: tuple[str, ...] = ("sum", "mean")
 

@@ -17,7 +17,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from kopt.errors import InvalidArgumentError
+from kopt.core.errors import InvalidArgumentError
 
 
 def check_inputs(model: keras.Model, x: Any, *, argument: str) -> None:

@@ -31,7 +31,7 @@ _BUILTIN_ERRORS = {"ValueError": ValueError, "TypeError": TypeError, "RuntimeErr
 
 def lower_in_subprocess(model: Any, data: list[np.ndarray] | None, options: Any) -> bytes:
     """Save ``model`` to ``.keras``, convert it under ``KERAS_BACKEND=tensorflow``, return the bytes."""
-    from kopt.errors import UnsupportedLayerError
+    from kopt.core.errors import UnsupportedLayerError
     from kopt.export.errors import ConversionError
 
     lambdas = _lambda_layers(model)

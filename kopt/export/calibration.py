@@ -21,7 +21,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from kopt.errors import InvalidArgumentError
+from kopt.core.errors import InvalidArgumentError
 
 #: Samples used for calibration when the caller does not say (TF's docs suggest ~100-500).
 DEFAULT_CALIBRATION_SAMPLES = 100

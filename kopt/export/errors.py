@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kopt.errors import KoptError
+from kopt.core.errors import KoptError
 
 
 class ConversionError(KoptError, RuntimeError):

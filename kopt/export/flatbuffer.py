@@ -18,7 +18,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.tools import flatbuffer_utils
 
-from kopt.errors import KoptError
+from kopt.core.errors import KoptError
 
 TFLiteSource = Union[bytes, bytearray, memoryview, str, os.PathLike, "TFLiteModel"]
 

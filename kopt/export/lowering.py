@@ -38,12 +38,12 @@ from typing import Any, Literal
 import keras
 import numpy as np
 
-from kopt.errors import UnsupportedModelError
+from kopt.core.errors import UnsupportedModelError
+from kopt.core.validation import check_finite_weights
 from kopt.export import diagnostics, renaming
 from kopt.export.calibration import DEFAULT_CALIBRATION_SAMPLES, InputSpec, batches, materialize
 from kopt.export.errors import ConversionError, MissingRangesError
 from kopt.export.rnn import rolled_recurrent_layers, unroll_recurrent_layers
-from kopt.validation import check_finite_weights
 
 Mode = Literal["int8", "int16x8", "float16", "dynamic"]
 _MODES = ("int8", "int16x8", "float16", "dynamic")

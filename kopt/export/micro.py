@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from kopt.errors import KoptError
+from kopt.core.errors import KoptError
 from kopt.export.flatbuffer import Subgraph, Tensor, TFLiteModel, TFLiteSource, load, read_bytes
 
 MAX_LUT_BITS = 7

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import keras
 
-from kopt.errors import UnsupportedLayerError
+from kopt.core.errors import UnsupportedLayerError
 
 RECURRENT = (keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN)
 

@@ -29,7 +29,7 @@ import keras
 import networkx as nx
 from keras.src.models.functional import Functional
 
-from kopt.errors import GraphRewriteError, UnsupportedModelError
+from kopt.core.errors import GraphRewriteError, UnsupportedModelError
 
 
 @dataclass

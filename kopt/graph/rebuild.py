@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import keras
 from keras import tree
 
-from kopt.errors import GraphRewriteError
+from kopt.core.errors import GraphRewriteError
 
 if TYPE_CHECKING:
     from kopt.graph.model_graph import ModelGraph

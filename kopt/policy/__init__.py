@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from kopt.clustering.init import INIT_METHODS
-from kopt.errors import KoptError
+from kopt.core.errors import KoptError
 
 SCHEDULES = ("polynomial", "constant")
 QUANTIZE_MODES = ("qat", "ptq")

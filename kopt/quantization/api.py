@@ -14,8 +14,8 @@ from typing import Any, Union
 
 import keras
 
-from kopt import coverage
-from kopt.errors import UnsupportedLayerError
+from kopt.core.errors import UnsupportedLayerError
+from kopt.core.validation import check_finite_weights
 from kopt.graph import ModelGraph, analyze
 from kopt.graph.model_type import like_input
 from kopt.quantization.config import QuantizeConfig
@@ -23,7 +23,7 @@ from kopt.quantization.ranges import insert_activation_quantizers, plan_ranges
 from kopt.quantization.schemes import Scheme, get_scheme
 from kopt.quantization.transforms import TransformContext, calls, clone_with, replace_calls
 from kopt.quantization.wrapper import ActivationQuantize, ChannelAffine, QuantizeWrapper
-from kopt.validation import check_finite_weights
+from kopt.technique import coverage
 
 AFFINE_LAYERS = (keras.layers.BatchNormalization, keras.layers.Rescaling, keras.layers.Normalization)
 

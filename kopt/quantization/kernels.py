@@ -23,7 +23,7 @@ import keras
 from keras import ops
 
 from kopt.core.layers import channel_axes_of
-from kopt.substitution import call_with_weights
+from kopt.core.substitution import call_with_weights
 
 
 def uses_conv2d_view(layer: keras.layers.Layer) -> bool:

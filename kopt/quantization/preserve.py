@@ -43,9 +43,9 @@ from keras import ops
 from kopt.clustering.assign import gather_centroids, nearest_centroid_np
 from kopt.clustering.layout import from_matrix, from_matrix_np, normalize_axes, to_matrix, to_matrix_np
 from kopt.clustering.recover import recover_clusters, unique_values
+from kopt.core.errors import KoptError
 from kopt.core.initializers import HostArray
 from kopt.core.layers import channel_axes_of
-from kopt.errors import KoptError
 from kopt.quantization.quantizers import Quantizer, WeightQuantizer, deserialize, serialize
 from kopt.quantization.schemes import Scheme, get_scheme, register_scheme
 

@@ -26,7 +26,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from kopt.distribute import cross_replica_extremes
+from kopt.core.distribute import cross_replica_extremes
 
 #: Below this width an activation range is widened (an all-zero tensor would give scale 0).
 MIN_RANGE_WIDTH = 1e-3

@@ -14,7 +14,7 @@ from typing import Callable, Union
 
 import keras
 
-from kopt.errors import InvalidArgumentError
+from kopt.core.errors import InvalidArgumentError
 from kopt.quantization.config import QuantizeConfig
 from kopt.quantization.hard_activations import decompose_hard_activations
 from kopt.quantization.quantizers import ActivationQuantizer, Quantizer

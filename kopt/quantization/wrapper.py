@@ -26,7 +26,7 @@ from kopt.graph.rebuild import clone_layer
 from kopt.quantization import kernels
 from kopt.quantization.config import QuantizeConfig
 from kopt.quantization.quantizers import ActivationQuantizer, Quantizer, deserialize, serialize
-from kopt.wrapper import KoptWrapper
+from kopt.technique.wrapper import KoptWrapper
 
 
 def _as_config(config: Any) -> QuantizeConfig:

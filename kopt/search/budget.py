@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from kopt.errors import InvalidArgumentError
+from kopt.core.errors import InvalidArgumentError
 
 TARGETS = ("int8", "edgetpu", "micro")
 

@@ -169,7 +169,7 @@ class SearchReport:
         paths["search_markdown"].write_text(self.to_markdown())
         if chart and self.candidates:
             try:
-                from kopt.search.pareto import pareto_chart
+                from kopt.report.pareto import pareto_chart
 
                 paths["pareto"] = pareto_chart(self, out / "pareto.png")
             except ImportError:  # matplotlib is optional

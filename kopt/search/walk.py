@@ -36,16 +36,16 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
-from kopt.errors import InvalidArgumentError
+from kopt.core.errors import InvalidArgumentError
 from kopt.graph import analyze, map_layers
 from kopt.metrics import top1_accuracy
+from kopt.pipeline.stages import StageResult, baseline_stage, lower_stage, train_stage
+from kopt.pipeline.training import Training
 from kopt.policy import ClusterSettings, LayerRule, Plan, Policy, PruneSettings, QuantizeSettings, technique_applies
-from kopt.report import Report, StageReport
+from kopt.report.summary import Report, StageReport
 from kopt.search.allocate import OFF, allocate
 from kopt.search.budget import Budget, BudgetNotMetWarning
 from kopt.search.candidates import WITHIN, Candidate, SearchReport
-from kopt.stages import StageResult, baseline_stage, lower_stage, train_stage
-from kopt.training import Training
 
 Log = Callable[[str], None]
 
@@ -603,7 +603,7 @@ def search(
             stacklevel=3,
         )
     if representative_data is None:
-        from kopt.training import features
+        from kopt.pipeline.training import features
 
         representative_data = features(training.train_data)
     return Search(model, budget, training, representative_data=representative_data, seed=seed, log=log).run()

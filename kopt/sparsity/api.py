@@ -8,15 +8,15 @@ from typing import Any, Callable, Sequence
 
 import keras
 
-from kopt import coverage
-from kopt.errors import UnsupportedLayerError
+from kopt.core.errors import UnsupportedLayerError
+from kopt.core.validation import check_finite_weights
 from kopt.graph import analyze, clone_layer, map_layers
 from kopt.graph.model_type import like_input
 from kopt.sparsity.prunable import NotPrunable, is_unknown_with_weights, plan_layer
 from kopt.sparsity.schedules import PruningSchedule
 from kopt.sparsity.wrapper import PruneWrapper, check_options, warn_skipped_weights
-from kopt.validation import check_finite_weights
-from kopt.wrapper import KoptWrapper
+from kopt.technique import coverage
+from kopt.technique.wrapper import KoptWrapper
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Iterator
 
 import keras
 
-from kopt.errors import InvalidArgumentError
+from kopt.core.errors import InvalidArgumentError
 from kopt.sparsity.wrapper import PruneWrapper
 
 

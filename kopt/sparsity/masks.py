@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 from keras import ops
 
-from kopt.errors import InvalidArgumentError
+from kopt.core.errors import InvalidArgumentError
 
 
 def pruned_count(sparsity: Any, size: int) -> Any:

@@ -16,8 +16,8 @@ from typing import Sequence
 
 import keras
 
+from kopt.core.errors import UnsupportedLayerError
 from kopt.core.layers import layout_of, resolve_attribute
-from kopt.errors import UnsupportedLayerError
 from kopt.sparsity.masks import m_by_n_incompatibility
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from kopt.errors import InvalidArgumentError
+from kopt.core.errors import InvalidArgumentError
 
 
 def _check_sparsity(name: str, value: Any) -> float:

@@ -24,12 +24,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from kopt.errors import InvalidArgumentError, UnsupportedLayerError
+from kopt.core.errors import InvalidArgumentError, UnsupportedLayerError
+from kopt.core.substitution import call_with_weights
 from kopt.sparsity.masks import check_m_by_n, m_by_n_mask, magnitude_mask
 from kopt.sparsity.prunable import NotPrunable, PrunableWeight, plan_layer
 from kopt.sparsity.schedules import ConstantSparsity, PruningSchedule
-from kopt.substitution import call_with_weights
-from kopt.wrapper import KoptWrapper
+from kopt.technique.wrapper import KoptWrapper
 
 
 def check_options(

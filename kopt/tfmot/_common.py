@@ -7,7 +7,7 @@ from typing import Any
 
 import keras
 
-from kopt.errors import InvalidArgumentError
+from kopt.core.errors import InvalidArgumentError
 
 
 def model_kind(value: Any, api: str) -> str:

@@ -17,9 +17,9 @@ import pytest
 
 from kopt.analysis import SensitivityTable, sensitivity, transformed_weights
 from kopt.analysis.table import LayerSensitivity
-from kopt.errors import InvalidArgumentError, NonFiniteWeightsError, UnsupportedLayerError, UnsupportedModelError
-from kopt.plots import png_size
+from kopt.core.errors import InvalidArgumentError, NonFiniteWeightsError, UnsupportedLayerError, UnsupportedModelError
 from kopt.policy import ClusterSettings, LayerRule, Policy, QuantizeSettings
+from kopt.report.plots import png_size
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import kopt
 from kopt.core.data import check_data
-from kopt.errors import InvalidArgumentError, UnsupportedModelError
+from kopt.core.errors import InvalidArgumentError, UnsupportedModelError
 from tests.optimize_testing import compile_model, digits, tiny_dense
 
 

@@ -69,7 +69,7 @@ def _variables(run: dict, suffix: str) -> list[np.ndarray]:
 def test_extremes_pass_through_outside_a_multi_replica_step():
     import keras
 
-    from kopt.distribute import cross_replica_extremes
+    from kopt.core.distribute import cross_replica_extremes
 
     low, high = cross_replica_extremes(keras.ops.convert_to_tensor(-1.5), keras.ops.convert_to_tensor(2.5))
     assert float(keras.ops.convert_to_numpy(low)) == -1.5 and float(keras.ops.convert_to_numpy(high)) == 2.5

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from kopt.errors import InvalidArgumentError
+from kopt.core.errors import InvalidArgumentError
 from kopt.export.calibration import DEFAULT_CALIBRATION_SAMPLES, InputSpec, batches, materialize
 
 pytestmark = pytest.mark.backends
@@ -135,7 +135,7 @@ def test_tf_dataset_of_x_y_pairs_for_a_single_input_model():
     ids=["shape", "one-bad-batch", "strings", "nan", "fractional-ids", "out-of-range", "scalars"],
 )
 def test_wrong_shape_or_dtype_is_a_clear_error(data, spec, message):
-    from kopt.errors import InvalidArgumentError
+    from kopt.core.errors import InvalidArgumentError
 
     with pytest.raises(InvalidArgumentError, match=message) as info:
         materialize(data, [spec])

@@ -6,7 +6,7 @@ import pytest
 from export_testing import qat_model, uniform
 from keras import layers, ops
 
-from kopt.errors import UnsupportedModelError
+from kopt.core.errors import UnsupportedModelError
 from kopt.export import (
     ConversionError,
     MissingRangesError,

@@ -15,7 +15,7 @@ from keras import layers
 
 from kopt.export import load_tflite, lowering, renaming, run, to_tflite, zipped_size
 from kopt.export.renaming import LayerCatalog, rename_tensors
-from kopt.report import tflite_layer_name
+from kopt.report.summary import tflite_layer_name
 
 
 def two_conv_cnn() -> keras.Model:
@@ -124,7 +124,7 @@ def test_qat_names_drop_the_fake_quant_scopes_and_match_ptq(ptq_model, monkeypat
 
 
 def test_report_maps_renamed_weights_to_the_right_layers(ptq_model):
-    from kopt.report import tflite_stage
+    from kopt.report.summary import tflite_stage
 
     tflite = to_tflite(ptq_model, representative_data=uniform((32, 8, 8, 2)))
     stage = tflite_stage("int8", tflite, layer_names=list(KERNEL_SHAPES))

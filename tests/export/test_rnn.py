@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from keras import layers
 
-from kopt.errors import UnsupportedLayerError
+from kopt.core.errors import UnsupportedLayerError
 from kopt.export import NotFullyIntegerError, load_tflite, run, to_tflite
 from kopt.export.rnn import rolled_recurrent_layers, unroll_recurrent_layers
 

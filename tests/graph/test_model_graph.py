@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from keras import layers, ops
 
-from kopt.errors import UnsupportedModelError
+from kopt.core.errors import UnsupportedModelError
 from kopt.graph import analyze
 
 pytestmark = pytest.mark.backends
@@ -162,7 +162,7 @@ def test_rebuild_keeps_batchnorm_statistics_and_training_flag():
 
 
 def test_inline_splices_a_functional_in_place_of_a_call_and_checks_arity():
-    from kopt.errors import GraphRewriteError
+    from kopt.core.errors import GraphRewriteError
 
     inp = keras.Input((6,))
     hidden = layers.Dense(4, name="d1")(inp)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from keras import layers, ops
 
-from kopt.errors import GraphRewriteError
+from kopt.core.errors import GraphRewriteError
 from kopt.graph import Pattern, analyze, find_fan_ins, find_matches, find_nodes, map_layers, replace_matches
 
 pytestmark = pytest.mark.backends

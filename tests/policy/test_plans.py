@@ -8,12 +8,12 @@ import pytest
 from keras import layers
 
 import kopt
-from kopt.errors import GraphRewriteError
+from kopt.core.errors import GraphRewriteError
 from kopt.graph import analyze, map_layers
 from kopt.pipeline import run_stages
+from kopt.pipeline.training import CompileSettings, Training
 from kopt.policy import ClusterSettings, Policy, PolicyError, QuantizeSettings
 from kopt.quantization import NotClusteredError
-from kopt.training import CompileSettings, Training
 from tests.optimize_testing import compile_model, digits, kernel, tiny_dense
 
 

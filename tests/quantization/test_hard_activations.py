@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from keras import layers
 
-from kopt.errors import InvalidArgumentError
+from kopt.core.errors import InvalidArgumentError
 from kopt.graph import analyze, find_nodes
 from kopt.quantization import quantize_model
 from kopt.quantization.hard_activations import hard_activation, replace_hard_activations

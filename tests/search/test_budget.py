@@ -3,8 +3,8 @@
 import pytest
 
 import kopt
-from kopt.errors import InvalidArgumentError
-from kopt.plots import png_size
+from kopt.core.errors import InvalidArgumentError
+from kopt.report.plots import png_size
 from kopt.search import Candidate, SearchReport, pareto_front
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import kopt
-from kopt.errors import InvalidArgumentError
+from kopt.core.errors import InvalidArgumentError
 from kopt.export import evaluate, weight_tensors, zipped_size
 from kopt.search import BudgetNotMetWarning, Candidate
 from kopt.search.walk import Search, _StopHopeless, hopeless_floor

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from kopt.errors import InvalidArgumentError, UnsupportedLayerError, UnsupportedModelError
+from kopt.core.errors import InvalidArgumentError, UnsupportedLayerError, UnsupportedModelError
 from kopt.sparsity import ConstantSparsity, PruneWrapper, PruningReport, prune_low_magnitude
 from tests.sparsity.sparsity_testing import MyDense, Scale
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import kopt.callbacks
-from kopt.errors import InvalidArgumentError
+from kopt.core.errors import InvalidArgumentError
 from kopt.sparsity import ConstantSparsity, PolynomialDecay, PruningSummaries, UpdatePruningStep, prune_low_magnitude
 
 BACKENDS = pytest.mark.backends

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from keras import ops
 
-from kopt.errors import InvalidArgumentError
+from kopt.core.errors import InvalidArgumentError
 from kopt.sparsity.masks import m_by_n_incompatibility, m_by_n_mask, magnitude_mask
 
 ALL_BACKENDS = pytest.mark.backends  # full grids run under TensorFlow; a sample under JAX and PyTorch

@@ -3,7 +3,7 @@
 import keras
 import pytest
 
-from kopt.errors import UnsupportedLayerError
+from kopt.core.errors import UnsupportedLayerError
 from kopt.sparsity import prunable_weights
 from kopt.sparsity.prunable import NotPrunable, is_unknown_with_weights, plan_layer
 from tests.sparsity.sparsity_testing import MyDense, Scale

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from kopt.errors import InvalidArgumentError
+from kopt.core.errors import InvalidArgumentError
 from kopt.sparsity import ConstantSparsity, PolynomialDecay
 
 pytestmark = pytest.mark.backends

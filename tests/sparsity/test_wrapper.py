@@ -6,7 +6,7 @@ import pytest
 from keras import ops
 
 import kopt
-from kopt.errors import UnsupportedLayerError
+from kopt.core.errors import UnsupportedLayerError
 from kopt.sparsity import ConstantSparsity, PolynomialDecay, PruneWrapper, prune_low_magnitude
 
 BACKENDS = pytest.mark.backends

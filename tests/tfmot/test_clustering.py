@@ -10,7 +10,7 @@ import pytest
 
 from kopt import tfmot
 from kopt.clustering import ClusterWrapper
-from kopt.errors import KoptError
+from kopt.core.errors import KoptError
 from tests.tfmot.tfmot_testing import (
     UnknownWeighted,
     compile_model,

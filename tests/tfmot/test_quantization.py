@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kopt import tfmot
-from kopt.errors import KoptError
+from kopt.core.errors import KoptError
 from kopt.quantization import ActivationQuantize, QuantizeWrapper
 from tests.tfmot.tfmot_testing import (
     UnknownWeighted,

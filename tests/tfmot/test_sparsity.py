@@ -11,7 +11,7 @@ import pytest
 
 import kopt
 from kopt import tfmot
-from kopt.errors import KoptError, UnsupportedLayerError
+from kopt.core.errors import KoptError, UnsupportedLayerError
 from kopt.sparsity import PruneWrapper
 from tests.tfmot.tfmot_testing import (
     UnknownWeighted,

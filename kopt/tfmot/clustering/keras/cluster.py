@@ -22,8 +22,8 @@ from kopt.clustering import (
 )
 from kopt.clustering import cluster_weights as kopt_cluster_weights
 from kopt.graph import analyze
+from kopt.technique.wrapper import KoptWrapper
 from kopt.tfmot._common import check_no_kwargs, keep_input_shape, model_kind, scope, strip_wrappers
-from kopt.wrapper import KoptWrapper
 
 #: Layers TFMOT never clusters (kopt would).
 NOT_CLUSTERED_BY_TFMOT = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)

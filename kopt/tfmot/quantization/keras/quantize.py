@@ -7,7 +7,7 @@ from typing import Any
 
 import keras
 
-from kopt.errors import InvalidArgumentError
+from kopt.core.errors import InvalidArgumentError
 from kopt.graph import map_layers
 from kopt.graph.model_type import like_input
 from kopt.quantization import QuantizeAnnotate, QuantizeWrapper, Scheme

@@ -14,7 +14,7 @@ from typing import Any
 
 import keras
 
-from kopt.errors import UnsupportedLayerError
+from kopt.core.errors import UnsupportedLayerError
 from kopt.quantization import QuantizeConfig as KoptQuantizeConfig
 from kopt.tfmot.quantization.keras.quantizers import to_kopt_weight_quantizer
 

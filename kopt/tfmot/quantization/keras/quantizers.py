@@ -13,7 +13,7 @@ from typing import Any
 
 import keras
 
-from kopt.errors import UnsupportedLayerError
+from kopt.core.errors import UnsupportedLayerError
 from kopt.quantization import ActivationQuantizer, WeightQuantizer
 from kopt.quantization import Quantizer as _KoptQuantizerBase
 

@@ -13,14 +13,14 @@ from typing import Any
 
 import keras
 
-from kopt.errors import InvalidArgumentError, UnsupportedLayerError
+from kopt.core.errors import InvalidArgumentError, UnsupportedLayerError
 from kopt.graph import analyze
 from kopt.sparsity import ConstantSparsity, PruneWrapper, PruningSchedule
 from kopt.sparsity import prune_low_magnitude as kopt_prune_low_magnitude
 from kopt.sparsity.prunable import is_unknown_with_weights
+from kopt.technique.wrapper import KoptWrapper
 from kopt.tfmot._common import check_no_kwargs, keep_input_shape, model_kind, scope, strip_wrappers
 from kopt.tfmot.sparsity.keras.pruning_policy import PruningPolicy
-from kopt.wrapper import KoptWrapper
 
 #: Layers TFMOT's pruning registry accepts but never prunes (kopt would).
 NOT_PRUNED_BY_TFMOT = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import keras
 
-from kopt.errors import (
+from kopt.core.errors import (
     InvalidArgumentError,
     UnsupportedLayerError,
     UnsupportedModelError,

@@ -26,7 +26,7 @@ import keras
 import numpy as np
 
 from kopt.metrics import top1_accuracy, zipped_bytes
-from kopt.wrapper import KoptWrapper
+from kopt.technique.wrapper import KoptWrapper
 
 
 # --------------------------------------------------------------- weights

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kopt.plots import _figure, _save
+from kopt.report.plots import _figure, _save
 
 WIDTH, HEIGHT = 8.0, 5.0  # inches (800 x 500 px at kopt.plots.DPI)
 

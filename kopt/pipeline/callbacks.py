@@ -1,4 +1,9 @@
-"""``kopt.callbacks.for_model(model)``: the callbacks a wrapped model needs in your own ``fit``."""
+"""``kopt.callbacks``: the Keras callbacks of every kopt technique, in one place.
+
+Pruning: :class:`UpdatePruningStep` (checks a pruning run) and :class:`PruningSummaries`
+(per-layer sparsity for TensorBoard). :func:`for_model` picks the callbacks a wrapped model
+needs in your own ``fit``. Other techniques add theirs here.
+"""
 
 from __future__ import annotations
 
@@ -25,4 +30,4 @@ def for_model(model: keras.Model, *, log_dir: str | None = None) -> list[keras.c
     return callbacks
 
 
-__all__ = ["for_model"]
+__all__ = ["PruningSummaries", "UpdatePruningStep", "for_model"]

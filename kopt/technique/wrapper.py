@@ -12,8 +12,8 @@ from typing import Any
 
 import keras
 
+from kopt.core.substitution import call_with_weights
 from kopt.graph.rebuild import clone_layer
-from kopt.substitution import call_with_weights
 
 
 class KoptWrapper(keras.layers.Wrapper):

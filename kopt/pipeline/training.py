@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 import keras
 import numpy as np
 
-from kopt.errors import InvalidArgumentError
+from kopt.core.errors import InvalidArgumentError
 
 STAGES = ("prune", "cluster", "quantize")
 

@@ -6,7 +6,7 @@ import keras
 
 from kopt.graph import map_layers
 from kopt.graph.model_type import like_input
-from kopt.wrapper import KoptWrapper
+from kopt.technique.wrapper import KoptWrapper
 
 
 def strip(model: keras.Model) -> keras.Model:

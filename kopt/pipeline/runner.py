@@ -13,8 +13,7 @@ from typing import Any, Callable, Sequence
 
 import keras
 
-from kopt.policy import Plan
-from kopt.stages import (
+from kopt.pipeline.stages import (
     StageResult,
     baseline_stage,
     check_plan,
@@ -22,7 +21,8 @@ from kopt.stages import (
     stage_names,
     train_stage,
 )
-from kopt.training import STAGES, Training, accuracy_key, features
+from kopt.pipeline.training import STAGES, Training, accuracy_key, features
+from kopt.policy import Plan
 
 Log = Callable[[str], None]
 

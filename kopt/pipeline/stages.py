@@ -20,14 +20,14 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
-from kopt import coverage
-from kopt.callbacks_for_model import for_model
-from kopt.errors import KoptError
+from kopt.core.errors import KoptError
 from kopt.graph import analyze, clone_layer, map_layers
+from kopt.pipeline.callbacks import for_model
+from kopt.pipeline.training import STAGES, Training
 from kopt.policy import ClusterSettings, LayerPlan, Plan, PolicyError, PruneSettings, QuantizeSettings
-from kopt.report import DeployedLayer, StageReport, deployed_layers, keras_stage, main_kernel, tflite_stage
-from kopt.strip import strip
-from kopt.training import STAGES, Training
+from kopt.report.summary import DeployedLayer, StageReport, deployed_layers, keras_stage, main_kernel, tflite_stage
+from kopt.technique import coverage
+from kopt.technique.strip import strip
 
 Log = Callable[[str], None]
 
@@ -482,7 +482,7 @@ def lower_stage(
         tflite = _micro_file(tflite, eval_data or (representative_data, None), report)
     log(f"[kopt] {report.summary()}")
     kernels: dict[str, np.ndarray] = {}
-    from kopt.report import tflite_weights
+    from kopt.report.summary import tflite_weights
 
     for tensor, layer, values in tflite_weights(tflite, names):
         if layer is not None and values.ndim >= 2 and values.size > kernels.get(layer, np.zeros(0)).size:

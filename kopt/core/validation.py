@@ -13,7 +13,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from kopt.errors import NonFiniteWeightsError
+from kopt.core.errors import NonFiniteWeightsError
 
 #: How many bad weights the message lists by name (all of them are in the error's ``weights``).
 LISTED_WEIGHTS = 5

@@ -15,16 +15,16 @@ from typing import Any, Mapping, Sequence
 import keras
 import numpy as np
 
-from kopt import coverage
 from kopt.core.data import check_data, check_inputs
-from kopt.errors import InvalidArgumentError, UnsupportedModelError
+from kopt.core.errors import InvalidArgumentError, UnsupportedModelError
+from kopt.core.validation import check_finite_weights
 from kopt.pipeline import run_stages
+from kopt.pipeline.stages import StageResult, check_plan, edgetpu_problem, stage_names, wrap
+from kopt.pipeline.training import STAGES, CompileSettings, Training
 from kopt.policy import Plan, Policy, PolicyError
-from kopt.report import Report
+from kopt.report.summary import Report
 from kopt.search import FINETUNE_LEARNING_RATE_SCALE, Budget, SearchReport, search
-from kopt.stages import StageResult, check_plan, edgetpu_problem, stage_names, wrap
-from kopt.training import STAGES, CompileSettings, Training
-from kopt.validation import check_finite_weights
+from kopt.technique import coverage
 
 
 def as_policy(policy: Policy | str | Mapping[str, Any]) -> Policy:
@@ -101,7 +101,7 @@ class OptimizeResult:
         paths["json"], paths["markdown"] = self.report.save(out)
         if plots:
             try:
-                from kopt import plots as plotting
+                from kopt.report import plots as plotting
 
                 paths["weight_density"] = plotting.pipeline_weight_density(self.stages, out / "weight_density.png")
                 paths["size_accuracy"] = plotting.size_accuracy(self.report, out / "size_accuracy.png")
