@@ -21,7 +21,8 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import keras
-from keras.src.backend.common.stateless_scope import get_stateless_scope
+
+from kopt.core.keras_compat import get_stateless_scope
 
 
 def call_with_weights(

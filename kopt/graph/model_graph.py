@@ -27,9 +27,9 @@ from typing import Any, Iterable, Iterator
 
 import keras
 import networkx as nx
-from keras.src.models.functional import Functional
 
 from kopt.core.errors import GraphRewriteError, UnsupportedModelError
+from kopt.core.keras_compat import Functional
 
 
 @dataclass

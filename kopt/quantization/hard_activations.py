@@ -18,9 +18,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import keras
-from keras.src.ops import nn as ops_nn
-from keras.src.ops import numpy as ops_numpy
 
+from kopt.core.keras_compat import ops_nn, ops_numpy
 from kopt.graph import ModelGraph, analyze, find_nodes
 from kopt.quantization.registry import activation_name
 

@@ -14,10 +14,8 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, Union
 
 import keras
-from keras.src.ops import image as ops_image
-from keras.src.ops import nn as ops_nn
-from keras.src.ops import numpy as ops_numpy
 
+from kopt.core.keras_compat import ops_image, ops_nn, ops_numpy
 from kopt.quantization.config import QuantizeConfig
 from kopt.quantization.quantizers import WeightQuantizer
 

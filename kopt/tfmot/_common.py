@@ -35,7 +35,7 @@ def model_kind(value: Any, api: str) -> str:
 
 
 def _is_functional(model: keras.Model) -> bool:
-    from keras.src.models.functional import Functional
+    from kopt.core.keras_compat import Functional
 
     return isinstance(model, Functional)
 
