@@ -21,15 +21,29 @@ Edge attributes
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import keras
 import networkx as nx
 
 from kopt.core.errors import GraphRewriteError, UnsupportedModelError
 from kopt.core.keras_compat import Functional
+
+
+def _changes_graph(method: Callable) -> Callable:
+    """Mark a rewrite: the graph's cached views are dropped once it returns (or fails half-way)."""
+
+    @functools.wraps(method)
+    def rewrite(self: "ModelGraph", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.changed()
+
+    return rewrite
 
 
 @dataclass
@@ -43,15 +57,34 @@ class ModelGraph:
     outputs_struct: Any
     name: str
     _order: Iterator[int] = field(default_factory=lambda: itertools.count(10**9), repr=False)
+    #: Derived views (execution order, layer -> nodes), rebuilt after any change. Callers that edit
+    #: ``dag`` themselves call :meth:`changed`; a change in node or edge count is caught regardless.
+    _views: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     # ----------------------------------------------------------------- queries
     def layer(self, node: str) -> keras.Operation:
         return self.dag.nodes[node]["layer"]
 
+    def changed(self) -> None:
+        """Forget the cached views: call after editing ``dag`` (or a node's ``layer``) directly."""
+        self._views.clear()
+
+    def _view(self, name: str, compute: Any) -> Any:
+        size = (self.dag.number_of_nodes(), self.dag.number_of_edges())
+        if self._views.get("size") != size:
+            self._views.clear()
+            self._views["size"] = size
+        if name not in self._views:
+            self._views[name] = compute()
+        return self._views[name]
+
     def topological_nodes(self) -> list[str]:
         """Node ids in execution order (deterministic)."""
         order = self.dag.nodes
-        return list(nx.lexicographical_topological_sort(self.dag, key=lambda n: order[n]["order"]))
+        nodes = self._view(
+            "topological", lambda: list(nx.lexicographical_topological_sort(self.dag, key=lambda n: order[n]["order"]))
+        )
+        return list(nodes)
 
     def layer_nodes(self) -> list[str]:
         """Nodes that call a ``keras.layers.Layer`` (not inputs, not raw ops), in order."""
@@ -66,8 +99,15 @@ class ModelGraph:
         return list(seen.values())
 
     def nodes_of(self, layer: keras.Operation) -> list[str]:
-        """Every node that calls ``layer`` (more than one for a shared layer)."""
-        return [n for n in self.topological_nodes() if self.dag.nodes[n]["layer"] is layer]
+        """Every node that calls ``layer`` (more than one for a shared layer), in execution order."""
+
+        def index() -> dict[int, list[str]]:
+            by_layer: dict[int, list[str]] = {}
+            for node in self.topological_nodes():
+                by_layer.setdefault(id(self.dag.nodes[node]["layer"]), []).append(node)
+            return by_layer
+
+        return list(self._view("by_layer", index).get(id(layer), []))
 
     def flat_names(self) -> dict[int, str]:
         """``id(layer) -> name`` the layer has in the flattened model: unique across nested models.
@@ -114,6 +154,7 @@ class ModelGraph:
         return [tuple(t.shape) for t in self.dag.nodes[node]["tensors"]]
 
     # ---------------------------------------------------------------- rewrites
+    @_changes_graph
     def replace_layer(self, old: keras.Operation, new: keras.Operation) -> None:
         """Call ``new`` wherever ``old`` was called (every call of a shared layer)."""
         nodes = self.nodes_of(old)
@@ -124,6 +165,7 @@ class ModelGraph:
             if self.dag.nodes[node]["kind"] == "op" and isinstance(new, keras.layers.Layer):
                 self.dag.nodes[node]["kind"] = "layer"
 
+    @_changes_graph
     def fuse(self, nodes: Iterable[str], new_layer: keras.layers.Layer, name: str | None = None) -> str:
         """Replace the connected subgraph ``nodes`` by one call of ``new_layer``.
 
@@ -169,6 +211,7 @@ class ModelGraph:
         self.dag.remove_nodes_from(nodes)
         return new_id
 
+    @_changes_graph
     def bypass(self, node: str) -> None:
         """Remove a one-input, one-output node (e.g. ``Dropout``), wiring its input through."""
         in_edges = list(self.dag.in_edges(node, data=True))
@@ -180,6 +223,7 @@ class ModelGraph:
         self.outputs = [(producer, in_data["src_index"]) if n == node else (n, i) for n, i in self.outputs]
         self.dag.remove_node(node)
 
+    @_changes_graph
     def insert_after(self, node: str, new_layer: keras.layers.Layer, output_index: int = 0, name: str | None = None) -> str:
         """Insert a one-input layer on output ``output_index`` of ``node``, before all its consumers."""
         tensor = self.dag.nodes[node]["outputs"][output_index]
@@ -201,6 +245,7 @@ class ModelGraph:
         self.outputs = [(new_id, 0) if (n, i) == (node, output_index) else (n, i) for n, i in self.outputs]
         return new_id
 
+    @_changes_graph
     def inline(self, node: str, functional: keras.Model, prefix: str | None = None) -> list[str]:
         """Replace the call ``node`` by the calls inside ``functional`` (its inputs take the node's inputs).
 

@@ -21,7 +21,7 @@ from kopt.graph.model_type import like_input
 from kopt.quantization.config import QuantizeConfig
 from kopt.quantization.ranges import insert_activation_quantizers, plan_ranges
 from kopt.quantization.schemes import Scheme, get_scheme
-from kopt.quantization.transforms import TransformContext, calls, clone_with, replace_calls
+from kopt.quantization.transforms import TransformContext, clone_with, replace_calls
 from kopt.quantization.wrapper import ActivationQuantize, ChannelAffine, QuantizeWrapper
 from kopt.technique import coverage
 
@@ -187,7 +187,7 @@ def _resolve_configs(graph: ModelGraph, scheme: Scheme) -> tuple[dict[str, Quant
     """Config per node; unwraps annotations. Returns ``(configs, nodes lacking a config)``."""
     annotated: dict[str, QuantizeConfig | None] = {}
     for annotation in {id(l): l for l in graph.layers() if isinstance(l, QuantizeAnnotate)}.values():
-        annotation_calls = calls(graph, annotation)
+        annotation_calls = graph.nodes_of(annotation)
         replace_calls(graph, annotation_calls, annotation.layer)
         for node in annotation_calls:
             annotated[node] = annotation.quantize_config

@@ -101,9 +101,6 @@ def _build_cheaply(layer: keras.layers.Layer, build_config: dict) -> None:
             object.__setattr__(layer, key, value)
 
 
-def calls(graph: ModelGraph, layer: keras.Operation) -> list[str]:
-    """Nodes calling ``layer`` (a plain scan: ``ModelGraph.nodes_of`` sorts the whole graph each time)."""
-    return [n for n, data in graph.dag.nodes(data=True) if data["layer"] is layer]
 
 
 def replace_calls(graph: ModelGraph, nodes: list[str], new: keras.Operation) -> None:
@@ -113,6 +110,7 @@ def replace_calls(graph: ModelGraph, nodes: list[str], new: keras.Operation) -> 
         data["layer"] = new
         if data["kind"] == "op" and isinstance(new, keras.layers.Layer):
             data["kind"] = "layer"
+    graph.changed()
 
 
 def _copy_of(variable: keras.Variable) -> np.ndarray:
@@ -139,7 +137,7 @@ def split_separable_convs(ctx: TransformContext) -> None:
             continue
         done.add(id(layer))
         depthwise, pointwise = _separable_parts(layer)
-        layer_calls = calls(graph, layer)
+        layer_calls = graph.nodes_of(layer)
         replace_calls(graph, layer_calls, depthwise)
         for call in layer_calls:
             ctx.set_config(call, depthwise)
@@ -195,7 +193,7 @@ def split_activations(ctx: TransformContext) -> None:
         done.add(id(layer))
         linear = clone_with(layer, activation="linear")
         activation = keras.layers.Activation(layer.activation, name=f"{layer.name}_activation")
-        layer_calls = calls(graph, layer)
+        layer_calls = graph.nodes_of(layer)
         replace_calls(graph, layer_calls, linear)
         for call in layer_calls:
             ctx.configs[call] = ctx.lookup(linear) or config
@@ -230,6 +228,7 @@ def fold_batch_norms(ctx: TransformContext) -> None:
         ctx.configs.pop(bn_node, None)
         ctx.configs[new] = folded.quantize_config
         ctx.folded.append((conv.name, bn.name))
+    graph.changed()
 
 
 #: The transforms of the default 8-bit scheme, in order.

@@ -186,3 +186,22 @@ def test_inline_splices_a_functional_in_place_of_a_call_and_checks_arity():
     got_d2, got_mid = predict(rebuilt, x)
     np.testing.assert_allclose(got_mid, want, atol=1e-5)
     np.testing.assert_allclose(got_d2, predict(model.get_layer("d2"), want), atol=1e-5)
+
+
+def test_views_follow_every_rewrite_and_a_direct_edit_after_changed():
+    """Execution order and the layer -> nodes index are cached; a rewrite or ``changed()`` refreshes them."""
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(3, name="hidden")(inputs)
+    dropped = keras.layers.Dropout(0.5, name="drop")(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(dropped))
+    graph = analyze(model)
+    drop = model.get_layer("drop")
+    assert graph.nodes_of(drop) and "drop" in " ".join(graph.topological_nodes())
+    graph.bypass(graph.nodes_of(drop)[0])
+    assert graph.nodes_of(drop) == []
+    assert all(graph.layer(n) is not drop for n in graph.topological_nodes())
+    hidden_layer, other = model.get_layer("hidden"), keras.layers.Dense(3, name="other")
+    (node,) = graph.nodes_of(hidden_layer)
+    graph.dag.nodes[node]["layer"] = other
+    graph.changed()
+    assert graph.nodes_of(hidden_layer) == [] and graph.nodes_of(other) == [node]

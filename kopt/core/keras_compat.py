@@ -1,0 +1,18 @@
+"""Every private Keras API kopt uses, in one place.
+
+Keras 3 has no public name for these, and kopt needs them: the raw ``keras.ops`` operation
+classes that appear as nodes of a Functional graph (to match and quantize ``x + y`` written with
+``keras.ops``), the ``Functional`` class (to tell a graph model from a subclassed one) and the JAX
+trainer's stateless scope (to substitute variables inside it). When a Keras release moves one of
+them, this module is the only one to change.
+"""
+
+from __future__ import annotations
+
+from keras.src.backend.common.stateless_scope import get_stateless_scope
+from keras.src.models.functional import Functional
+from keras.src.ops import image as ops_image
+from keras.src.ops import nn as ops_nn
+from keras.src.ops import numpy as ops_numpy
+
+__all__ = ["Functional", "get_stateless_scope", "ops_image", "ops_nn", "ops_numpy"]
