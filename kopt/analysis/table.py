@@ -166,13 +166,13 @@ class SensitivityTable:
         layer is carried into that layer's name rule (a layer follows one rule only), its
         settings for this technique overridden by the level.
         """
-        from kopt.policy import SETTINGS_TYPES, ClusterSettings, LayerRule, Policy
+        from kopt.policy import ClusterSettings, LayerRule, Policy, settings_types
 
         chosen = self.levels_within(max_drop)
         if base is not None and not isinstance(base, Policy):
             raise InvalidArgumentError(f"base must be a kopt.Policy or None, got {type(base).__name__}.")
         technique = self.technique
-        if technique not in SETTINGS_TYPES:
+        if technique not in settings_types():
             raise InvalidArgumentError(f"Unknown technique {technique!r} in the sensitivity table.")
         policy = base if base is not None else Policy(name=f"sensitivity-{technique}-{max_drop * 100:g}pt")
         settings = getattr(policy, technique)
@@ -180,7 +180,7 @@ class SensitivityTable:
             if technique == "cluster":
                 settings = ClusterSettings(preserve_sparsity=any(bool(r.preserve_sparsity) for r in self.rows))
             else:
-                settings = SETTINGS_TYPES[technique]()
+                settings = settings_types()[technique]()
         rules = list(policy.rules)
         for row in self.rows:
             value = self._rule_value(row, chosen[row.name], settings)

@@ -1,7 +1,8 @@
 """What each technique does to *one* layer's weights, one-shot, for the sensitivity analysis.
 
 The sensitivity analysis must measure what the real pipeline would do to a layer, so every
-technique reuses the code its stage uses, applied once to the current weights:
+technique's registered entry (:mod:`kopt.technique.registry`, ``Technique.one_shot``) reuses the
+code its stage uses, applied once to the current weights:
 
 ``"prune"``     the weights :func:`kopt.sparsity.prunable.prunable_weights` names (the ones
                 ``PruneWrapper`` prunes) times :func:`kopt.sparsity.masks.magnitude_mask`
@@ -25,69 +26,29 @@ never assigns them; :mod:`kopt.analysis.sensitivity` does the assigning and the 
 
 from __future__ import annotations
 
-import math
-import numbers
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import keras
 import numpy as np
 from keras import ops
 
+from kopt import clustering, quantization, sparsity  # noqa: F401  their techniques register on import
 from kopt.core.errors import InvalidArgumentError
+from kopt.technique.registry import NotEligible, Target, get_technique, technique_names, techniques
 
-TECHNIQUES: tuple[str, ...] = ("prune", "cluster", "quantize")
+TECHNIQUES: tuple[str, ...] = technique_names()
 
 #: Levels used when none are given, mildest first.
-DEFAULT_LEVELS: dict[str, tuple[float | int, ...]] = {
-    "prune": (0.5, 0.75, 0.9),
-    "cluster": (32, 16, 8, 4),
-    "quantize": (8, 4),
-}
+DEFAULT_LEVELS: dict[str, tuple[float | int, ...]] = {t.name: t.default_levels for t in techniques()}
 
 #: ``preserve_sparsity=None`` turns zero-preserving clustering on for a layer whose clusterable
 #: weights are at least this share exact zeros (the model was pruned).
 AUTO_PRESERVE_SHARE = 0.10
 
-#: The scheme whose weight quantizers ``"quantize"`` mirrors.
-QUANTIZE_SCHEME = "default_8bit"
-
-_LEVEL_MEANING = {
-    "prune": "sparsities (numbers strictly between 0 and 1), e.g. (0.5, 0.75, 0.9)",
-    "cluster": "cluster counts (integers >= 1), e.g. (32, 16, 8, 4)",
-    "quantize": "weight bit widths (integers from 2 to 8), e.g. (8, 4)",
-}
-
-
-class NotEligible(Exception):
-    """Internal: the layer has nothing the technique can change (the message says why)."""
-
-
-@dataclass(frozen=True)
-class Target:
-    """One weight a technique changes: a readable name, the variable, and technique details
-    (the weight index for clustering's seed, the quantizer for quantization)."""
-
-    name: str
-    variable: keras.Variable
-    index: int = 0
-    quantizer: Any = None
-    kernel_view: bool = False
-
 
 # ------------------------------------------------------------------ arguments
 def check_technique(technique: Any) -> str:
-    if technique not in TECHNIQUES:
-        raise InvalidArgumentError(f"Unknown technique {technique!r}; valid techniques: {list(TECHNIQUES)}.")
-    return technique
-
-
-def _is_integer(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    return get_technique(technique).name
 
 
 def check_levels(technique: str, levels: Any) -> tuple[float | int, ...]:
@@ -95,9 +56,10 @@ def check_levels(technique: str, levels: Any) -> tuple[float | int, ...]:
 
     Mildest first means ascending sparsity, descending cluster count, descending bit width.
     """
+    entry = get_technique(technique)
     if levels is None:
-        return DEFAULT_LEVELS[technique]
-    meaning = _LEVEL_MEANING[technique]
+        return entry.default_levels
+    meaning = entry.level_meaning
     if isinstance(levels, (str, bytes)) or not isinstance(levels, (Sequence, np.ndarray)):
         raise InvalidArgumentError(
             f"levels must be a sequence of {meaning}; got {levels!r} for technique {technique!r}."
@@ -107,79 +69,21 @@ def check_levels(technique: str, levels: Any) -> tuple[float | int, ...]:
         raise InvalidArgumentError(f"levels is empty: give at least one of the {meaning} for technique {technique!r}.")
     checked: list[float | int] = []
     for value in values:
-        if technique == "prune":
-            valid = _is_real(value) and math.isfinite(float(value)) and 0.0 < float(value) < 1.0
-            converted: float | int = float(value) if valid else 0.0
-        elif technique == "cluster":
-            valid = _is_integer(value) and int(value) >= 1
-            converted = int(value) if valid else 0
-        else:
-            valid = _is_integer(value) and 2 <= int(value) <= 8
-            converted = int(value) if valid else 0
-        if not valid:
+        converted = entry.level(value)
+        if converted is None:
             raise InvalidArgumentError(
                 f"Level {value!r} is not valid for technique {technique!r}: levels must be {meaning}; "
                 f"got levels={tuple(values)!r}."
             )
         if converted not in checked:
             checked.append(converted)
-    return tuple(sorted(checked, reverse=technique != "prune"))
+    return tuple(sorted(checked, reverse=entry.levels_descend))
 
 
-# ------------------------------------------------------------------ which weights
+# ------------------------------------------------------------------ weights and changes
 def targets(technique: str, layer: keras.layers.Layer) -> list[Target]:
     """The weights ``technique`` changes in the built ``layer``; raises :class:`NotEligible`."""
-    if technique == "prune":
-        return _prune_targets(layer)
-    if technique == "cluster":
-        return _cluster_targets(layer)
-    return _quantize_targets(layer)
-
-
-def _prune_targets(layer: keras.layers.Layer) -> list[Target]:
-    from kopt.sparsity.prunable import NotPrunable, prunable_weights
-
-    try:
-        weights = prunable_weights(layer)
-    except NotPrunable as error:
-        raise NotEligible(str(error)) from None
-    found = [Target(w.name, w.variable) for w in weights if _float_variable(w.variable)]
-    if not found:
-        raise NotEligible("it has no float weight to prune")
-    return found
-
-
-def _cluster_targets(layer: keras.layers.Layer) -> list[Target]:
-    from kopt.clustering import NotClusterableError, clusterable_weights, is_clusterable
-
-    if not is_clusterable(layer):
-        raise NotEligible(f"kopt cannot cluster a {type(layer).__name__}")
-    try:
-        weights = clusterable_weights(layer)
-    except NotClusterableError as error:
-        raise NotEligible(str(error)) from None
-    return [Target(w.name, w.variable, index=i) for i, w in enumerate(weights)]
-
-
-def _quantize_targets(layer: keras.layers.Layer) -> list[Target]:
-    from kopt.quantization import WeightQuantizer, get_scheme
-
-    config = get_scheme(QUANTIZE_SCHEME).config_for(layer)
-    if config is None:
-        raise NotEligible(f"the {QUANTIZE_SCHEME} scheme has no int8 config for a {type(layer).__name__}")
-    found = []
-    for attr, quantizer in config.weights.items():
-        variable = getattr(layer, attr, None)
-        # A BatchNormalization's "kernel" only exists after it is folded (nothing to round here).
-        if isinstance(quantizer, WeightQuantizer) and _float_variable(variable):
-            found.append(Target(attr, variable, quantizer=quantizer, kernel_view=attr == "kernel"))
-    if not found:
-        raise NotEligible(f"the {QUANTIZE_SCHEME} scheme quantizes no weight variable of it")
-    return found
-
-
-def _float_variable(variable: Any) -> bool:
-    return isinstance(variable, keras.Variable) and keras.backend.is_float_dtype(variable.dtype)
+    return get_technique(technique).weights(layer)
 
 
 def host_value(variable: keras.Variable) -> np.ndarray:
@@ -192,18 +96,9 @@ def zero_share(values: Sequence[np.ndarray]) -> float:
     return 0.0 if total == 0 else sum(int(np.count_nonzero(v == 0)) for v in values) / total
 
 
-# ------------------------------------------------------------------ the changes
 def applicable(technique: str, level: float | int, values: Sequence[np.ndarray], preserve_sparsity: bool) -> bool:
-    """Whether the pipeline could apply ``level`` to weights of these sizes.
-
-    Only clustering has such limits: ``ClusterWrapper`` refuses more clusters than a weight
-    has values, and a zero-preserving layer needs a second cluster for the non-zeros.
-    """
-    if technique != "cluster":
-        return True
-    if preserve_sparsity and level < 2:
-        return False
-    return all(int(level) <= int(v.size) for v in values)
+    """Whether the pipeline could apply ``level`` to weights of these sizes (only clustering has such limits)."""
+    return get_technique(technique).level_applicable(level, values, preserve_sparsity)
 
 
 def transformed(
@@ -217,46 +112,9 @@ def transformed(
     preserve_sparsity: bool = False,
 ) -> list[np.ndarray]:
     """New values (NumPy, same shapes and dtypes as ``values``) of ``weights`` at ``level``."""
-    if technique == "prune":
-        return [_pruned(value, float(level)) for value in values]
-    if technique == "cluster":
-        from kopt.clustering.wrapper import derive_seed
-
-        layer_seed = derive_seed(int(seed), layer.name)
-        return [
-            _clustered(value, int(level), np.random.default_rng([layer_seed, w.index]), preserve_sparsity)
-            for w, value in zip(weights, values)
-        ]
-    return [_quantized(layer, w, value, int(level)) for w, value in zip(weights, values)]
-
-
-def _pruned(value: np.ndarray, sparsity: float) -> np.ndarray:
-    from kopt.sparsity.masks import magnitude_mask
-
-    mask = np.asarray(ops.convert_to_numpy(magnitude_mask(ops.convert_to_tensor(value), sparsity)))
-    return (value * mask.astype(value.dtype)).astype(value.dtype)
-
-
-def _clustered(value: np.ndarray, k: int, rng: np.random.Generator, preserve_sparsity: bool) -> np.ndarray:
-    """``ClusterWrapper``'s initial per-tensor clusters, then the gather its inference pass does."""
-    from kopt.clustering.wrapper import initial_clusters
-
-    centroids, indices = initial_clusters(value, (), k, "kmeans++", rng, preserve_sparsity=preserve_sparsity)
-    return centroids[0][indices].astype(value.dtype)
-
-
-def _quantized(layer: keras.layers.Layer, weight: Target, value: np.ndarray, bits: int) -> np.ndarray:
-    from kopt.quantization import WeightQuantizer
-    from kopt.quantization.kernels import from_view, kernel_view
-
-    base = weight.quantizer
-    quantizer = WeightQuantizer(bits, per_channel=base.per_channel, channel_dims=base.channel_dims)
-    tensor = ops.convert_to_tensor(value)
-    if weight.kernel_view:  # the layout the TFLite op consumes (a Conv1D's 4-D view)
-        result = from_view(layer, quantizer(kernel_view(layer, tensor)))
-    else:
-        result = quantizer(tensor)
-    return np.asarray(ops.convert_to_numpy(result)).astype(value.dtype).reshape(value.shape)
+    return get_technique(technique).one_shot(
+        layer, weights, values, level, seed=seed, preserve_sparsity=preserve_sparsity
+    )
 
 
 def transformed_weights(

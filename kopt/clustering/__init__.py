@@ -18,9 +18,13 @@ from kopt.clustering.clusterable import (
 from kopt.clustering.errors import ClusteringConfigError, NotClusterableError
 from kopt.clustering.init import INIT_METHODS, initial_centroids
 from kopt.clustering.recover import Clusters, layer_clusters, recover_clusters, unique_values
+from kopt.clustering.settings import ClusterSettings
+from kopt.clustering.technique import CLUSTERING
 from kopt.clustering.wrapper import GRADIENT_AGGREGATIONS, ClusterWrapper
 
 __all__ = [
+    "ClusterSettings",
+    "CLUSTERING",
     "GRADIENT_AGGREGATIONS",
     "INIT_METHODS",
     "ClusterWrapper",

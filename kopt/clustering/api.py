@@ -8,6 +8,7 @@ merges per-layer overrides (``configs``), validates everything, then wraps.
 from __future__ import annotations
 
 import warnings
+from dataclasses import asdict, is_dataclass
 from typing import Any, Callable, Mapping
 
 import keras
@@ -16,7 +17,9 @@ import numpy as np
 from kopt.clustering.clusterable import clusterable_weights, is_clusterable
 from kopt.clustering.errors import ClusteringConfigError, NotClusterableError
 from kopt.clustering.layout import matrix_shape, normalize_axes
+from kopt.clustering.settings import ClusterSettings
 from kopt.clustering.wrapper import ClusterWrapper, derive_seed, validate_cluster_parameters
+from kopt.core.errors import KoptWarning
 from kopt.core.validation import check_finite_weights
 from kopt.graph import analyze, clone_layer, map_layers
 from kopt.graph.model_type import like_input
@@ -78,7 +81,7 @@ def cluster_layer(
     if layer.built:
         notes = layer_notes(layer, number_of_clusters, per_channel)
         if notes:
-            warnings.warn("Clustering: " + "; ".join(notes) + ".", UserWarning, stacklevel=2)
+            warnings.warn("Clustering: " + "; ".join(notes) + ".", KoptWarning, stacklevel=2)
     return ClusterWrapper(
         layer,
         number_of_clusters=number_of_clusters,
@@ -100,7 +103,7 @@ def cluster_weights(
     gradient_aggregation: str = "sum",
     seed: int | None = None,
     layer_filter: Callable[[keras.layers.Layer], bool] | None = None,
-    configs: Mapping[str, Mapping[str, Any]] | None = None,
+    configs: Mapping[str, Mapping[str, Any] | ClusterSettings] | None = None,
 ) -> keras.Model | ClusterWrapper:
     """Cluster the weights of a Sequential/Functional model, or of one layer.
 
@@ -109,7 +112,7 @@ def cluster_weights(
     default: accept all) or named in ``configs`` is wrapped in a
     :class:`ClusterWrapper`; ``configs`` maps layer names to overrides of any of
     ``number_of_clusters, init, per_channel, preserve_sparsity, gradient_aggregation,
-    seed``. Layers of other types are kept as they are. Each layer's seed derives from
+    seed`` (a dict, or a :class:`~kopt.clustering.settings.ClusterSettings`). Layers of other types are kept as they are. Each layer's seed derives from
     ``seed`` and its name, so the same seed gives the same clustered model.
 
     For a layer, returns ``ClusterWrapper(layer, ...)``. Everything is validated before
@@ -151,7 +154,7 @@ def cluster_weights(
             if params["seed"] is None:
                 params["seed"] = derive_seed(base_seed, layer.name)
     if notes:
-        warnings.warn("Clustering: " + "; ".join(notes) + ".", UserWarning, stacklevel=2)
+        warnings.warn("Clustering: " + "; ".join(notes) + ".", KoptWarning, stacklevel=2)
     _warn_batch_norm_consumers(graph, layers, plan)
 
     def wrap(layer: keras.layers.Layer) -> keras.layers.Layer | None:
@@ -169,7 +172,7 @@ def _plan(
     layers: list[keras.layers.Layer],
     defaults: dict[str, Any],
     layer_filter: Callable[[keras.layers.Layer], bool] | None,
-    configs: Mapping[str, Mapping[str, Any]],
+    configs: Mapping[str, Mapping[str, Any] | ClusterSettings],
 ) -> dict[int, dict[str, Any]]:
     """Layer id -> parameters, for every layer to cluster."""
     by_name = {layer.name: layer for layer in layers}
@@ -181,6 +184,8 @@ def _plan(
     plan: dict[int, dict[str, Any]] = {}
     for layer in layers:
         override = configs.get(layer.name)
+        if is_dataclass(override):  # a ClusterSettings from a policy plan
+            override = asdict(override)
         if override is not None:
             bad = [key for key in override if key not in LAYER_PARAMETERS]
             if bad:
@@ -221,6 +226,6 @@ def _warn_batch_norm_consumers(graph: Any, layers: list[keras.layers.Layer], pla
             "the BN into them at export scales each output channel differently, so a tensor keeps at most "
             "number_of_clusters values per channel but not per tensor, and compresses less. Use per_channel=True "
             "for these layers, or fold the BatchNormalization before clustering.",
-            UserWarning,
+            KoptWarning,
             stacklevel=3,
         )

@@ -1,4 +1,5 @@
-"""Exceptions kopt raises. Each subclasses the built-in type users would catch anyway."""
+"""Every exception and warning class kopt raises on purpose. Each error subclasses the built-in type users would
+catch anyway; each warning is a :class:`KoptWarning` (a ``UserWarning``)."""
 
 
 class KoptError(Exception):
@@ -32,3 +33,23 @@ class NonFiniteWeightsError(KoptError, ValueError):
     def __init__(self, message: str, *, weights: list[tuple[str, str, int, int]] | None = None) -> None:
         super().__init__(message)
         self.weights = [tuple(w) for w in (weights or [])]
+
+
+class PolicyError(KoptError, ValueError):
+    """A policy (or policy file, or a technique's settings) is malformed, or does not fit the model it is applied to."""
+
+
+class KoptWarning(UserWarning):
+    """Base class of every warning kopt emits: filter them all with ``warnings.filterwarnings(..., KoptWarning)``."""
+
+
+class KoptRuntimeWarning(KoptWarning, RuntimeWarning):
+    """kopt fell back to a safer result at run time (a compressed or sparse file that did not verify...)."""
+
+
+class CoverageWarning(KoptWarning):
+    """A technique reached less of the model than asked; the message names each layer left out and why."""
+
+
+class BudgetNotMetWarning(KoptWarning):
+    """No candidate the search measured meets the budget; the closest one is returned."""

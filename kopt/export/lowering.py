@@ -38,7 +38,7 @@ from typing import Any, Literal
 import keras
 import numpy as np
 
-from kopt.core.errors import UnsupportedModelError
+from kopt.core.errors import KoptRuntimeWarning, UnsupportedModelError
 from kopt.core.validation import check_finite_weights
 from kopt.export import diagnostics, renaming
 from kopt.export.calibration import DEFAULT_CALIBRATION_SAMPLES, InputSpec, batches, materialize
@@ -228,7 +228,7 @@ def _renamed(tflite: bytes, model: keras.Model) -> bytes:
         warnings.warn(
             f"kopt.export.to_tflite: could not shorten the tensor names of model '{model.name}' "
             f"({type(error).__name__}: {error}); the .tflite keeps the converter's names. Please report this.",
-            RuntimeWarning,
+            KoptRuntimeWarning,
             stacklevel=3,
         )
         return tflite

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from kopt.core.errors import KoptError
+from kopt.core.errors import KoptError, KoptRuntimeWarning
 from kopt.export.flatbuffer import Subgraph, Tensor, TFLiteModel, TFLiteSource, load, read_bytes
 
 MAX_LUT_BITS = 7
@@ -406,7 +406,7 @@ def compress(
         warnings.warn(
             "kopt.export.micro.compress: these tensors stay uncompressed because TFLM's outputs were not "
             "bit-identical with them compressed: " + "; ".join(f"'{s.name}' ({s.reason})" for s in skipped),
-            RuntimeWarning,
+            KoptRuntimeWarning,
             stacklevel=2,
         )
     return MicroCompression(result, len(raw), tuple(compressed), tuple(skipped), len(inputs))

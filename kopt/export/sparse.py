@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from kopt.core.errors import KoptRuntimeWarning
 from kopt.export.flatbuffer import TFLiteSource, load, read_bytes
 
 
@@ -131,7 +132,7 @@ def verified(sparse: bytes, dense: bytes, data: list[np.ndarray] | None, model_n
     if problem:
         warnings.warn(
             f"kopt.export.to_tflite(sparse=True): model '{model_name}' is returned dense: {problem}.",
-            RuntimeWarning,
+            KoptRuntimeWarning,
             stacklevel=3,
         )
         return dense

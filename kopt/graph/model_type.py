@@ -13,6 +13,7 @@ import warnings
 
 import keras
 
+from kopt.core.errors import KoptWarning
 from kopt.graph.model_graph import analyze
 
 
@@ -54,7 +55,7 @@ def like_input(original: object, rebuilt: keras.Model, what: str = "kopt") -> ke
         warnings.warn(
             f"{what}: Sequential model {original.name!r} became a non-linear graph, so it is returned as a "
             "Functional model (index layers by name, e.g. model.get_layer(...), not by position).",
-            UserWarning,
+            KoptWarning,
             stacklevel=3,
         )
         return rebuilt

@@ -20,13 +20,16 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
-from kopt.core.errors import KoptError
+from kopt.core.errors import KoptError, KoptWarning
 from kopt.graph import analyze, clone_layer, map_layers
 from kopt.pipeline.callbacks import for_model
 from kopt.pipeline.training import STAGES, Training
-from kopt.policy import ClusterSettings, LayerPlan, Plan, PolicyError, PruneSettings, QuantizeSettings
+from kopt.policy import Plan, PolicyError, QuantizeSettings
+from kopt.quantization.technique import common_settings, scheme_for
 from kopt.report.summary import DeployedLayer, StageReport, deployed_layers, keras_stage, main_kernel, tflite_stage
+from kopt.sparsity.technique import prune_schedule
 from kopt.technique import coverage
+from kopt.technique.registry import get_technique, technique_names, techniques
 from kopt.technique.strip import strip
 
 Log = Callable[[str], None]
@@ -56,34 +59,30 @@ class StageResult:
 
 
 # ------------------------------------------------------------------- the plan
+def per_layer_settings(plan: Plan, technique: str) -> dict[str, Any]:
+    """``layer name -> settings`` of ``technique`` for the layers the plan applies it to."""
+    return {name: settings for name, p in plan.layers.items() if (settings := getattr(p, technique)) is not None}
+
+
 def stage_names(plan: Plan) -> list[str]:
-    """The training stages the plan needs, in order (``"quantize"`` only for QAT)."""
+    """The training stages the plan needs, in the registry's order (``"quantize"`` only for QAT)."""
+    check_plan(plan)
     names = []
-    if any(p.prune is not None for p in plan.layers.values()):
-        names.append("prune")
-    if any(p.cluster is not None for p in plan.layers.values()):
-        names.append("cluster")
-    quantize = quantize_settings(plan)
-    if quantize is not None and quantize.mode == "qat":
-        names.append("quantize")
+    for technique in techniques():
+        per_layer = per_layer_settings(plan, technique.name)
+        if per_layer and technique.trains(next(iter(per_layer.values()))):
+            names.append(technique.name)
     return names
 
 
 def quantize_settings(plan: Plan) -> QuantizeSettings | None:
     """The plan's quantization mode and scheme (the same for every quantized layer), or None."""
-    settings = [p.quantize for p in plan.layers.values() if p.quantize is not None]
-    if not settings:
+    per_layer = per_layer_settings(plan, "quantize")
+    if not per_layer:
         return None
-    for attribute in ("mode", "scheme"):
-        values = sorted({getattr(s, attribute) for s in settings})
-        if len(values) > 1:
-            layers = {getattr(s, attribute): name for name, p in plan.layers.items() if (s := p.quantize) is not None}
-            raise PolicyError(
-                f"quantize.{attribute} must be the same for every layer of a model, but the plan mixes {values} "
-                f"(e.g. layers {sorted(layers.values())}). Set it in the policy's global quantize settings only."
-            )
-    base = plan.policy.quantize or settings[0]
-    return replace(base, mode=settings[0].mode, scheme=settings[0].scheme)
+    common = common_settings(per_layer)
+    base = plan.policy.quantize or common
+    return replace(base, mode=common.mode, scheme=common.scheme)
 
 
 def check_plan(plan: Plan) -> None:
@@ -94,8 +93,21 @@ def check_plan(plan: Plan) -> None:
     quantize_settings(plan)
 
 
-def _plan_for(plan: Plan, layer: keras.layers.Layer) -> LayerPlan | None:
-    return plan.layers.get(layer.name)
+def planned_clusters(plan: Plan) -> dict[str, tuple[int, bool]]:
+    """``layer -> (most distinct kernel values, per channel)`` that the plan's clustering leaves for QAT.
+
+    A layer clustered with ``preserve_sparsity`` may hold its zeros besides its clusters.
+    """
+    return {
+        name: (p.cluster.number_of_clusters + int(p.cluster.preserve_sparsity), p.cluster.per_channel)
+        for name, p in plan.layers.items()
+        if p.cluster is not None and p.quantize is not None
+    }
+
+
+def quantization_scheme(plan: Plan) -> Any:
+    """The plan's scheme: a name, or a Scheme with per-layer bit widths and the strict planned-clusters check."""
+    return scheme_for(per_layer_settings(plan, "quantize"), planned_clusters(plan))
 
 
 def flattened(model: keras.Model) -> keras.Model:
@@ -111,111 +123,50 @@ def flattened(model: keras.Model) -> keras.Model:
     return map_layers(model, lambda layer: None)
 
 
-# ---------------------------------------------------------------- pruning
-def prune_schedule(settings: PruneSettings, steps: int | None, *, layer: str = "") -> Any:
-    """The :mod:`kopt.sparsity` schedule for ``settings``; ``end_step=None`` ends at 2/3 of ``steps``."""
-    from kopt.sparsity import ConstantSparsity, PolynomialDecay
+# ------------------------------------------------------- plan -> technique
+def _stage_context(plan: Plan, stage: str) -> dict[str, Any]:
+    """What a stage's technique needs from the rest of the plan besides its own per-layer settings."""
+    if stage == "quantize":
+        return {
+            "keep_float": [name for name, p in plan.layers.items() if p.quantize is None],
+            "planned_clusters": planned_clusters(plan),
+        }
+    return {}
 
-    end = settings.end_step
-    if end is None:
-        if settings.schedule == "constant":
-            end = -1
-        elif steps is None:
-            raise PolicyError(
-                f"Cannot place the end of the pruning schedule{f' of layer {layer!r}' if layer else ''}: "
-                "prune.end_step is not set and the number of training steps is unknown. Pass steps_per_epoch= "
-                "(or steps=), or set prune.end_step in the policy."
-            )
-        else:
-            end = max(settings.begin_step + 1, round(steps * 2 / 3))
-    if settings.schedule == "constant":
-        return ConstantSparsity(settings.sparsity, settings.begin_step, end, settings.frequency)
-    if end <= settings.begin_step:
-        raise PolicyError(
-            f"prune.end_step={end} must be after prune.begin_step={settings.begin_step} for a polynomial schedule."
-        )
-    return PolynomialDecay(settings.initial_sparsity, settings.sparsity, settings.begin_step, end, frequency=settings.frequency)
+
+def wrap(model: keras.Model, plan: Plan, stage: str, *, steps: int | None = None, seed: int | None = None,
+         notes: list[str] | None = None) -> keras.Model:
+    """The wrapped model of one training stage: the stage's registered technique with the plan's per-layer settings.
+
+    In the clustering stage, layers pruned earlier in the path but not clustered keep their zeros
+    (:func:`keep_zeros`): the stage's fine-tuning would otherwise regrow them.
+    """
+    if stage not in technique_names():
+        raise ValueError(f"Unknown stage {stage!r}; stages: {list(STAGES)}.")
+    model = flattened(model)
+    per_layer = per_layer_settings(plan, stage)
+    wrapped = get_technique(stage).wrap(
+        model, per_layer, steps=steps, seed=seed, notes=notes, **_stage_context(plan, stage)
+    )
+    if stage == "cluster":
+        pruned_only = {name for name, p in plan.layers.items() if p.prune is not None and p.cluster is None}
+        return keep_zeros(wrapped, pruned_only) if pruned_only else wrapped
+    return wrapped
 
 
 def wrap_prune(model: keras.Model, plan: Plan, *, steps: int | None = None, notes: list[str] | None = None) -> keras.Model:
-    """``model`` with each layer planned for pruning in a PruneWrapper with its own schedule.
-
-    ``steps`` (training steps of the stage) places schedules whose ``end_step`` is None.
-    A layer whose weights cannot take its M:N pattern stays dense and is listed in ``notes``.
-    """
-    model = flattened(model)
-    from kopt.sparsity import PruneWrapper
-    from kopt.sparsity.prunable import NotPrunable, plan_layer
-
-    graph = analyze(model)
-    calls: dict[int, int] = {}
-    for node in graph.layer_nodes():
-        calls[id(graph.layer(node))] = calls.get(id(graph.layer(node)), 0) + 1
-    chosen: dict[int, tuple[PruneSettings, Any]] = {}
-    for layer in graph.layers():
-        layer_plan = _plan_for(plan, layer)
-        if layer_plan is None or layer_plan.prune is None:
-            continue
-        settings = layer_plan.prune
-        try:
-            weight_plan = plan_layer(layer, settings.m_by_n)
-        except NotPrunable as reason:
-            if notes is not None:
-                notes.append(f"{layer.name}: not pruned ({reason})")
-            continue
-        if notes is not None:
-            for weight, why in weight_plan.skipped.items():
-                notes.append(f"{layer.name}.{weight}: stays dense ({why})")
-        chosen[id(layer)] = (settings, prune_schedule(settings, steps, layer=layer.name))
-    if not chosen:
-        raise PolicyError(f"The policy prunes no layer of model {model.name!r}: no planned layer can be pruned.")
-
-    def wrap(layer: keras.layers.Layer) -> keras.layers.Layer | None:
-        if id(layer) not in chosen:
-            return None
-        settings, schedule = chosen[id(layer)]
-        return PruneWrapper(
-            clone_layer(layer),
-            schedule=schedule,
-            m_by_n=settings.m_by_n,
-            calls_per_step=calls[id(layer)],
-            name=f"prune_{layer.name}",
-        )
-
-    return map_layers(model, wrap)
+    """``model`` with each layer planned for pruning in a PruneWrapper with its own schedule."""
+    return wrap(model, plan, "prune", steps=steps, notes=notes)
 
 
-# ------------------------------------------------------------- clustering
 def wrap_cluster(model: keras.Model, plan: Plan, *, seed: int | None = None) -> keras.Model:
     """``model`` with each layer planned for clustering in a ClusterWrapper with its own settings."""
-    model = flattened(model)
-    from kopt.clustering import cluster_weights
+    return wrap(model, plan, "cluster", seed=seed)
 
-    configs: dict[str, dict[str, Any]] = {}
-    for layer in analyze(model).layers():
-        layer_plan = _plan_for(plan, layer)
-        if layer_plan is not None and layer_plan.cluster is not None:
-            settings: ClusterSettings = layer_plan.cluster
-            configs[layer.name] = {
-                "number_of_clusters": settings.number_of_clusters,
-                "init": settings.init,
-                "per_channel": settings.per_channel,
-                "preserve_sparsity": settings.preserve_sparsity,
-            }
-    if not configs:
-        raise PolicyError(f"The policy clusters no layer of model {model.name!r}.")
-    first = next(iter(configs.values()))
-    clustered = cluster_weights(
-        model,
-        first["number_of_clusters"],
-        seed=seed,
-        layer_filter=lambda layer: False,  # only the layers named in configs
-        configs=configs,
-    )
-    pruned_only = {
-        name for name, p in plan.layers.items() if p.prune is not None and p.cluster is None and name not in configs
-    }
-    return keep_zeros(clustered, pruned_only) if pruned_only else clustered
+
+def wrap_quantize(model: keras.Model, plan: Plan, *, notes: list[str] | None = None) -> keras.Model:
+    """The quantization-aware model for the plan (its scheme, per-layer bit widths, float layers left float)."""
+    return wrap(model, plan, "quantize", notes=notes)
 
 
 def keep_zeros(model: keras.Model, names: set[str]) -> keras.Model:
@@ -246,107 +197,7 @@ def keep_zeros(model: keras.Model, names: set[str]) -> keras.Model:
     return map_layers(model, wrap)
 
 
-# ----------------------------------------------------------- quantization
-def _with_bits(quantizer: Any, bits: int, layer: str) -> Any:
-    if getattr(quantizer, "num_bits", None) == bits:
-        return quantizer
-    if not hasattr(quantizer, "num_bits"):
-        raise PolicyError(
-            f"Layer {layer!r}: quantize.bits={bits} cannot be applied: its weight quantizer "
-            f"{type(quantizer).__name__} has no bit width."
-        )
-    config = dict(quantizer.get_config())
-    config["num_bits"] = bits
-    return type(quantizer).from_config(config)
-
-
-#: Built-in cluster-preserving schemes -> whether they also keep zeros (PCQAT).
-CLUSTER_PRESERVING = {"cluster_preserve": False, "prune_cluster_preserve": True}
-
-
-def planned_clusters(plan: Plan) -> dict[str, tuple[int, bool]]:
-    """``layer -> (most distinct kernel values, per channel)`` that the plan's clustering leaves.
-
-    A layer clustered with ``preserve_sparsity`` may hold its zeros besides its clusters.
-    """
-    return {
-        name: (p.cluster.number_of_clusters + int(p.cluster.preserve_sparsity), p.cluster.per_channel)
-        for name, p in plan.layers.items()
-        if p.cluster is not None and p.quantize is not None
-    }
-
-
-def quantization_scheme(plan: Plan) -> Any:
-    """The plan's scheme: a name, or a Scheme when layers need their own checks or bit widths.
-
-    Cluster-preserving QAT checks each clustered layer strictly against its planned number of
-    clusters (:func:`planned_clusters`): a layer that reaches QAT unclustered raises
-    :class:`~kopt.quantization.NotClusteredError` instead of quietly training 256 centroids.
-    """
-    from kopt.quantization import cluster_preserve_scheme, get_scheme
-
-    settings = quantize_settings(plan)
-    if settings is None:
-        raise PolicyError(f"Policy {plan.policy.name!r} quantizes no layer.")
-    bits = {name: p.quantize.bits for name, p in plan.layers.items() if p.quantize is not None}
-    planned = planned_clusters(plan) if settings.scheme in CLUSTER_PRESERVING else {}
-    if all(b == 8 for b in bits.values()) and not planned:
-        return settings.scheme
-    if planned:
-        scheme = cluster_preserve_scheme(preserve_sparsity=CLUSTER_PRESERVING[settings.scheme], planned=planned)
-    else:
-        scheme = get_scheme(settings.scheme)
-    if all(b == 8 for b in bits.values()):
-        return scheme
-    previous = scheme.weight_quantizer
-
-    def hook(layer: keras.Operation, attr: str, quantizer: Any) -> Any:
-        name = getattr(layer, "name", "")
-        if name in bits:
-            quantizer = _with_bits(quantizer, bits[name], name)
-        return previous(layer, attr, quantizer) if previous is not None else quantizer
-
-    return replace(scheme, weight_quantizer=hook)
-
-
-def wrap_quantize(model: keras.Model, plan: Plan, *, notes: list[str] | None = None) -> keras.Model:
-    """The quantization-aware model for the plan (its scheme, per-layer bit widths).
-
-    Layers whose plan turns quantization off stay in float: the other layers are annotated
-    and only they are quantized (the int8 lowering then fails if a float layer remains, and
-    says which).
-    """
-    model = flattened(model)
-    from kopt.quantization import quantize_annotate_layer, quantize_apply
-
-    scheme = quantization_scheme(plan)
-    layers = analyze(model).layers()
-    off = [layer.name for layer in layers if (p := _plan_for(plan, layer)) is not None and p.quantize is None]
-    if off:
-        if notes is not None:
-            notes.append(f"left in float by the policy: {', '.join(off)}")
-        keep = set(off)
-        model = map_layers(
-            model, lambda layer: None if layer.name in keep else quantize_annotate_layer(clone_layer(layer))
-        )
-    quantized, report = quantize_apply(model, scheme, return_report=True)
-    if notes is not None:
-        notes.extend(line.strip() for line in str(report).splitlines()[1:])
-    return quantized
-
-
 # ------------------------------------------------------------------ running
-def wrap(model: keras.Model, plan: Plan, stage: str, *, steps: int | None = None, seed: int | None = None,
-         notes: list[str] | None = None) -> keras.Model:
-    """The wrapped model of one training stage (``"prune"``, ``"cluster"`` or ``"quantize"``)."""
-    if stage == "prune":
-        return wrap_prune(model, plan, steps=steps, notes=notes)
-    if stage == "cluster":
-        return wrap_cluster(model, plan, seed=seed)
-    if stage == "quantize":
-        return wrap_quantize(model, plan, notes=notes)
-    raise ValueError(f"Unknown stage {stage!r}; stages: {list(STAGES)}.")
-
 
 def left_dense_by_plan(model: keras.Model, plan: Plan) -> set[str]:
     """Layers the plan does not prune although they could be: a choice, not a coverage gap."""
@@ -477,7 +328,7 @@ def lower_stage(
         if strict:
             raise NotFullyMappedError(message)
         report.notes.append(message)
-        warnings.warn(message, stacklevel=2)
+        warnings.warn(message, KoptWarning, stacklevel=2)
     if plan.policy.target == "micro":  # accuracy above is LiteRT's on the uncompressed file
         tflite = _micro_file(tflite, eval_data or (representative_data, None), report)
     log(f"[kopt] {report.summary()}")

@@ -31,83 +31,20 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from kopt.clustering.init import INIT_METHODS
-from kopt.core.errors import KoptError
+from kopt.clustering.settings import ClusterSettings
+from kopt.core.checks import check_bool, check_choice
+from kopt.core.errors import PolicyError
+from kopt.quantization.settings import QuantizeSettings
+from kopt.sparsity.settings import PruneSettings
+from kopt.technique.registry import get_technique, techniques
 
-SCHEDULES = ("polynomial", "constant")
-QUANTIZE_MODES = ("qat", "ptq")
 TARGETS = ("int8", "edgetpu", "micro")
 MATCH_KINDS = ("name", "path", "class")  # in precedence order
 
 
-class PolicyError(KoptError, ValueError):
-    """A policy (or policy file) is malformed, or does not fit the model it is applied to."""
-
-
-# ----------------------------------------------------------------- settings
-@dataclass(frozen=True)
-class PruneSettings:
-    """Gradual magnitude pruning. ``end_step=None`` lets kopt end the schedule at 2/3 of the fine-tuning steps."""
-
-    sparsity: float = 0.5
-    schedule: str = "polynomial"
-    initial_sparsity: float = 0.0
-    begin_step: int = 0
-    end_step: int | None = None
-    frequency: int = 100
-    m_by_n: tuple[int, int] | None = None
-
-    def __post_init__(self) -> None:
-        _check_fraction("prune.sparsity", self.sparsity)
-        _check_fraction("prune.initial_sparsity", self.initial_sparsity)
-        _check_choice("prune.schedule", self.schedule, SCHEDULES)
-        _check_int("prune.begin_step", self.begin_step, minimum=0)
-        _check_int("prune.frequency", self.frequency, minimum=1)
-        if self.end_step is not None:
-            _check_int("prune.end_step", self.end_step, minimum=0)
-            if self.end_step < self.begin_step:
-                raise PolicyError(f"prune.end_step={self.end_step} is before prune.begin_step={self.begin_step}.")
-        if self.m_by_n is not None:
-            pair = tuple(self.m_by_n)
-            if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
-                raise PolicyError(f"prune.m_by_n must be a pair of integers (M, N) such as (2, 4), got {self.m_by_n!r}.")
-            m, n = pair
-            if not 0 < m < n:
-                raise PolicyError(f"prune.m_by_n=({m}, {n}) needs 0 < M < N (M zeros in every block of N).")
-            object.__setattr__(self, "m_by_n", pair)
-
-
-@dataclass(frozen=True)
-class ClusterSettings:
-    """Weight clustering into ``number_of_clusters`` shared values per layer (or per output channel)."""
-
-    number_of_clusters: int = 16
-    init: str = "kmeans++"
-    per_channel: bool = False
-    preserve_sparsity: bool = False
-
-    def __post_init__(self) -> None:
-        _check_int("cluster.number_of_clusters", self.number_of_clusters, minimum=1)
-        _check_choice("cluster.init", self.init, INIT_METHODS)
-        _check_bool("cluster.per_channel", self.per_channel)
-        _check_bool("cluster.preserve_sparsity", self.preserve_sparsity)
-
-
-@dataclass(frozen=True)
-class QuantizeSettings:
-    """Quantization: ``mode="qat"`` trains with fake-quant (``scheme``); ``"ptq"`` calibrates after training."""
-
-    mode: str = "qat"
-    scheme: str = "default_8bit"
-    bits: int = 8
-
-    def __post_init__(self) -> None:
-        _check_choice("quantize.mode", self.mode, QUANTIZE_MODES)
-        _check_scheme(self.scheme)
-        _check_int("quantize.bits", self.bits, minimum=2, maximum=8)
-
-
-SETTINGS_TYPES = {"prune": PruneSettings, "cluster": ClusterSettings, "quantize": QuantizeSettings}
+def settings_types() -> dict[str, type]:
+    """``technique name -> settings dataclass``, from the technique registry (in stage order)."""
+    return {technique.name: technique.settings_type for technique in techniques()}
 
 
 @dataclass(frozen=True)
@@ -127,8 +64,8 @@ class LayerRule:
                 re.compile(pattern)
             except re.error as err:
                 raise PolicyError(f"Rule {self.match!r}: invalid regular expression ({err}).") from None
-        _check_bool(f"rule {self.match!r}: exclude", self.exclude)
-        for technique, settings_type in SETTINGS_TYPES.items():
+        check_bool(f"rule {self.match!r}: exclude", self.exclude)
+        for technique, settings_type in settings_types().items():
             value = getattr(self, technique)
             if value is None or isinstance(value, bool):
                 continue
@@ -213,7 +150,7 @@ class Plan:
         layers = []
         for p in self.layers.values():
             entry: dict[str, Any] = {"name": p.name, "path": p.path, "class_name": p.class_name, "rule": p.rule}
-            for technique in SETTINGS_TYPES:
+            for technique in settings_types():
                 value = getattr(p, technique)
                 entry[technique] = None if value is None else _settings_dict(value)
             layers.append(entry)
@@ -244,8 +181,8 @@ class Policy:
     validate: bool = True
 
     def __post_init__(self) -> None:
-        _check_choice("target", self.target, TARGETS)
-        for technique, settings_type in SETTINGS_TYPES.items():
+        check_choice("target", self.target, TARGETS)
+        for technique, settings_type in settings_types().items():
             value = getattr(self, technique)
             if value is not None and not isinstance(value, settings_type):
                 raise PolicyError(f"Policy.{technique} must be a {settings_type.__name__} or None, got {value!r}.")
@@ -314,8 +251,9 @@ class Policy:
 
     def _layer_plan(self, name: str, path: str, class_name: str, rule: LayerRule | None, layer: Any) -> LayerPlan:
         resolved = {}
-        for technique in SETTINGS_TYPES:
-            if not technique_applies(technique, layer):
+        for technique in settings_types():
+            entry = get_technique(technique)
+            if not entry.applies(layer):
                 resolved[technique] = None
                 continue
             settings = getattr(self, technique)
@@ -323,11 +261,11 @@ class Policy:
             if rule is not None and rule.exclude or override is False:
                 settings = None
             elif isinstance(override, Mapping):
-                base = settings or SETTINGS_TYPES[technique]()
+                base = settings or entry.settings_type()
                 settings = _replace(base, override, where=f"rule {rule.match!r}: {technique}")
             elif override is True and settings is None:
-                settings = SETTINGS_TYPES[technique]()
-            elif override is None and technique == "prune" and not _pruned_by_default(layer):
+                settings = entry.settings_type()
+            elif override is None and not entry.on_by_default(layer):
                 settings = None  # opt in with a rule naming the layer or its class
             resolved[technique] = settings
         return LayerPlan(name, path, class_name, rule=None if rule is None else rule.match, **resolved)
@@ -335,7 +273,7 @@ class Policy:
     # JSON ---------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "target": self.target, "validate": self.validate}
-        for technique in SETTINGS_TYPES:
+        for technique in settings_types():
             value = getattr(self, technique)
             out[technique] = None if value is None else _settings_dict(value)
         out["rules"] = [
@@ -351,8 +289,8 @@ class Policy:
         _check_fields(data, cls, "policy field(s)")
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
-            if key in SETTINGS_TYPES:
-                kwargs[key] = None if value is None else _settings_from(SETTINGS_TYPES[key], value, where=key)
+            if key in settings_types():
+                kwargs[key] = None if value is None else _settings_from(settings_types()[key], value, where=key)
             elif key == "rules":
                 if not isinstance(value, list):
                     raise PolicyError(f"Policy 'rules' must be a list, got {type(value).__name__}.")
@@ -362,7 +300,7 @@ class Policy:
                     raise PolicyError(f"Policy '{key}' must be a string, got {value!r}.")
                 kwargs[key] = value
             else:
-                _check_bool(key, value)
+                check_bool(key, value)
                 kwargs[key] = value
         return cls(**kwargs)
 
@@ -397,37 +335,8 @@ class Policy:
 
 
 # ------------------------------------------------------------------- helpers
-def technique_applies(technique: str, layer: Any) -> bool:
-    """Whether ``technique`` can act on ``layer`` at all (a Flatten has nothing to prune).
-
-    Asks the technique packages: pruning, :func:`kopt.sparsity.prunable_weights` (built-in
-    rules or a layer's ``get_prunable_weights``); clustering, :func:`kopt.clustering.is_clusterable`
-    (registry or ``get_clusterable_weights``). Quantization applies to every layer: whether the
-    scheme knows how is decided by ``quantize_apply``, which names the layers it cannot handle.
-    """
-    if technique == "quantize":
-        return True
-    if technique == "prune":
-        from kopt.sparsity.prunable import NotPrunable, prunable_weights
-
-        try:
-            return bool(prunable_weights(layer))
-        except NotPrunable:
-            return False
-    if technique == "cluster":
-        from kopt.clustering import is_clusterable
-
-        return bool(is_clusterable(layer))
-    raise ValueError(f"Unknown technique {technique!r}.")
 
 
-def _pruned_by_default(layer: Any) -> bool:
-    """False for layers the layer-layout table keeps dense unless a rule asks (depthwise kernels: a handful of
-    weights per channel, so pruning them costs accuracy and saves almost nothing; TFMOT does the same)."""
-    from kopt.core.layers import layout_of
-
-    layout = layout_of(layer)
-    return layout is None or layout.prune_by_default
 
 
 def _settings_dict(settings: Any) -> dict[str, Any]:
@@ -469,39 +378,12 @@ def _rule_from(item: Any) -> LayerRule:
     return LayerRule(**item)
 
 
-def _check_fraction(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise PolicyError(f"{name} must be a number in [0, 1), got {value!r}.")
 
 
-def _check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise PolicyError(f"{name} must be an integer, got {value!r}.")
-    if minimum is not None and value < minimum or maximum is not None and value > maximum:
-        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise PolicyError(f"{name} must be {bounds}, got {value!r}.")
 
 
-def _check_bool(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise PolicyError(f"{name} must be true or false, got {value!r}.")
 
 
-def _check_scheme(scheme: Any) -> None:
-    """A scheme is valid when registered: built-in, or added with ``kopt.quantization.register_scheme``."""
-    from kopt.quantization import available_schemes
-
-    if scheme not in available_schemes():
-        raise PolicyError(
-            f"Unknown quantize.scheme {scheme!r}; registered: {available_schemes()}. A scheme of your own must be "
-            "registered with kopt.quantization.register_scheme before the policy is made (on the command line: "
-            "--plugin MODULE imports the module that registers it)."
-        )
-
-
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise PolicyError(f"Unknown {name} {value!r}; valid: {list(choices)}.")
 
 
 __all__ = [

@@ -33,9 +33,13 @@ from kopt.quantization.quantizers import (
 )
 from kopt.quantization.registry import USER_REGISTRY, QuantizeRegistry, default_8bit_registry, register
 from kopt.quantization.schemes import Scheme, available_schemes, default_8bit_scheme, get_scheme, register_scheme
+from kopt.quantization.settings import QuantizeSettings
+from kopt.quantization.technique import QUANTIZATION
 from kopt.quantization.wrapper import ActivationQuantize, ChannelAffine, FoldedBatchNorm, QuantizeWrapper
 
 __all__ = [
+    "QuantizeSettings",
+    "QUANTIZATION",
     "OUTPUT_RULES",
     "ActivationQuantize",
     "ActivationQuantizer",

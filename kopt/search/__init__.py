@@ -6,8 +6,9 @@ how much the search may spend; :mod:`kopt.search.walk` walks the deployment path
 :class:`SearchReport` holds every candidate measured and draws the Pareto chart.
 """
 
+from kopt.core.errors import BudgetNotMetWarning
 from kopt.search.allocate import allocate
-from kopt.search.budget import Budget, BudgetNotMetWarning
+from kopt.search.budget import Budget
 from kopt.search.candidates import Candidate, SearchReport, pareto_front
 from kopt.search.walk import FINETUNE_LEARNING_RATE_SCALE, SearchOutcome, search
 

@@ -10,10 +10,6 @@ from kopt.core.errors import InvalidArgumentError
 TARGETS = ("int8", "edgetpu", "micro")
 
 
-class BudgetNotMetWarning(UserWarning):
-    """No candidate the search measured meets the budget; the closest one is returned."""
-
-
 @dataclass(frozen=True)
 class Budget:
     """Limits for ``kopt.optimize(model, "auto", budget=...)``.

@@ -36,16 +36,17 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
-from kopt.core.errors import InvalidArgumentError
+from kopt.core.errors import BudgetNotMetWarning, InvalidArgumentError, KoptWarning
 from kopt.graph import analyze, map_layers
 from kopt.metrics import top1_accuracy
 from kopt.pipeline.stages import StageResult, baseline_stage, lower_stage, train_stage
 from kopt.pipeline.training import Training
-from kopt.policy import ClusterSettings, LayerRule, Plan, Policy, PruneSettings, QuantizeSettings, technique_applies
+from kopt.policy import ClusterSettings, LayerRule, Plan, Policy, PruneSettings, QuantizeSettings
 from kopt.report.summary import Report, StageReport
 from kopt.search.allocate import OFF, allocate
-from kopt.search.budget import Budget, BudgetNotMetWarning
+from kopt.search.budget import Budget
 from kopt.search.candidates import WITHIN, Candidate, SearchReport
+from kopt.technique.registry import get_technique
 
 Log = Callable[[str], None]
 
@@ -368,7 +369,7 @@ class Search:
         """The one-shot sensitivity table of ``technique``, or None when no layer can take it."""
         from kopt.analysis import sensitivity
 
-        if not any(technique_applies(technique, layer) for layer in analyze(model).layers()):
+        if not any(get_technique(technique).applies(layer) for layer in analyze(model).layers()):
             return None
         table = sensitivity(
             model, self.sensitivity_data, technique=technique, levels=levels, batch_size=256, seed=self.seed
@@ -599,7 +600,7 @@ def search(
         warnings.warn(
             "kopt.optimize(model, 'auto') got no validation_data: the accuracy budget is checked on the training "
             "data, which flatters every candidate. Pass validation_data=(x_val, y_val).",
-            UserWarning,
+            KoptWarning,
             stacklevel=3,
         )
     if representative_data is None:

@@ -10,9 +10,13 @@ from kopt.sparsity.callbacks import PruningSummaries, UpdatePruningStep
 from kopt.sparsity.masks import m_by_n_mask, magnitude_mask
 from kopt.sparsity.prunable import PrunableLayer, prunable_weights
 from kopt.sparsity.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
+from kopt.sparsity.settings import PruneSettings
+from kopt.sparsity.technique import PRUNING
 from kopt.sparsity.wrapper import PruneWrapper
 
 __all__ = [
+    "PruneSettings",
+    "PRUNING",
     "ConstantSparsity",
     "PolynomialDecay",
     "PrunableLayer",

@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence
 
 import keras
 
-from kopt.core.errors import UnsupportedLayerError
+from kopt.core.errors import KoptWarning, UnsupportedLayerError
 from kopt.core.validation import check_finite_weights
 from kopt.graph import analyze, clone_layer, map_layers
 from kopt.graph.model_type import like_input
@@ -144,6 +144,7 @@ def _prune_model(
             f"Left unpruned because kopt does not know their weights: {', '.join(unknown)}. "
             "Give a custom layer a `get_prunable_weights()` method to opt in "
             "(prune_low_magnitude(..., return_report=True) lists every decision).",
+            KoptWarning,
             stacklevel=3,
         )
 

@@ -14,7 +14,7 @@ from typing import Iterator
 
 import keras
 
-from kopt.core.errors import InvalidArgumentError
+from kopt.core.errors import InvalidArgumentError, KoptWarning
 from kopt.sparsity.wrapper import PruneWrapper
 
 
@@ -83,6 +83,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
             warnings.warn(
                 "Training stopped before pruning finished for: " + "; ".join(unfinished)
                 + ". Train for more steps or move the schedule's begin_step/end_step.",
+                KoptWarning,
                 stacklevel=2,
             )
 

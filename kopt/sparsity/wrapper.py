@@ -24,7 +24,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kopt.core.errors import InvalidArgumentError, UnsupportedLayerError
+from kopt.core.errors import InvalidArgumentError, KoptWarning, UnsupportedLayerError
 from kopt.core.substitution import call_with_weights
 from kopt.sparsity.masks import check_m_by_n, m_by_n_mask, magnitude_mask
 from kopt.sparsity.prunable import NotPrunable, PrunableWeight, plan_layer
@@ -242,4 +242,4 @@ def warn_skipped_weights(wrapper: PruneWrapper) -> None:
     """Tell the user which weights of a directly wrapped layer stay dense (partial M:N)."""
     if wrapper.skipped_weights:
         details = "; ".join(f"{name}: {reason}" for name, reason in wrapper.skipped_weights.items())
-        warnings.warn(f"Layer {wrapper.layer.name!r}: some weights are left dense. {details}.", stacklevel=3)
+        warnings.warn(f"Layer {wrapper.layer.name!r}: some weights are left dense. {details}.", KoptWarning, stacklevel=3)

@@ -20,16 +20,13 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
+from kopt.core.errors import CoverageWarning
 from kopt.graph import analyze
 
 #: Pruning must reach at least this share of the requested sparsity over all kernels.
 PRUNE_REACH = 0.9
 #: Every CoverageWarning message starts with this (reports pick the lines out by it).
 PREFIX = "Coverage:"
-
-
-class CoverageWarning(UserWarning):
-    """A technique reached less of the model than asked; the message names each layer left out and why."""
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from kopt.clustering import (
     is_clusterable,
 )
 from kopt.clustering import cluster_weights as kopt_cluster_weights
+from kopt.core.errors import KoptWarning
 from kopt.graph import analyze
 from kopt.technique.wrapper import KoptWrapper
 from kopt.tfmot._common import check_no_kwargs, keep_input_shape, model_kind, scope, strip_wrappers
@@ -148,7 +149,7 @@ def _cluster_layer(layer: Any, params: dict) -> Any:
         warnings.warn(
             f"cluster_weights: layer {layer.name!r} ({type(layer).__name__}) is left unclustered, as in TFMOT "
             "(kopt.clustering.cluster_weights clusters depthwise kernels).",
-            UserWarning,
+            KoptWarning,
             stacklevel=3,
         )
         return layer

@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from kopt.core.errors import KoptWarning
 from kopt.sparsity import PruningSummaries as KoptPruningSummaries
 from kopt.sparsity import UpdatePruningStep as KoptUpdatePruningStep
 
@@ -31,7 +32,7 @@ class PruningSummaries(KoptPruningSummaries):
             warnings.warn(
                 f"PruningSummaries ignores the TensorBoard arguments {sorted(kwargs)}: it writes pruning scalars "
                 "only; add keras.callbacks.TensorBoard(...) for losses and metrics.",
-                UserWarning,
+                KoptWarning,
                 stacklevel=2,
             )
         self._by_hand = False

@@ -13,7 +13,7 @@ from typing import Any
 
 import keras
 
-from kopt.core.errors import InvalidArgumentError, UnsupportedLayerError
+from kopt.core.errors import InvalidArgumentError, KoptWarning, UnsupportedLayerError
 from kopt.graph import analyze
 from kopt.sparsity import ConstantSparsity, PruneWrapper, PruningSchedule
 from kopt.sparsity import prune_low_magnitude as kopt_prune_low_magnitude
@@ -87,7 +87,7 @@ def _prune_layer(layer: Any, policy: PruningPolicy | None, options: dict) -> Any
         warnings.warn(
             f"prune_low_magnitude: layer {layer.name!r} ({type(layer).__name__}) is left dense: {why}. "
             "kopt.sparsity.prune_low_magnitude prunes depthwise kernels.",
-            UserWarning,
+            KoptWarning,
             stacklevel=3,
         )
         return layer
