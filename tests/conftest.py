@@ -3,6 +3,10 @@
 Under TensorFlow every test runs. Under JAX or PyTorch (``KERAS_BACKEND=jax|torch``)
 only the tests marked ``backends`` run: the rest (TFLite lowering, the Edge TPU checker)
 need TensorFlow by nature.
+
+End-to-end tests (whole pipelines, searches, real architectures, the TFMOT notebooks) carry the
+``e2e`` marker: every ``slow`` test, and every test in :data:`E2E_FILES`. ``-m "not e2e"`` is the
+quick loop.
 """
 
 import os
@@ -15,8 +19,25 @@ import pytest  # noqa: E402
 
 BACKEND = keras.backend.backend()
 
+#: Test files that exercise whole paths (optimize, the search, the CLI, TFLite round trips of real models).
+E2E_FILES = {
+    "test_api.py",
+    "test_cli.py",
+    "test_reliability.py",
+    "test_guides.py",
+    "test_runner.py",
+    "test_search.py",
+    "test_budget.py",
+    "test_edgetpu_kopt_models.py",
+    "test_collaborative_tflite.py",
+    "test_distributed.py",
+}
+
 
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("slow") or item.path.name in E2E_FILES:
+            item.add_marker(pytest.mark.e2e)
     if BACKEND == "tensorflow":
         return
     selected = [item for item in items if item.get_closest_marker("backends")]
