@@ -23,7 +23,7 @@ from kopt.quantization.preserve import cluster_preserve_scheme
 from kopt.quantization.quantizers import WeightQuantizer
 from kopt.quantization.schemes import get_scheme
 from kopt.quantization.settings import QuantizeSettings
-from kopt.technique.registry import NotEligible, Target, Technique, register_technique
+from kopt.technique.registry import NotEligible, Target, Technique, float_variable, register_technique
 
 #: The scheme whose weight quantizers the one-shot change mirrors.
 ONE_SHOT_SCHEME = "default_8bit"
@@ -114,7 +114,7 @@ class Quantization(Technique):
         found = []
         for attr, quantizer in config.weights.items():
             variable = getattr(layer, attr, None)
-            if isinstance(quantizer, WeightQuantizer) and _float_variable(variable):
+            if isinstance(quantizer, WeightQuantizer) and float_variable(variable):
                 found.append(Target(attr, variable, quantizer=quantizer, kernel_view=attr == "kernel"))
         if not found:
             raise NotEligible(f"the {ONE_SHOT_SCHEME} scheme quantizes no weight variable of it")
@@ -175,9 +175,6 @@ class Quantization(Technique):
             rounded.append(np.asarray(ops.convert_to_numpy(result)).astype(value.dtype).reshape(value.shape))
         return rounded
 
-
-def _float_variable(variable: Any) -> bool:
-    return isinstance(variable, keras.Variable) and keras.backend.is_float_dtype(variable.dtype)
 
 
 QUANTIZATION = register_technique(Quantization())

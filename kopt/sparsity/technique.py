@@ -18,7 +18,7 @@ from kopt.sparsity.prunable import NotPrunable, plan_layer, prunable_weights
 from kopt.sparsity.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 from kopt.sparsity.settings import PruneSettings
 from kopt.sparsity.wrapper import PruneWrapper
-from kopt.technique.registry import NotEligible, Target, Technique, register_technique
+from kopt.technique.registry import NotEligible, Target, Technique, float_variable, register_technique
 
 
 def prune_schedule(settings: PruneSettings, steps: int | None, *, layer: str = "") -> PruningSchedule:
@@ -57,7 +57,7 @@ class Pruning(Technique):
             weights = prunable_weights(layer)
         except NotPrunable as error:
             raise NotEligible(str(error)) from None
-        found = [Target(w.name, w.variable) for w in weights if _float_variable(w.variable)]
+        found = [Target(w.name, w.variable) for w in weights if float_variable(w.variable)]
         if not found:
             raise NotEligible("it has no float weight to prune")
         return found
@@ -138,9 +138,6 @@ class Pruning(Technique):
             pruned.append((value * mask.astype(value.dtype)).astype(value.dtype))
         return pruned
 
-
-def _float_variable(variable: Any) -> bool:
-    return isinstance(variable, keras.Variable) and keras.backend.is_float_dtype(variable.dtype)
 
 
 PRUNING = register_technique(Pruning())

@@ -39,6 +39,11 @@ class Target:
     kernel_view: bool = False
 
 
+def float_variable(variable: Any) -> bool:
+    """Whether ``variable`` is a float Keras variable (the only kind a technique changes)."""
+    return isinstance(variable, keras.Variable) and keras.backend.is_float_dtype(variable.dtype)
+
+
 class Technique:
     """One technique, as every caller above the technique packages sees it."""
 
@@ -127,6 +132,7 @@ def get_technique(name: Any) -> Technique:
 
 __all__ = [
     "NotEligible",
+    "float_variable",
     "Target",
     "Technique",
     "get_technique",
