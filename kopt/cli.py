@@ -340,8 +340,8 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     except Exception as error:  # noqa: BLE001 - the job failed: exit 1
         raise JobFailed(f"{type(error).__name__}: {error}") from error
     if not args.quiet:
-        print(str(result.report))
-        if result.search is not None:
+        if result.search is not None:  # a named policy's stage lines were printed as each stage ended
+            print(str(result.report))
             print(result.search.table())
         print("wrote " + ", ".join(str(p) for p in paths.values()))
     if result.search is not None and result.search.warnings:

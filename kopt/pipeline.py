@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 
 import keras
 
+from kopt.errors import InvalidArgumentError, UnknownNameError
 from kopt.policy import Plan
 from kopt.stages import (
     StageResult,
@@ -37,7 +38,7 @@ class PipelineResult:
         for stage in self.stages:
             if stage.name == name:
                 return stage
-        raise KeyError(f"No stage {name!r}; stages run: {[s.name for s in self.stages]}.")
+        raise UnknownNameError(f"No stage {name!r}; stages run: {[s.name for s in self.stages]}.")
 
     @property
     def model(self) -> keras.Model:
@@ -90,9 +91,9 @@ def run_stages(
     names = list(stage_names(plan) if stages is None else stages)
     unknown = [s for s in names if s not in STAGES]
     if unknown:
-        raise ValueError(f"Unknown stage(s) {unknown}; stages: {list(STAGES)}.")
+        raise InvalidArgumentError(f"Unknown stage(s) {unknown}; stages: {list(STAGES)}.")
     if names != [s for s in STAGES if s in names]:
-        raise ValueError(f"Stages must run in the order {list(STAGES)}, got {names}.")
+        raise InvalidArgumentError(f"Stages must run in the order {list(STAGES)}, got {names}.")
 
     result = PipelineResult()
     if baseline:

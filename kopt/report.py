@@ -25,6 +25,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import keras
 import numpy as np
 
+from kopt.errors import UnknownNameError
 from kopt.metrics import top1_accuracy, zipped_bytes
 from kopt.wrapper import KoptWrapper
 
@@ -386,7 +387,7 @@ class Report:
         for stage in self.stages:
             if stage.name == name:
                 return stage
-        raise KeyError(f"No stage {name!r} in this report; stages: {[s.name for s in self.stages]}.")
+        raise UnknownNameError(f"No stage {name!r} in this report; stages: {[s.name for s in self.stages]}.")
 
     @property
     def final(self) -> StageReport:

@@ -22,7 +22,7 @@ import numpy as np
 
 from kopt import coverage
 from kopt.callbacks_for_model import for_model
-from kopt.errors import KoptError
+from kopt.errors import InvalidArgumentError, KoptError
 from kopt.graph import analyze, clone_layer, map_layers
 from kopt.policy import ClusterSettings, LayerPlan, Plan, PolicyError, PruneSettings, QuantizeSettings
 from kopt.report import DeployedLayer, StageReport, deployed_layers, keras_stage, main_kernel, tflite_stage
@@ -345,7 +345,7 @@ def wrap(model: keras.Model, plan: Plan, stage: str, *, steps: int | None = None
         return wrap_cluster(model, plan, seed=seed)
     if stage == "quantize":
         return wrap_quantize(model, plan, notes=notes)
-    raise ValueError(f"Unknown stage {stage!r}; stages: {list(STAGES)}.")
+    raise InvalidArgumentError(f"Unknown stage {stage!r}; stages: {list(STAGES)}.")
 
 
 def left_dense_by_plan(model: keras.Model, plan: Plan) -> set[str]:

@@ -31,6 +31,7 @@ from kopt.core.layers import (
     registered_classes,
     resolve_attribute,
 )
+from kopt.errors import InvalidArgumentError
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def register_clusterable(layer_class: type, weights: Mapping[str, int | Sequence
     they are registered themselves.
     """
     if not weights:
-        raise ValueError(f"register_clusterable({getattr(layer_class, '__name__', layer_class)}): give at least one "
+        raise InvalidArgumentError(f"register_clusterable({getattr(layer_class, '__name__', layer_class)}): give at least one "
                          "weight attribute.")
     base = class_layout(layer_class) if isinstance(layer_class, type) else None
     kernels = [

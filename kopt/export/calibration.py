@@ -21,7 +21,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from kopt.errors import InvalidArgumentError
+from kopt.errors import InvalidArgumentError, InvalidArgumentTypeError
 
 #: Samples used for calibration when the caller does not say (TF's docs suggest ~100-500).
 DEFAULT_CALIBRATION_SAMPLES = 100
@@ -142,7 +142,7 @@ def _iterate(data: Any) -> Iterator[Any]:
     try:
         return iter(data)
     except TypeError:
-        raise TypeError(
+        raise InvalidArgumentTypeError(
             "representative_data must be an array, a list of arrays, a generator, a tf.data.Dataset "
             f"or an iterable of batches; got {type(data).__name__}"
         ) from None

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from kopt.errors import InvalidArgumentError
 from kopt.export.flatbuffer import TFLiteModel, TFLiteSource, load
 from kopt.metrics import top1_accuracy
 
@@ -36,7 +37,7 @@ def run(
     arrays = _arrange(x, input_names)
     count = len(arrays[0])
     if any(len(a) != count for a in arrays):
-        raise ValueError(f"inputs have different batch sizes: {[len(a) for a in arrays]}")
+        raise InvalidArgumentError(f"inputs have different batch sizes: {[len(a) for a in arrays]}")
 
     interpreter = interpreter_for(model.raw, num_threads=num_threads)
     in_details = {d["index"]: d for d in interpreter.get_input_details()}
@@ -101,14 +102,14 @@ def _arrange(x: Any, names: list[str]) -> list[np.ndarray]:
     if isinstance(x, Mapping):
         missing = [n for n in names if n not in x]
         if missing:
-            raise ValueError(f"inputs {missing} are missing; the model's inputs are {names}")
+            raise InvalidArgumentError(f"inputs {missing} are missing; the model's inputs are {names}")
         return [np.asarray(x[n]) for n in names]
     if isinstance(x, (list, tuple)):
         if len(x) != len(names):
-            raise ValueError(f"got {len(x)} input arrays for a model with inputs {names}")
+            raise InvalidArgumentError(f"got {len(x)} input arrays for a model with inputs {names}")
         return [np.asarray(a) for a in x]
     if len(names) != 1:
-        raise ValueError(f"the model has inputs {names}: pass a list or a dict of arrays")
+        raise InvalidArgumentError(f"the model has inputs {names}: pass a list or a dict of arrays")
     return [np.asarray(x)]
 
 

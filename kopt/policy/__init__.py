@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from kopt.clustering.init import INIT_METHODS
-from kopt.errors import KoptError
+from kopt.errors import InvalidArgumentError, KoptError, listing, preview
 
 SCHEDULES = ("polynomial", "constant")
 QUANTIZE_MODES = ("qat", "ptq")
@@ -134,7 +134,7 @@ class LayerRule:
                 continue
             if not isinstance(value, Mapping):
                 raise PolicyError(
-                    f"Rule {self.match!r}: {technique} must be true/false or an object of settings, got {value!r}."
+                    f"Rule {self.match!r}: {technique} must be true/false or an object of settings, got {preview(value)}."
                 )
             unknown = set(value) - {f.name for f in fields(settings_type)}
             if unknown:
@@ -248,7 +248,7 @@ class Policy:
         for technique, settings_type in SETTINGS_TYPES.items():
             value = getattr(self, technique)
             if value is not None and not isinstance(value, settings_type):
-                raise PolicyError(f"Policy.{technique} must be a {settings_type.__name__} or None, got {value!r}.")
+                raise PolicyError(f"Policy.{technique} must be a {settings_type.__name__} or None, got {preview(value)}.")
         object.__setattr__(self, "rules", tuple(self.rules))
         for rule in self.rules:
             if not isinstance(rule, LayerRule):
@@ -290,7 +290,7 @@ class Policy:
             unmatched = [r.match for r in self.rules if id(r) not in used and not self._matches_any(r, entries)]
             if unmatched:
                 raise PolicyError(
-                    f"Policy rule(s) {unmatched} match no layer of model {graph.name!r}. Layer names: "
+                    f"Policy rule(s) {listing(unmatched)} match no layer of model {graph.name!r}. Layer names: "
                     f"{[e[0] for e in entries][:20]}{'...' if len(entries) > 20 else ''}. "
                     "Fix the key, or pass validate=False to ignore rules that match nothing."
                 )
@@ -359,7 +359,7 @@ class Policy:
                 kwargs[key] = tuple(_rule_from(item) for item in value)
             elif key in ("name", "target"):
                 if not isinstance(value, str):
-                    raise PolicyError(f"Policy '{key}' must be a string, got {value!r}.")
+                    raise PolicyError(f"Policy '{key}' must be a string, got {preview(value)}.")
                 kwargs[key] = value
             else:
                 _check_bool(key, value)
@@ -418,7 +418,7 @@ def technique_applies(technique: str, layer: Any) -> bool:
         from kopt.clustering import is_clusterable
 
         return bool(is_clusterable(layer))
-    raise ValueError(f"Unknown technique {technique!r}.")
+    raise InvalidArgumentError(f"Unknown technique {technique!r}.")
 
 
 def _pruned_by_default(layer: Any) -> bool:
@@ -437,7 +437,7 @@ def _settings_dict(settings: Any) -> dict[str, Any]:
 
 def _settings_from(settings_type: type, value: Any, where: str) -> Any:
     if not isinstance(value, Mapping):
-        raise PolicyError(f"Policy '{where}' must be an object of settings or null, got {value!r}.")
+        raise PolicyError(f"Policy '{where}' must be an object of settings or null, got {preview(value)}.")
     return _replace(settings_type(), value, where=where)
 
 
@@ -462,29 +462,29 @@ def _check_fields(data: Mapping[str, Any], dataclass_type: type, what: str, cont
 
 def _rule_from(item: Any) -> LayerRule:
     if not isinstance(item, Mapping):
-        raise PolicyError(f"Each policy rule must be an object, got {item!r}.")
-    _check_fields(item, LayerRule, "rule field(s)", context=f" in {dict(item)!r}")
+        raise PolicyError(f"Each policy rule must be an object, got {preview(item)}.")
+    _check_fields(item, LayerRule, "rule field(s)", context=f" in {preview(dict(item))}")
     if "match" not in item:
-        raise PolicyError(f"Policy rule {dict(item)!r} has no 'match'.")
+        raise PolicyError(f"Policy rule {preview(dict(item))} has no 'match'.")
     return LayerRule(**item)
 
 
 def _check_fraction(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise PolicyError(f"{name} must be a number in [0, 1), got {value!r}.")
+        raise PolicyError(f"{name} must be a number in [0, 1), got {preview(value)}.")
 
 
 def _check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise PolicyError(f"{name} must be an integer, got {value!r}.")
+        raise PolicyError(f"{name} must be an integer, got {preview(value)}.")
     if minimum is not None and value < minimum or maximum is not None and value > maximum:
         bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise PolicyError(f"{name} must be {bounds}, got {value!r}.")
+        raise PolicyError(f"{name} must be {bounds}, got {preview(value)}.")
 
 
 def _check_bool(name: str, value: Any) -> None:
     if not isinstance(value, bool):
-        raise PolicyError(f"{name} must be true or false, got {value!r}.")
+        raise PolicyError(f"{name} must be true or false, got {preview(value)}.")
 
 
 def _check_scheme(scheme: Any) -> None:
@@ -501,7 +501,7 @@ def _check_scheme(scheme: Any) -> None:
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise PolicyError(f"Unknown {name} {value!r}; valid: {list(choices)}.")
+        raise PolicyError(f"Unknown {name} {preview(value)}; valid: {list(choices)}.")
 
 
 __all__ = [

@@ -28,6 +28,7 @@ import keras
 import numpy as np
 
 from kopt.core.layers import is_foldable
+from kopt.errors import InvalidArgumentError
 from kopt.graph import ModelGraph, Pattern, find_matches, find_nodes
 from kopt.quantization.config import QuantizeConfig
 from kopt.quantization.hard_activations import decompose_hard_activations
@@ -56,7 +57,7 @@ class TransformContext:
     def set_config(self, node: str, layer: keras.Operation) -> None:
         config = self.lookup(layer)
         if config is None:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"Internal error: no quantization config for layer {layer.name!r} ({type(layer).__name__}) "
                 "created by a kopt transform."
             )

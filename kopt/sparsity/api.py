@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 import keras
 
 from kopt import coverage
-from kopt.errors import UnsupportedLayerError
+from kopt.errors import InvalidArgumentTypeError, UnsupportedLayerError, UnsupportedModelError
 from kopt.graph import analyze, clone_layer, map_layers
 from kopt.graph.model_type import like_input
 from kopt.sparsity.prunable import NotPrunable, is_unknown_with_weights, plan_layer
@@ -85,15 +85,15 @@ def prune_low_magnitude(
     schedule, m_by_n, block_size = check_options(schedule, m_by_n, block_size)
     check_finite_weights(to_prune, "kopt.sparsity.prune_low_magnitude")
     if layer_filter is not None and not callable(layer_filter):
-        raise TypeError(f"layer_filter must be a callable taking a layer, got {layer_filter!r}.")
+        raise InvalidArgumentTypeError(f"layer_filter must be a callable taking a layer, got {layer_filter!r}.")
     if isinstance(to_prune, keras.Model):
         model, report = _prune_model(to_prune, schedule, m_by_n, block_size, layer_filter)
         return (model, report) if return_report else model
     if isinstance(to_prune, keras.layers.Layer):
         if return_report or layer_filter is not None:
-            raise TypeError("return_report and layer_filter need a model; a single layer either is wrapped or raises.")
+            raise InvalidArgumentTypeError("return_report and layer_filter need a model; a single layer either is wrapped or raises.")
         return _prune_layer(to_prune, schedule, m_by_n, block_size)
-    raise TypeError(
+    raise UnsupportedModelError(
         f"prune_low_magnitude expects a keras.Model or keras.layers.Layer, got {type(to_prune).__name__}."
     )
 
