@@ -107,7 +107,9 @@ def run_stages(
         if representative_data is None:  # only used when the model did not go through QAT
             representative_data = features(training.train_data)
         metrics = result.stages[-1].report.keras_metrics if result.stages else {}
-        eval_data = training.eval_arrays(current) if not metrics or accuracy_key(metrics) is not None else None
+        several_outputs = len(current.outputs) > 1  # top-1 accuracy of "the" int8 output is undefined
+        measurable = not several_outputs and (not metrics or accuracy_key(metrics) is not None)
+        eval_data = training.eval_arrays(current) if measurable else None
         result.stages.append(
             lower_stage(
                 current,
@@ -118,6 +120,11 @@ def run_stages(
                 log=log,
             )
         )
+        if several_outputs:
+            result.stages[-1].report.notes.append(
+                f"int8 accuracy not measured: the model has {len(current.outputs)} outputs (Keras' per-output "
+                "metrics of each stage are in keras_metrics)"
+            )
     return result
 
 

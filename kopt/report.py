@@ -25,7 +25,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import keras
 import numpy as np
 
-from kopt.errors import UnknownNameError
+from kopt.errors import InvalidArgumentError, UnknownNameError
 from kopt.metrics import top1_accuracy, zipped_bytes
 from kopt.wrapper import KoptWrapper
 
@@ -158,10 +158,14 @@ class StageReport:
 
     @property
     def keras_accuracy(self) -> float | None:
-        for key, value in self.keras_metrics.items():
-            if "acc" in key:
-                return value
-        return None
+        """The Keras accuracy; None when there is none, or one per output of a multi-output model."""
+        accuracies = self.output_accuracies
+        return next(iter(accuracies.values())) if len(accuracies) == 1 else None
+
+    @property
+    def output_accuracies(self) -> dict[str, float]:
+        """Every accuracy-like Keras metric by name (one per output of a multi-output model)."""
+        return {key: value for key, value in self.keras_metrics.items() if "acc" in key}
 
     @property
     def accuracy(self) -> float | None:
@@ -181,6 +185,8 @@ class StageReport:
         parts = [f"{self.name:<9}"]
         if self.keras_accuracy is not None:
             parts.append(f"keras acc {self.keras_accuracy:.4f}")
+        elif len(self.output_accuracies) > 1:
+            parts.append("keras " + ", ".join(f"{k} {v:.4f}" for k, v in self.output_accuracies.items()))
         elif "loss" in self.keras_metrics:
             parts.append(f"loss {self.keras_metrics['loss']:.4f}")
         if self.int8_accuracy is not None:
@@ -355,9 +361,14 @@ def compression(
     interpreter; top-1 against integer or one-hot labels), and a ``.tflite`` is checked for
     the Edge TPU.
     """
+    if data is not None and (not isinstance(data, tuple) or len(data) != 2):
+        raise InvalidArgumentError(f"compression(data=...) must be a tuple (x, y), got {type(data).__name__}.")
     if isinstance(model_or_tflite, keras.Model):
         metrics = {}
         if data is not None:
+            from kopt.core.data import check_data
+
+            check_data(model_or_tflite, data, argument="compression data")
             x, y = data
             predictions = np.asarray(model_or_tflite.predict(x, verbose=0))
             metrics["accuracy"] = top1_accuracy(predictions, y)
@@ -366,6 +377,10 @@ def compression(
     from kopt.export.flatbuffer import read_bytes
 
     raw = read_bytes(model_or_tflite)
+    if data is not None:
+        from kopt.core.data import check_arrays
+
+        check_arrays(data[0], data[1], argument="compression data")
     accuracy = evaluate(raw, data[0], data[1]) if data is not None else None
     return tflite_stage(name, raw, int8_accuracy=accuracy, edgetpu=check_edgetpu(raw))
 

@@ -325,6 +325,9 @@ def _validate(model, representative_data, int8_io, mode, batch_size, calibration
         raise UnsupportedModelError(f"to_tflite expects a keras.Model, got {type(model).__name__}")
     if not model.built:
         raise UnsupportedModelError(f"model '{model.name}' is not built: call it on data or give it an Input first")
+    from kopt.core.data import check_numeric_model
+
+    check_numeric_model(model, "kopt.export.to_tflite")
     if mode not in _MODES:
         raise InvalidArgumentError(f"mode must be one of {_MODES}, got {mode!r}")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):

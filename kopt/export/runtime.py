@@ -82,7 +82,13 @@ def interpreter_for(tflite: bytes, *, num_threads: int | None = None):
 
 
 def evaluate(tflite: TFLiteSource, x: Any, y: np.ndarray, *, num_threads: int | None = None) -> float:
-    """Top-1 accuracy of the model's (first) output on ``x`` against labels ``y`` (ints or one-hot)."""
+    """Top-1 accuracy of the model's (first) output on ``x`` against labels ``y`` (ints or one-hot).
+
+    ``x`` and ``y`` are checked first (:func:`kopt.core.data.check_arrays`): one finite label per sample.
+    """
+    from kopt.core.data import check_arrays
+
+    check_arrays(x, y, argument="evaluate")
     predictions = run(tflite, x, num_threads=num_threads)
     if isinstance(predictions, list):
         predictions = predictions[0]

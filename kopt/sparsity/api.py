@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 import keras
 
 from kopt import coverage
-from kopt.errors import InvalidArgumentTypeError, UnsupportedLayerError, UnsupportedModelError
+from kopt.errors import InvalidArgumentTypeError, UnsupportedLayerError, UnsupportedModelError, listing
 from kopt.graph import analyze, clone_layer, map_layers
 from kopt.graph.model_type import like_input
 from kopt.sparsity.prunable import NotPrunable, is_unknown_with_weights, plan_layer
@@ -136,8 +136,17 @@ def _prune_model(
         if decision is None and is_unknown_with_weights(layer) and not isinstance(layer, KoptWrapper):
             unknown.append(f"{layer.name} ({type(layer).__name__})")
     if not report.wrapped:
+        wrapped = [layer.name for layer in graph.layers() if isinstance(layer, KoptWrapper)]
+        if wrapped:
+            kinds = sorted({type(layer).__name__ for layer in graph.layers() if isinstance(layer, KoptWrapper)})
+            raise UnsupportedLayerError(
+                f"Model {model.name!r} is already wrapped for training: {listing(wrapped)} by {', '.join(kinds)}. "
+                "Strip first: call kopt.strip(model), then prune the stripped model (its zeros are kept)."
+            )
+        reasons = [f"{name}: {why}" for name, why in report.skipped.items()]
         raise UnsupportedLayerError(
-            f"No layer of model {model.name!r} can be pruned with these options.\n{report}"
+            f"No layer of model {model.name!r} can be pruned with these options ({listing(reasons, 5)}).\n"
+            "Hint: prune_low_magnitude(..., return_report=True) on a model with a prunable layer lists every decision."
         )
     if unknown:
         warnings.warn(
