@@ -40,6 +40,7 @@ import numpy as np
 
 from kopt.errors import InvalidArgumentError, InvalidArgumentTypeError, UnsupportedModelError
 from kopt.export import diagnostics, renaming
+from kopt.export.byte_inputs import anchored, byte_inputs, check_byte_input_scales, with_float_inputs
 from kopt.export.calibration import DEFAULT_CALIBRATION_SAMPLES, InputSpec, batches, materialize
 from kopt.export.errors import ConversionError, MissingRangesError
 from kopt.export.rnn import rolled_recurrent_layers, unroll_recurrent_layers
@@ -133,6 +134,11 @@ def to_tflite(
             f"input(s) {unknown} of model '{model.name}' have unknown dimensions {[s.shape for s in specs]}: "
             "build the model with a fully defined input shape or pass representative_data"
         )
+    byte_specs = specs if mode == "int8" and byte_inputs(specs) else None
+    if byte_specs is not None:  # images as bytes: lowered from float32 inputs of the same values (kopt.export.byte_inputs)
+        model = with_float_inputs(model)
+        data = None if data is None else anchored(data, specs)
+        specs = [InputSpec(s.key, s.shape, "float32" if s.key in byte_inputs(specs) else s.dtype) for s in specs]
     if isolate is None:
         isolate = keras.backend.backend() != "tensorflow"
     rolled: list[str] = []
@@ -141,6 +147,8 @@ def to_tflite(
         rolled = [layer.name for layer in rolled_recurrent_layers(model)]  # left inside a composite layer
         isolate = isolate or bool(rolled)  # a converter crash then ends a child process, not this one
     tflite = _lower(model, data, specs, options, isolate, rolled)
+    if byte_specs is not None:
+        check_byte_input_scales(tflite, byte_specs, io_type, model.name)
     if sparse:
         from kopt.export import sparse as sparse_export
 

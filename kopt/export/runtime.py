@@ -43,6 +43,14 @@ def run(
     in_details = {d["index"]: d for d in interpreter.get_input_details()}
     out_details = {d["index"]: d for d in interpreter.get_output_details()}
     step = max(1, int(in_details[input_indices[0]]["shape"][0])) if in_details[input_indices[0]]["shape"].size else 1
+    for name, array, index in zip(input_names, arrays, input_indices):
+        expected = tuple(int(d) for d in in_details[index].get("shape_signature", in_details[index]["shape"])[1:])
+        sample = tuple(array.shape[1:])
+        if len(sample) != len(expected) or any(e not in (-1, s) for s, e in zip(sample, expected)):
+            raise InvalidArgumentError(
+                f"evaluate/run input {name!r}: samples of shape {sample} do not fit the model's input shape {expected} "
+                "(-1: any size)."
+            )
 
     collected: list[list[np.ndarray]] = [[] for _ in output_indices]
     for start in range(0, count, step):

@@ -136,7 +136,7 @@ def _prune_model(
         if decision is None and is_unknown_with_weights(layer) and not isinstance(layer, KoptWrapper):
             unknown.append(f"{layer.name} ({type(layer).__name__})")
     if not report.wrapped:
-        wrapped = [layer.name for layer in graph.layers() if isinstance(layer, KoptWrapper)]
+        wrapped = [getattr(layer, "layer", layer).name for layer in graph.layers() if isinstance(layer, KoptWrapper)]
         if wrapped:
             kinds = sorted({type(layer).__name__ for layer in graph.layers() if isinstance(layer, KoptWrapper)})
             raise UnsupportedLayerError(
