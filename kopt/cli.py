@@ -332,6 +332,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
             seed=args.seed,
             verbose=0 if args.quiet else 2,
             budget=budget,
+            callbacks=[] if args.quiet else [one_line_per_epoch()],
             **overrides,
         )
         paths = result.save(args.out)
@@ -387,6 +388,8 @@ def import_plugins(modules: Sequence[str]) -> None:
     """Import the ``--plugin`` modules: the user's own code, named explicitly on the command line."""
     import importlib
 
+    if modules:
+        load_kopt()  # a plugin may import any kopt module: load the package in its usual order first
     if modules and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # as `python -m` does: ./my_schemes.py is importable
     for module in modules:
@@ -466,6 +469,29 @@ def cmd_policy(args: argparse.Namespace) -> int:
         print(f"Policy {policy.name!r} (target {policy.target}) on model {model.name!r}:\n")
         print(plan.table())
     return EXIT_OK
+
+
+def one_line_per_epoch() -> Any:
+    """Keras' progress logger printing one line per epoch: ``epoch 1/2: 10/10 - 3s - loss: ...``.
+
+    With ``verbose=2`` Keras prints an ``Epoch 1/2`` line before each epoch's line; given this logger
+    among the callbacks, ``fit`` uses it instead of its own.
+    """
+    import keras
+
+    class OneLinePerEpoch(keras.callbacks.ProgbarLogger):
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            epochs, self.epochs = self.epochs, 1  # Keras writes "Epoch i/n" only when n > 1
+            try:
+                super().on_epoch_begin(epoch, logs)
+            finally:
+                self.epochs = epochs
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            sys.stdout.write(f"epoch {epoch + 1}/{self.epochs}: ")
+            super().on_epoch_end(epoch, logs)
+
+    return OneLinePerEpoch()
 
 
 def schema_text() -> str:
