@@ -155,12 +155,14 @@ class StageReport:
     layers: list[LayerStats] = field(default_factory=list)
     edgetpu: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    outputs: int = 1  # model outputs: several have one accuracy each, none of them "the" accuracy
 
     @property
     def keras_accuracy(self) -> float | None:
-        """The Keras accuracy; None when there is none, or one per output of a multi-output model."""
-        accuracies = self.output_accuracies
-        return next(iter(accuracies.values())) if len(accuracies) == 1 else None
+        """The Keras accuracy (the first accuracy-like metric); None for a multi-output model."""
+        if self.outputs > 1:
+            return None
+        return next(iter(self.output_accuracies.values()), None)
 
     @property
     def output_accuracies(self) -> dict[str, float]:
@@ -185,7 +187,7 @@ class StageReport:
         parts = [f"{self.name:<9}"]
         if self.keras_accuracy is not None:
             parts.append(f"keras acc {self.keras_accuracy:.4f}")
-        elif len(self.output_accuracies) > 1:
+        elif self.outputs > 1 and self.output_accuracies:
             parts.append("keras " + ", ".join(f"{k} {v:.4f}" for k, v in self.output_accuracies.items()))
         elif "loss" in self.keras_metrics:
             parts.append(f"loss {self.keras_metrics['loss']:.4f}")
@@ -252,7 +254,8 @@ def keras_stage(
 ) -> StageReport:
     """Figures of a Keras model (plain or wrapped) as a stage of a report."""
     deployed = layers if layers is not None else deployed_layers(model)
-    stage = StageReport(name=name, keras_metrics=dict(metrics or {}), notes=list(notes))
+    stage = StageReport(name=name, keras_metrics=dict(metrics or {}), notes=list(notes),
+                        outputs=len(getattr(model, "outputs", None) or [None]))
     stage.layers = [layer_stats(layer) for layer in deployed.values()]
     _aggregate(stage)
     stage.float_bytes = sum(layer.float_bytes for layer in stage.layers)

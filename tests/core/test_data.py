@@ -252,3 +252,13 @@ def test_optimize_a_multi_output_model_with_a_preset_reports_accuracy_per_output
     assert "keras digit_accuracy" in baseline.summary()
     assert int8.int8_accuracy is None and any("the model has 2 outputs" in note for note in int8.notes)
     assert result.tflite is not None
+
+
+def test_a_single_output_model_keeps_its_accuracy_beside_other_accuracy_metrics():
+    from kopt.report import StageReport
+
+    metrics = {"loss": 0.3, "accuracy": 0.9, "sparse_top_k_categorical_accuracy": 0.99}
+    assert StageReport("s", keras_metrics=metrics).keras_accuracy == 0.9
+    two = StageReport("s", keras_metrics={"digit_accuracy": 0.8, "parity_accuracy": 0.7}, outputs=2)
+    assert two.keras_accuracy is None and two.accuracy is None
+    assert "keras digit_accuracy 0.8000, parity_accuracy 0.7000" in two.summary()
