@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 import keras
 import numpy as np
 
-from kopt.core.data import check_data, check_inputs
+from kopt.core.data import check_data, check_inputs, check_numeric_model
 from kopt.core.errors import InvalidArgumentError, UnsupportedModelError
 from kopt.core.validation import check_finite_weights
 from kopt.pipeline import run_stages
@@ -43,6 +43,7 @@ def _check_model(model: Any, caller: str) -> None:
         raise UnsupportedModelError(f"{caller} needs a keras.Model, got {type(model).__name__}.")
     if not model.built:
         raise UnsupportedModelError(f"Model {model.name!r} is not built: give it an Input, or call it on data first.")
+    check_numeric_model(model, caller)
     check_finite_weights(model, caller)
 
 

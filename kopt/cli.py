@@ -1,8 +1,14 @@
 """The ``kopt`` command line: optimize a saved model, inspect a ``.tflite``, show a policy's plan.
 
 Exit codes: 0 success; 1 the job ran and failed (training or lowering failed, or the Edge TPU
-target is not fully mapped); 2 bad usage or input (unknown option, missing or malformed file,
-invalid policy). Errors print one line without a traceback unless ``--verbose`` is given.
+target is not fully mapped); 2 bad usage or input (unknown option, missing, malformed or truncated
+file, invalid policy, data that kopt's validation refuses, an ``--out`` that cannot be written).
+Everything that can be checked is checked before any training starts. Errors print one line
+(plus a hint) without a traceback unless ``--verbose`` is given.
+
+Fast and quiet start: Keras and TensorFlow load only once a command needs them (``--help``,
+``--version`` and usage errors answer at once), after the backend log levels are set, so no
+INFO lines from TensorFlow, absl, the converter or XNNPACK show unless ``--verbose``.
 
 Models load with ``keras.saving.load_model`` in safe mode; policy files are JSON data and
 data files are loaded with ``allow_pickle=False``: nothing from a file is ever executed.
@@ -11,14 +17,19 @@ data files are loaded with ``allow_pickle=False``: nothing from a file is ever e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+# kopt.policy.presets.PRESET_NAMES, repeated so that the parser needs no Keras (a test keeps them equal).
+PRESET_NAMES = ("prune", "prune_2x4", "cluster", "qat", "ptq", "pqat", "cqat", "pcqat", "edgetpu", "micro")
+MESSAGE_LIMIT = 400  # characters per printed error line: configs and long lists are cut
 
 DATA_KEYS_HELP = (
     "DATA.npz (numpy.savez) holds x_train and y_train (required), x_val and y_val (optional, both or "
@@ -38,8 +49,6 @@ class JobFailed(Exception):
 
 # ------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
-    from kopt.policy.presets import PRESET_NAMES
-
     presets = ", ".join(PRESET_NAMES)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -82,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--learning-rate", type=float, help="learning rate of the fine-tuning optimizer")
     opt.add_argument("--metrics", help="comma-separated metric names (e.g. accuracy)")
     opt.add_argument("--seed", type=int, help="random seed (Keras, NumPy, clustering initialisation)")
-    opt.add_argument("--quiet", action="store_true", help="no training progress, only the final summary")
+    opt.add_argument("--quiet", action="store_true", help="print nothing but errors (the results are in --out)")
     auto = opt.add_argument_group("automatic search (--policy auto): the smallest int8 model within a budget")
     auto.add_argument("--max-accuracy-drop", type=float, metavar="FRACTION",
                       help="largest drop of int8 validation accuracy below the float model (default: 0.01)")
@@ -114,8 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Resolve a policy against MODEL.keras and print, per layer, which technique applies with "
         "which settings and which rule decided it.",
     )
-    pol.add_argument("model", metavar="MODEL.keras")
-    pol.add_argument("--policy", required=True, metavar="NAME|FILE.json", help=f"a preset ({presets}) or a policy JSON file")
+    pol.add_argument("model", metavar="MODEL.keras", nargs="?", help="required unless --schema")
+    pol.add_argument("--policy", metavar="NAME|FILE.json", help=f"a preset ({presets}) or a policy JSON file")
+    pol.add_argument("--schema", action="store_true",
+                     help="print the JSON Schema of policy files (kopt/policy/policy.schema.json) and exit")
     pol.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
 
@@ -151,7 +162,6 @@ def load_budget(args: argparse.Namespace) -> Any:
 
 def load_policy(spec: str) -> Any:
     from kopt.policy import Policy
-    from kopt.policy.presets import PRESET_NAMES
 
     if spec == "auto":
         return "auto"
@@ -163,18 +173,30 @@ def load_policy(spec: str) -> Any:
     raise UsageError(f"--policy {spec!r} is neither a preset ({', '.join(PRESET_NAMES)}) nor a JSON file.")
 
 
-def load_model(spec: str) -> Any:
-    import keras
+def check_model_file(spec: str) -> None:
+    """A ``.keras`` file that exists and is a zip archive: checked before Keras loads (seconds saved on bad input)."""
+    import zipfile
 
     path = Path(spec)
     if not path.is_file():
         raise UsageError(f"no model file at {spec!r}.")
     if path.suffix != ".keras":
         raise UsageError(f"{spec!r} is not a .keras file (save the model with model.save('model.keras')).")
+    if not zipfile.is_zipfile(path):
+        raise UsageError(f"{spec!r} is not a valid .keras file: it is not a zip archive (truncated, or another format). "
+                         "Save the model again with model.save('model.keras').")
+
+
+def load_model(spec: str) -> Any:
+    check_model_file(spec)
+    load_kopt()
+    import keras
+
     try:
-        return keras.saving.load_model(path)  # safe mode: no code from the file runs
+        return keras.saving.load_model(Path(spec))  # safe mode: no code from the file runs
     except Exception as error:  # noqa: BLE001 - any loading failure is bad input
-        raise UsageError(f"cannot load model {spec!r}: {error}") from error
+        reason = shorten(f"{type(error).__name__}: {error}", 200)
+        raise UsageError(f"{spec!r} is not a valid .keras file: Keras cannot load it ({reason}).") from error
 
 
 def load_data(spec: str) -> dict[str, Any]:
@@ -186,8 +208,10 @@ def load_data(spec: str) -> dict[str, Any]:
     try:
         with np.load(path, allow_pickle=False) as archive:
             data = {key: archive[key] for key in archive.files}
-    except (ValueError, OSError) as error:
-        raise UsageError(f"cannot read {spec!r} as a .npz archive of arrays: {error}") from error
+    except Exception as error:  # noqa: BLE001 - truncated archives raise BadZipFile, EOFError, ValueError...
+        raise UsageError(f"cannot read {spec!r} as a .npz archive of arrays ({type(error).__name__}: "
+                         f"{shorten(str(error), 200)}); save it again with numpy.savez.") from error
+
     missing = [key for key in ("x_train", "y_train") if key not in data]
     if missing:
         raise UsageError(f"{spec!r} lacks {missing}; it has {sorted(data)}. {DATA_KEYS_HELP}")
@@ -197,6 +221,37 @@ def load_data(spec: str) -> dict[str, Any]:
         if x_key in data and len(data[x_key]) != len(data[y_key]):
             raise UsageError(f"{spec!r}: {x_key} has {len(data[x_key])} samples but {y_key} has {len(data[y_key])}.")
     return data
+
+
+def check_out(spec: str) -> None:
+    """``--out`` can take the results: not an existing file, and a directory kopt can write in.
+
+    Probed by creating it (and a temporary file in it) and removing what was created, so a bad
+    ``--out`` is found in a millisecond, not after the whole job.
+    """
+    import tempfile
+
+    out = Path(spec)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {spec!r} is an existing file; give a directory (it is created if missing).")
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise UsageError(f"--out {spec!r} cannot be created: {str(existing)!r} is a file, not a directory.")
+    created = [p for p in (out, *out.parents) if not p.exists()]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        raise UsageError(f"--out {spec!r} is not writable ({error.strerror or error}); choose another directory.") from error
+    finally:
+        for path in created:  # deepest first
+            try:
+                path.rmdir()
+            except OSError:
+                break
 
 
 def _positive(name: str, value: int | None) -> None:
@@ -233,18 +288,23 @@ def compile_overrides(args: argparse.Namespace, model: Any) -> dict[str, Any]:
 
 # --------------------------------------------------------------- commands
 def cmd_optimize(args: argparse.Namespace) -> int:
-    import kopt  # noqa: F401 - registers every kopt class before the model loads
-    from kopt.api import optimize
-    from kopt.pipeline.stages import check_plan
-    from kopt.pipeline.training import CompileSettings
-
+    check_out(args.out)
     if args.epochs < 0:
         raise UsageError(f"--epochs must be >= 0, got {args.epochs}.")
     _positive("--batch-size", args.batch_size)
+    check_model_file(args.model)
+    data = load_data(args.data)
+    load_kopt()
+    from kopt.api import optimize
+    from kopt.core.data import check_data, check_inputs
+    from kopt.core.errors import InvalidArgumentError, UnsupportedModelError
+    from kopt.pipeline.stages import check_plan
+    from kopt.pipeline.training import CompileSettings
+    from kopt.policy import PolicyError
+
     policy = load_policy(args.policy)
     budget = load_budget(args)
     model = load_model(args.model)
-    data = load_data(args.data)
     overrides = compile_overrides(args, model)
     # Everything that can be checked before training is bad input (exit 2).
     if budget is None:
@@ -253,8 +313,12 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         from kopt.search.walk import check_classifier
 
         check_classifier(model)
-    CompileSettings.from_model(model, **overrides)
+    settings = CompileSettings.from_model(model, **overrides)
     validation = (data["x_val"], data["y_val"]) if "x_val" in data else None
+    check_data(model, (data["x_train"], data["y_train"]), argument="x_train/y_train", loss=settings.loss)
+    check_data(model, validation, argument="x_val/y_val", loss=settings.loss)
+    if "x_calibration" in data:
+        check_inputs(model, data["x_calibration"], argument="x_calibration")
 
     try:
         result = optimize(
@@ -268,15 +332,19 @@ def cmd_optimize(args: argparse.Namespace) -> int:
             seed=args.seed,
             verbose=0 if args.quiet else 2,
             budget=budget,
+            callbacks=[] if args.quiet else [one_line_per_epoch()],
             **overrides,
         )
         paths = result.save(args.out)
+    except (InvalidArgumentError, UnsupportedModelError, PolicyError):
+        raise  # refused before any work (kopt validates first): bad input, exit 2
     except Exception as error:  # noqa: BLE001 - the job failed: exit 1
         raise JobFailed(f"{type(error).__name__}: {error}") from error
-    print(str(result.report))
-    if result.search is not None:
-        print(result.search.table())
-    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    if not args.quiet:
+        if result.search is not None:  # a named policy's stage lines were printed as each stage ended
+            print(str(result.report))
+            print(result.search.table())
+        print("wrote " + ", ".join(str(p) for p in paths.values()))
     if result.search is not None and result.search.warnings:
         raise JobFailed(result.search.warnings[0])
     edgetpu = result.edgetpu
@@ -320,6 +388,8 @@ def import_plugins(modules: Sequence[str]) -> None:
     """Import the ``--plugin`` modules: the user's own code, named explicitly on the command line."""
     import importlib
 
+    if modules:
+        load_kopt()  # a plugin may import any kopt module: load the package in its usual order first
     if modules and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # as `python -m` does: ./my_schemes.py is importable
     for module in modules:
@@ -333,6 +403,7 @@ def import_plugins(modules: Sequence[str]) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    load_kopt()
     from kopt.export import check_edgetpu, inspect
 
     model = load_tflite(args.model)
@@ -379,8 +450,13 @@ def _micro_report(model: Any, *, required: bool) -> Any:
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
-    import kopt  # noqa: F401 - registers every kopt class before the model loads
-
+    if args.schema:
+        print(schema_text(), end="")
+        return EXIT_OK
+    if args.model is None or args.policy is None:
+        raise UsageError("kopt policy needs MODEL.keras and --policy NAME|FILE.json (or --schema alone).")
+    check_model_file(args.model)
+    load_kopt()
     policy = load_policy(args.policy)
     if policy == "auto":
         raise UsageError("--policy auto has no fixed plan: the search chooses one. Run 'kopt optimize --policy auto'; "
@@ -395,13 +471,42 @@ def cmd_policy(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def one_line_per_epoch() -> Any:
+    """Keras' progress logger printing one line per epoch: ``epoch 1/2: 10/10 - 3s - loss: ...``.
+
+    With ``verbose=2`` Keras prints an ``Epoch 1/2`` line before each epoch's line; given this logger
+    among the callbacks, ``fit`` uses it instead of its own.
+    """
+    import keras
+
+    class OneLinePerEpoch(keras.callbacks.ProgbarLogger):
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            epochs, self.epochs = self.epochs, 1  # Keras writes "Epoch i/n" only when n > 1
+            try:
+                super().on_epoch_begin(epoch, logs)
+            finally:
+                self.epochs = epochs
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            sys.stdout.write(f"epoch {epoch + 1}/{self.epochs}: ")
+            super().on_epoch_end(epoch, logs)
+
+    return OneLinePerEpoch()
+
+
+def schema_text() -> str:
+    """The JSON Schema of policy files, shipped in the package (read without importing Keras)."""
+    from importlib.resources import files
+
+    return files("kopt").joinpath("policy", "policy.schema.json").read_text(encoding="utf-8")
+
+
 COMMANDS = {"optimize": cmd_optimize, "inspect": cmd_inspect, "policy": cmd_policy}
 
 
 # ------------------------------------------------------------------- main
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     parser = build_parser()
     args = parser.parse_args(argv)  # exits with 2 on bad usage
     verbose = bool(getattr(args, "verbose", False))
@@ -410,12 +515,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"kopt {__version__}")
         return EXIT_OK
+    quiet_backends(verbose)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
     try:
-        import_plugins(getattr(args, "plugin", []))
-        return COMMANDS[args.command](args)
+        with native_stderr_silenced(not verbose):
+            import_plugins(getattr(args, "plugin", []))
+            return COMMANDS[args.command](args)
     except JobFailed as error:
         return _fail(error, EXIT_FAILED, verbose)
     except (UsageError, ValueError, TypeError, OSError) as error:
@@ -430,10 +537,77 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _fail(error: BaseException, code: int, verbose: bool, prefix: str = "") -> int:
     if verbose:
         traceback.print_exception(error)
-    print(f"kopt: error: {prefix}{error}", file=sys.stderr)
-    if not verbose:
-        print("(run with --verbose for the full traceback)", file=sys.stderr)
+        print(f"kopt: error: {prefix}{error}", file=sys.stderr)
+        return code
+    print(f"kopt: error: {shorten(prefix + str(error))}", file=sys.stderr)
+    print("(run with --verbose for the full traceback)", file=sys.stderr)
     return code
+
+
+def shorten(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """One line of at most ``limit`` characters: the first line of ``text`` (TensorFlow stacks follow it)."""
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    first = lines[0] if lines else ""
+    more = len(lines) > 1
+    if len(first) > limit:
+        first, more = first[: limit - 1].rstrip() + "…", False
+    return first + (" […]" if more else "")
+
+
+def load_kopt() -> None:
+    """Import the whole package (registers kopt's layer classes with Keras) once a command needs it."""
+    import kopt
+
+    kopt._load()
+
+
+@contextlib.contextmanager
+def native_stderr_silenced(enabled: bool) -> Iterator[None]:
+    """Send what C++ code writes to file descriptor 2 to /dev/null; Python's ``sys.stderr`` still shows.
+
+    TensorFlow's absl lines ("All log messages before absl::InitializeLog()", CUDA stubs) and
+    LiteRT's "Created TensorFlow Lite XNNPACK delegate" ignore every log level. kopt's own
+    warnings and errors go through ``sys.stderr``, which is pointed at the real stream.
+    """
+    try:
+        fd = sys.stderr.fileno() if enabled else -1
+    except (AttributeError, OSError, ValueError):  # a captured stream without a descriptor
+        fd = -1
+    if fd < 0:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    python_stderr = sys.stderr
+    sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=python_stderr.encoding, errors="backslashreplace")
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+    try:
+        yield
+    finally:
+        sys.stderr.close()
+        sys.stderr = python_stderr
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
+def quiet_backends(verbose: bool) -> None:
+    """Log levels set before TensorFlow loads: no INFO/WARNING lines from TF, absl, the converter or XNNPACK.
+
+    The converter subprocess inherits the environment, so it is quiet too. ``--verbose`` leaves them as they are.
+    """
+    if verbose:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")  # C++ absl logging (used by LiteRT / XNNPACK)
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    import logging
+    import warnings
+
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*retracing.*")
 
 
 if __name__ == "__main__":

@@ -81,10 +81,10 @@ def test_litert_evaluate_and_compression_refuse_labels_for_other_samples():
 
     tflite = lower(lambda x: keras.layers.Dense(4, activation="softmax")(x), (6,))
     x = uniform((100, 6), seed=3)
-    with pytest.raises(InvalidArgumentError, match="got 1 labels for 100 predictions"):
+    with pytest.raises(InvalidArgumentError, match="1 labels for 100 input samples"):
         evaluate(tflite, x, np.zeros(1, int))
-    with pytest.raises(InvalidArgumentError, match="got 50 labels for 100 predictions"):
+    with pytest.raises(InvalidArgumentError, match="50 labels for 100 input samples"):
         evaluate(tflite, x, np.zeros(50, int))
-    with pytest.raises(InvalidArgumentError, match="got 1 labels for 100 predictions"):
+    with pytest.raises(InvalidArgumentError, match="1 labels for 100 input samples"):
         compression(tflite, data=(x, np.zeros(1, int)))
     assert 0.0 <= evaluate(tflite, x, np.zeros(100, int)) <= 1.0

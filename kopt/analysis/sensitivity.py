@@ -31,6 +31,7 @@ from kopt.analysis.techniques import (
     transformed,
     zero_share,
 )
+from kopt.core.data import check_data
 from kopt.core.errors import InvalidArgumentError, UnsupportedLayerError
 from kopt.core.validation import check_finite_weights
 from kopt.graph import analyze
@@ -100,6 +101,8 @@ def sensitivity(
             "accuracy of a single output. Build a model of the output to analyse (keras.Model(inputs, output))."
         )
     check_finite_weights(model, CALLER)
+    if not (isinstance(data, tuple) and len(data) >= 2 and data[1] is None):  # _load names missing labels
+        check_data(model, data, argument="sensitivity data", loss=getattr(model, "loss", None))
     selected = _select_layers(graph, technique, layers)
 
     x, y = _load(model, data, limit)

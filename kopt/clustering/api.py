@@ -19,7 +19,7 @@ from kopt.clustering.errors import ClusteringConfigError, NotClusterableError
 from kopt.clustering.layout import matrix_shape, normalize_axes
 from kopt.clustering.settings import ClusterSettings
 from kopt.clustering.wrapper import ClusterWrapper, derive_seed, validate_cluster_parameters
-from kopt.core.errors import KoptWarning
+from kopt.core.errors import KoptWarning, UnsupportedModelError
 from kopt.core.validation import check_finite_weights
 from kopt.graph import analyze, clone_layer, map_layers
 from kopt.graph.model_type import like_input
@@ -131,7 +131,7 @@ def cluster_weights(
     }
     if not isinstance(model_or_layer, keras.Model):
         if not isinstance(model_or_layer, keras.layers.Layer):
-            raise TypeError(f"cluster_weights expects a keras.Model or keras.layers.Layer, got {type(model_or_layer).__name__}.")
+            raise UnsupportedModelError(f"cluster_weights expects a keras.Model or keras.layers.Layer, got {type(model_or_layer).__name__}.")
         if layer_filter is not None or configs:
             raise ClusteringConfigError("layer_filter and configs apply to models; pass parameters directly for a layer.")
         return cluster_layer(model_or_layer, **defaults)

@@ -22,6 +22,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from kopt.clustering.errors import ClusteringConfigError
+
 
 def sorted_positions(matrix: Any, midpoints: Any) -> Any:
     """For ``matrix (M, C)`` and ascending ``midpoints (C, K-1)``: how many midpoints of its
@@ -109,7 +111,7 @@ def gather_centroids(centroids: Any, indices: Any, gradient_aggregation: str = "
     flat = flat_indices(indices, k)
     table = ops.reshape(centroids, (-1,))
     if gradient_aggregation not in ("sum", "mean"):
-        raise ValueError(f"gradient_aggregation must be 'sum' or 'mean', got {gradient_aggregation!r}.")
+        raise ClusteringConfigError(f"gradient_aggregation must be 'sum' or 'mean', got {gradient_aggregation!r}.")
     if keras.backend.backend() == "tensorflow":
         return ops.reshape(_take_with_bincount_gradient(table, flat, gradient_aggregation), flat.shape)
     if gradient_aggregation == "mean":

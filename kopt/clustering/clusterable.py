@@ -22,6 +22,7 @@ from typing import Mapping, Protocol, Sequence, runtime_checkable
 import keras
 
 from kopt.clustering.errors import NotClusterableError
+from kopt.core.errors import InvalidArgumentError
 from kopt.core.layers import (
     ChannelAxes,
     Kernel,
@@ -61,7 +62,7 @@ def register_clusterable(layer_class: type, weights: Mapping[str, int | Sequence
     they are registered themselves.
     """
     if not weights:
-        raise ValueError(f"register_clusterable({getattr(layer_class, '__name__', layer_class)}): give at least one "
+        raise InvalidArgumentError(f"register_clusterable({getattr(layer_class, '__name__', layer_class)}): give at least one "
                          "weight attribute.")
     base = class_layout(layer_class) if isinstance(layer_class, type) else None
     kernels = [

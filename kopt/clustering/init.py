@@ -23,6 +23,8 @@ from typing import Callable
 
 import numpy as np
 
+from kopt.clustering.errors import ClusteringConfigError
+
 INIT_METHODS: tuple[str, ...] = ("linear", "random", "density", "kmeans++")
 
 LLOYD_MAX_ITERATIONS = 100
@@ -98,7 +100,7 @@ def initial_centroids(values: np.ndarray, number_of_clusters: int, method: str, 
     try:
         fn = _METHODS[method]
     except KeyError:
-        raise ValueError(f"Unknown centroid initialisation {method!r}; valid ones: {', '.join(INIT_METHODS)}.") from None
+        raise ClusteringConfigError(f"Unknown centroid initialisation {method!r}; valid ones: {', '.join(INIT_METHODS)}.") from None
     values = np.asarray(values, dtype=np.float64).reshape(-1)
     if values.size == 0:
         return np.zeros(number_of_clusters)

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from kopt.clustering.layout import from_matrix_np, normalize_axes, to_matrix_np
+from kopt.core.errors import InvalidArgumentError
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def recover_clusters(
     if max_clusters is not None and widest > max_clusters:
         worst = int(np.argmax([len(u) for u in uniques]))
         where = f"channel {worst}" if axes else "the tensor"
-        raise ValueError(f"{where} has {widest} distinct values, more than max_clusters={max_clusters}.")
+        raise InvalidArgumentError(f"{where} has {widest} distinct values, more than max_clusters={max_clusters}.")
     centroids = np.stack([np.concatenate([u, np.full(widest - len(u), u[-1])]) for u in uniques])
     indices = from_matrix_np(np.stack(columns, axis=1), values.shape, axes)
     return Clusters(centroids=centroids.astype(values.dtype), indices=indices, channel_axes=axes)
@@ -83,5 +84,5 @@ def layer_clusters(
         try:
             found[weight.name] = recover_clusters(keras.ops.convert_to_numpy(weight.variable), axes, max_clusters)
         except ValueError as error:
-            raise ValueError(f"Layer {layer.name!r}, weight {weight.name!r}: {error}") from None
+            raise InvalidArgumentError(f"Layer {layer.name!r}, weight {weight.name!r}: {error}") from None
     return found

@@ -32,6 +32,7 @@ from kopt.clustering.errors import ClusteringConfigError, NotClusterableError
 from kopt.clustering.init import INIT_METHODS, initial_centroid_matrix
 from kopt.clustering.layout import from_matrix, from_matrix_np, normalize_axes, to_matrix, to_matrix_np
 from kopt.clustering.recover import Clusters
+from kopt.core.errors import InvalidArgumentError, UnknownNameError
 from kopt.core.initializers import HostArray
 from kopt.technique.wrapper import KoptWrapper
 
@@ -229,15 +230,15 @@ class ClusterWrapper(KoptWrapper):
         """Centroids ``(C, K)`` and assignments (weight shape) of one clustered weight
         (the only one when ``name`` is None), as NumPy arrays."""
         if not self._clustered:
-            raise ValueError(f"{self.name!r} is not built yet.")
+            raise InvalidArgumentError(f"{self.name!r} is not built yet.")
         if name is None:
             if len(self._clustered) > 1:
-                raise ValueError(f"{self.name!r} clusters several weights {self.clustered_weight_names}; pass name=.")
+                raise InvalidArgumentError(f"{self.name!r} clusters several weights {self.clustered_weight_names}; pass name=.")
             state = self._clustered[0]
         else:
             matches = [s for s in self._clustered if s.weight.name == name]
             if not matches:
-                raise ValueError(f"{self.name!r} has no clustered weight {name!r}; it has {self.clustered_weight_names}.")
+                raise UnknownNameError(f"{self.name!r} has no clustered weight {name!r}; it has {self.clustered_weight_names}.")
             state = matches[0]
         return Clusters(
             centroids=ops.convert_to_numpy(self._centroid_values(state)),

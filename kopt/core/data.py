@@ -38,20 +38,57 @@ def check_inputs(model: keras.Model, x: Any, *, argument: str) -> None:
 
 
 def check_labels(model: keras.Model, y: Any, num_samples: int, *, argument: str, loss: Any = None) -> None:
-    """``y`` has one label per sample, finite, within the model's classes and in the form the loss expects."""
-    if len(model.outputs) != 1:
-        return  # structure is Keras' to check; kopt's accuracy refuses several outputs up front
-    labels = np.asarray(keras.tree.flatten(y)[0] if isinstance(y, (list, tuple, dict)) else y)
+    """``y`` has one label per sample, finite, within the model's classes and in the form the loss expects.
+
+    A model with several outputs takes one label array per output (a list/tuple in output order or a dict
+    keyed by output name), each checked against its output and its loss (one loss, or one per output).
+    """
+    outputs = list(model.outputs)
+    if len(outputs) == 1:
+        labels = keras.tree.flatten(y)[0] if isinstance(y, (list, tuple, dict)) and len(keras.tree.flatten(y)) == 1 else y
+        _check_output_labels(outputs[0], labels, num_samples, argument, loss)
+        return
+    names = list(getattr(model, "output_names", None) or [getattr(o, "name", f"output_{i}") for i, o in enumerate(outputs)])
+    if isinstance(y, dict):
+        missing = [n for n in names if n not in y]
+        if missing:
+            raise InvalidArgumentError(
+                f"{argument}: labels for output(s) {missing} are missing; the model's outputs are {names}."
+            )
+        per_output = [y[n] for n in names]
+    elif isinstance(y, (list, tuple)) and len(y) == len(outputs):
+        per_output = list(y)
+    else:
+        given = f"{len(y)} arrays" if isinstance(y, (list, tuple)) else "one array"
+        raise InvalidArgumentError(
+            f"{argument}: the model {model.name!r} has {len(outputs)} outputs {names}; give one label array per output "
+            f"(a tuple in output order or a dict keyed by output name), got {given}."
+        )
+    losses = _per_output(loss, names)
+    for name, output, labels, output_loss in zip(names, outputs, per_output, losses):
+        _check_output_labels(output, labels, num_samples, f"{argument} (output {name!r})", output_loss)
+
+
+def _per_output(loss: Any, names: list[str]) -> list[Any]:
+    if isinstance(loss, dict):
+        return [loss.get(n) for n in names]
+    if isinstance(loss, (list, tuple)) and len(loss) == len(names):
+        return list(loss)
+    return [None if isinstance(loss, (list, tuple)) else loss] * len(names)
+
+
+def _check_output_labels(output: Any, y: Any, num_samples: int, argument: str, loss: Any) -> None:
+    labels = _as_numpy(y)
     _check_numeric(labels, argument)
     if labels.ndim == 0 or len(labels) != num_samples:
         count = "a scalar" if labels.ndim == 0 else f"{len(labels)} labels"
         raise InvalidArgumentError(f"{argument}: {count} for {num_samples} input samples; give one label per sample.")
     _check_finite(labels, argument)
-    classes = model.outputs[0].shape[-1]
+    classes = output.shape[-1]
     if not isinstance(classes, int) or classes < 2:
         return  # regression or a sigmoid output: any finite value
     sparse = _loss_is_sparse(loss)
-    output_shape = tuple(model.outputs[0].shape[1:])
+    output_shape = tuple(output.shape[1:])
     one_hot = labels.ndim == len(output_shape) + 1 and all(
         o is None or o == n for n, o in zip(labels.shape[1:], output_shape)
     )
@@ -103,8 +140,10 @@ def check_data(model: keras.Model, data: Any, *, argument: str, loss: Any = None
     if element is _ONE_SHOT:
         return  # a generator: peeking would consume a batch the training needs
     if isinstance(element, (tuple, list)) and len(element) in (2, 3):
-        check_data(model, tuple(_as_numpy(part) for part in element), argument=f"{argument} (first batch)",
-                   loss=loss, labels=labels)
+        parts = [keras.tree.map_structure(_as_numpy, part) for part in element]
+        if _is_one_sample(model, parts[0]):  # an unbatched dataset (the sensitivity analysis takes those)
+            parts = [keras.tree.map_structure(lambda a: a[None], part) for part in parts]
+        check_data(model, tuple(parts), argument=f"{argument} (first batch)", loss=loss, labels=labels)
     elif labels:
         raise InvalidArgumentError(
             f"{argument}: each element must be (x, y) or (x, y, sample_weight); the first is a "
@@ -112,7 +151,60 @@ def check_data(model: keras.Model, data: Any, *, argument: str, loss: Any = None
         )
 
 
+def check_numeric_model(model: keras.Model, caller: str) -> None:
+    """Every model input is numeric: string inputs (text preprocessing inside the model) can be neither
+    quantized nor lowered to int8 TFLite, so they are refused before any work."""
+    from kopt.core.errors import UnsupportedModelError
+
+    for tensor in getattr(model, "inputs", None) or []:
+        dtype = str(getattr(tensor, "dtype", ""))
+        if "string" in dtype or dtype in ("str", "object"):
+            raise UnsupportedModelError(
+                f"{caller}: input {getattr(tensor, 'name', '?')!r} of model {model.name!r} has dtype {dtype}; kopt "
+                "optimizes and lowers numeric models only. Move the text preprocessing (TextVectorization, "
+                "StringLookup) out of the model and give kopt the model that takes its integer ids."
+            )
+
+
+def check_arrays(x: Any, y: Any = None, *, argument: str) -> int:
+    """Model-free check (a ``.tflite`` has no Keras model): numeric, non-empty, finite inputs of one length, and
+    as many finite labels. Returns the number of samples."""
+    leaves = keras.tree.flatten(x) if isinstance(x, (list, tuple, dict)) else [x]
+    if not leaves:
+        raise InvalidArgumentError(f"{argument} x holds no array.")
+    arrays = [_as_numpy(leaf) for leaf in leaves]
+    for index, array in enumerate(arrays):
+        where = f"{argument} x" if len(arrays) == 1 else f"{argument} x (input {index})"
+        if array.ndim == 0:
+            raise InvalidArgumentError(f"{where} is a scalar; give an array with one row per sample.")
+        _check_numeric(array, where)
+        if len(array) == 0:
+            raise InvalidArgumentError(f"{where} is empty: give at least one sample.")
+        _check_finite(array, where)
+    lengths = sorted({len(a) for a in arrays})
+    if len(lengths) > 1:
+        raise InvalidArgumentError(f"{argument} x: the inputs have different numbers of samples {lengths}.")
+    if y is not None:
+        labels = _as_numpy(y)
+        _check_numeric(labels, f"{argument} y")
+        if labels.ndim == 0 or len(labels) != lengths[0]:
+            count = "a scalar" if labels.ndim == 0 else f"{len(labels)} labels"
+            raise InvalidArgumentError(
+                f"{argument} y: {count} for {lengths[0]} input samples; give one label per sample."
+            )
+        _check_finite(labels, f"{argument} y")
+    return lengths[0]
+
+
 # ------------------------------------------------------------------ helpers
+def _is_one_sample(model: keras.Model, x: Any) -> bool:
+    leaves = keras.tree.flatten(x)
+    try:
+        return bool(leaves) and np.ndim(leaves[0]) == len(model.inputs[0].shape) - 1
+    except (AttributeError, IndexError, TypeError):
+        return False
+
+
 def _input_arrays(model: keras.Model, x: Any, argument: str) -> list[np.ndarray]:
     leaves = keras.tree.flatten(x) if isinstance(x, (list, tuple, dict)) else [x]
     if len(leaves) != len(model.inputs):
@@ -216,4 +308,4 @@ def _loss_is_sparse(loss: Any) -> bool | None:
     return None
 
 
-__all__ = ["check_data", "check_inputs", "check_labels"]
+__all__ = ["check_arrays", "check_numeric_model", "check_data", "check_inputs", "check_labels"]

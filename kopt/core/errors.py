@@ -53,3 +53,30 @@ class CoverageWarning(KoptWarning):
 
 class BudgetNotMetWarning(KoptWarning):
     """No candidate the search measured meets the budget; the closest one is returned."""
+
+
+class InvalidArgumentTypeError(InvalidArgumentError, TypeError):
+    """An argument of a public kopt function has the wrong type (also a ``TypeError``, as Python's own)."""
+
+
+class UnknownNameError(InvalidArgumentError, KeyError):
+    """A lookup by name (a stage of a report, a weight of a layer) found nothing; also a ``KeyError``.
+
+    ``str()`` gives the message, not ``KeyError``'s quoted repr.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def preview(value: object, limit: int = 120) -> str:
+    """``repr(value)`` cut to ``limit`` characters: error messages stay one readable line (no whole configs)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def listing(items: object, limit: int = 10) -> str:
+    """The first ``limit`` items of a list as a Python list literal, with how many more: ``['a', 'b', ... (+998)]``."""
+    items = list(items)  # type: ignore[call-overload]
+    shown = ", ".join(preview(item, 60) for item in items[:limit])
+    return f"[{shown}{f', ... (+{len(items) - limit} more)' if len(items) > limit else ''}]"

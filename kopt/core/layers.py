@@ -36,6 +36,8 @@ from typing import Mapping, Sequence
 
 import keras
 
+from kopt.core.errors import InvalidArgumentError, InvalidArgumentTypeError
+
 ChannelAxes = tuple[int, ...] | None
 
 
@@ -55,10 +57,10 @@ class Kernel:
 
     def __post_init__(self) -> None:
         if not isinstance(self.attribute, str) or not self.attribute:
-            raise TypeError(f"Kernel.attribute must be a non-empty attribute path, got {self.attribute!r}.")
+            raise InvalidArgumentTypeError(f"Kernel.attribute must be a non-empty attribute path, got {self.attribute!r}.")
         object.__setattr__(self, "channel_axes", _axes(self.channel_axes))
         if self.input_axis is not None and (isinstance(self.input_axis, bool) or not isinstance(self.input_axis, int)):
-            raise TypeError(f"Kernel {self.attribute!r}: input_axis must be an int or None, got {self.input_axis!r}.")
+            raise InvalidArgumentTypeError(f"Kernel {self.attribute!r}: input_axis must be an int or None, got {self.input_axis!r}.")
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ def _axes(value: int | Sequence[int] | None) -> ChannelAxes:
         return (value,)
     axes = tuple(value)
     if not axes or not all(isinstance(a, int) and not isinstance(a, bool) for a in axes):
-        raise TypeError(f"Channel axes must be an int, a non-empty sequence of ints, or None; got {value!r}.")
+        raise InvalidArgumentTypeError(f"Channel axes must be an int, a non-empty sequence of ints, or None; got {value!r}.")
     return axes
 
 
@@ -123,7 +125,7 @@ def register_layer(
     ``attribute -> output-channel axes`` (no M:N), e.g. ``{"kernel": -1}``.
     """
     if not (isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)):
-        raise TypeError(f"register_layer expects a keras.layers.Layer subclass, got {layer_class!r}.")
+        raise InvalidArgumentTypeError(f"register_layer expects a keras.layers.Layer subclass, got {layer_class!r}.")
     if isinstance(kernels, Mapping):
         rows = tuple(
             replace(value, attribute=str(name)) if isinstance(value, Kernel) else Kernel(str(name), value)
@@ -132,9 +134,9 @@ def register_layer(
     else:
         rows = tuple(kernels)
         if not all(isinstance(k, Kernel) for k in rows):
-            raise TypeError(f"register_layer({layer_class.__name__}): kernels must be Kernel objects, got {rows!r}.")
+            raise InvalidArgumentTypeError(f"register_layer({layer_class.__name__}): kernels must be Kernel objects, got {rows!r}.")
     if not rows:
-        raise ValueError(f"register_layer({layer_class.__name__}): give at least one kernel attribute.")
+        raise InvalidArgumentError(f"register_layer({layer_class.__name__}): give at least one kernel attribute.")
     layout = LayerLayout(rows, foldable=foldable, prunable=prunable, clusterable=clusterable,
                          prune_by_default=prune_by_default)
     _TABLE[layer_class] = layout

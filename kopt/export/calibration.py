@@ -21,7 +21,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from kopt.core.errors import InvalidArgumentError
+from kopt.core.errors import InvalidArgumentError, InvalidArgumentTypeError
 
 #: Samples used for calibration when the caller does not say (TF's docs suggest ~100-500).
 DEFAULT_CALIBRATION_SAMPLES = 100
@@ -142,7 +142,7 @@ def _iterate(data: Any) -> Iterator[Any]:
     try:
         return iter(data)
     except TypeError:
-        raise TypeError(
+        raise InvalidArgumentTypeError(
             "representative_data must be an array, a list of arrays, a generator, a tf.data.Dataset "
             f"or an iterable of batches; got {type(data).__name__}"
         ) from None
@@ -221,7 +221,11 @@ def _check_values(array: np.ndarray, spec: InputSpec) -> None:
             "(decode strings / images to numeric arrays first)"
         )
     if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise InvalidArgumentError(f"{where} holds NaN or Inf values; calibration needs finite inputs")
+        bad = ~np.isfinite(array).reshape(len(array), -1).all(axis=1) if array.ndim else np.array([True])
+        raise InvalidArgumentError(
+            f"{where} holds NaN or Inf (first in sample {int(np.flatnonzero(bad)[0])}; {int((~np.isfinite(array)).sum())} "
+            "value(s) in all); calibration needs finite inputs"
+        )
     if target.kind in "iu" and array.size:
         if array.dtype.kind == "f" and not np.array_equal(array, np.round(array)):
             raise InvalidArgumentError(

@@ -18,7 +18,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.tools import flatbuffer_utils
 
-from kopt.core.errors import KoptError
+from kopt.core.errors import InvalidArgumentTypeError, KoptError
 
 TFLiteSource = Union[bytes, bytearray, memoryview, str, os.PathLike, "TFLiteModel"]
 
@@ -181,7 +181,7 @@ def read_bytes(tflite: TFLiteSource) -> bytes:
             raise FileNotFoundError(f"no .tflite file at {os.fspath(tflite)!r}")
         with open(tflite, "rb") as handle:
             return handle.read()
-    raise TypeError(
+    raise InvalidArgumentTypeError(
         f"expected .tflite bytes or a path to a .tflite file, got {type(tflite).__name__}"
     )
 
@@ -192,7 +192,7 @@ def load(tflite: TFLiteSource) -> TFLiteModel:
         return tflite
     raw = read_bytes(tflite)
     if len(raw) < 8 or raw[4:8] != b"TFL3":
-        raise ValueError("not a TFLite flatbuffer (file identifier 'TFL3' missing)")
+        raise CorruptTFLiteError("not a TFLite flatbuffer (file identifier 'TFL3' missing)")
     try:
         model = flatbuffer_utils.read_model_from_bytearray(bytearray(raw))
         buffers = model.buffers or []

@@ -38,9 +38,10 @@ from typing import Any, Literal
 import keras
 import numpy as np
 
-from kopt.core.errors import KoptRuntimeWarning, UnsupportedModelError
+from kopt.core.errors import InvalidArgumentError, InvalidArgumentTypeError, KoptRuntimeWarning, UnsupportedModelError
 from kopt.core.validation import check_finite_weights
 from kopt.export import diagnostics, renaming
+from kopt.export.byte_inputs import anchored, byte_inputs, check_byte_input_scales, with_float_inputs
 from kopt.export.calibration import DEFAULT_CALIBRATION_SAMPLES, InputSpec, batches, materialize
 from kopt.export.errors import ConversionError, MissingRangesError
 from kopt.export.rnn import rolled_recurrent_layers, unroll_recurrent_layers
@@ -129,10 +130,15 @@ def to_tflite(
         specs = [InputSpec(s.key, tuple(a.shape[1:]), s.dtype) for s, a in zip(specs, data)]
     unknown = [s.key for s in specs if s.shape is None or any(d is None for d in s.shape)]
     if unknown:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"input(s) {unknown} of model '{model.name}' have unknown dimensions {[s.shape for s in specs]}: "
             "build the model with a fully defined input shape or pass representative_data"
         )
+    byte_specs = specs if mode == "int8" and byte_inputs(specs) else None
+    if byte_specs is not None:  # images as bytes: lowered from float32 inputs of the same values (kopt.export.byte_inputs)
+        model = with_float_inputs(model)
+        data = None if data is None else anchored(data, specs)
+        specs = [InputSpec(s.key, s.shape, "float32" if s.key in byte_inputs(specs) else s.dtype) for s in specs]
     if isolate is None:
         isolate = keras.backend.backend() != "tensorflow"
     rolled: list[str] = []
@@ -141,6 +147,8 @@ def to_tflite(
         rolled = [layer.name for layer in rolled_recurrent_layers(model)]  # left inside a composite layer
         isolate = isolate or bool(rolled)  # a converter crash then ends a child process, not this one
     tflite = _lower(model, data, specs, options, isolate, rolled)
+    if byte_specs is not None:
+        check_byte_input_scales(tflite, byte_specs, io_type, model.name)
     if sparse:
         from kopt.export import sparse as sparse_export
 
@@ -197,7 +205,7 @@ def lower_in_process(
 ) -> bytes:
     """The TensorFlow-backend conversion (the current process must run the TensorFlow backend)."""
     if keras.backend.backend() != "tensorflow":
-        raise RuntimeError("lower_in_process needs KERAS_BACKEND=tensorflow; use to_tflite()")
+        raise ConversionError("lower_in_process needs KERAS_BACKEND=tensorflow; use to_tflite()")
     import tensorflow as tf
 
     names = diagnostics.layer_names(model)
@@ -325,23 +333,26 @@ def _validate(model, representative_data, int8_io, mode, batch_size, calibration
         raise UnsupportedModelError(f"to_tflite expects a keras.Model, got {type(model).__name__}")
     if not model.built:
         raise UnsupportedModelError(f"model '{model.name}' is not built: call it on data or give it an Input first")
+    from kopt.core.data import check_numeric_model
+
+    check_numeric_model(model, "kopt.export.to_tflite")
     if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+        raise InvalidArgumentError(f"mode must be one of {_MODES}, got {mode!r}")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive int or None (dynamic), got {batch_size!r}")
+        raise InvalidArgumentError(f"batch_size must be a positive int or None (dynamic), got {batch_size!r}")
     if isinstance(calibration_samples, bool) or not isinstance(calibration_samples, int) or calibration_samples < 1:
-        raise ValueError(f"calibration_samples must be a positive int, got {calibration_samples!r}")
+        raise InvalidArgumentError(f"calibration_samples must be a positive int, got {calibration_samples!r}")
     io_types = {True: "int8", "int8": "int8", "uint8": "uint8", False: "float32"}
     if not isinstance(int8_io, (bool, str)) or int8_io not in io_types:
-        raise ValueError(f"int8_io must be True, False, 'int8' or 'uint8', got {int8_io!r}")
+        raise InvalidArgumentError(f"int8_io must be True, False, 'int8' or 'uint8', got {int8_io!r}")
     if mode not in _INTEGER_MODES and representative_data is not None:
-        raise ValueError(f"representative_data is only used by mode='int8' or 'int16x8' (got mode={mode!r})")
+        raise InvalidArgumentError(f"representative_data is only used by mode='int8' or 'int16x8' (got mode={mode!r})")
     if target not in _TARGETS:
-        raise ValueError(f"target must be one of {_TARGETS}, got {target!r}")
+        raise InvalidArgumentError(f"target must be one of {_TARGETS}, got {target!r}")
     if target == "micro" and mode not in _INTEGER_MODES:
-        raise ValueError(f"target='micro' needs an integer model (mode='int8' or 'int16x8'), got mode={mode!r}")
+        raise InvalidArgumentError(f"target='micro' needs an integer model (mode='int8' or 'int16x8'), got mode={mode!r}")
     if not isinstance(sparse, bool):
-        raise TypeError(f"sparse must be True or False, got {sparse!r}")
+        raise InvalidArgumentTypeError(f"sparse must be True or False, got {sparse!r}")
     if mode == "int16x8":
         if representative_data is None:
             raise MissingRangesError(
@@ -349,7 +360,7 @@ def _validate(model, representative_data, int8_io, mode, batch_size, calibration
                 "representative_data=<input samples> (quantization-aware training for 16x8 is not supported yet)"
             )
         if int8_io == "uint8":
-            raise ValueError("mode='int16x8' has int16 (int8_io=True) or float32 (int8_io=False) I/O, not uint8")
+            raise InvalidArgumentError("mode='int16x8' has int16 (int8_io=True) or float32 (int8_io=False) I/O, not uint8")
         return "int16" if int8_io else "float32"
     return io_types[int8_io] if mode == "int8" else "float32"
 

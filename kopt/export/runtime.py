@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from kopt.core.errors import InvalidArgumentError
 from kopt.export.flatbuffer import TFLiteModel, TFLiteSource, load
 from kopt.metrics import top1_accuracy
 
@@ -36,12 +37,20 @@ def run(
     arrays = _arrange(x, input_names)
     count = len(arrays[0])
     if any(len(a) != count for a in arrays):
-        raise ValueError(f"inputs have different batch sizes: {[len(a) for a in arrays]}")
+        raise InvalidArgumentError(f"inputs have different batch sizes: {[len(a) for a in arrays]}")
 
     interpreter = interpreter_for(model.raw, num_threads=num_threads)
     in_details = {d["index"]: d for d in interpreter.get_input_details()}
     out_details = {d["index"]: d for d in interpreter.get_output_details()}
     step = max(1, int(in_details[input_indices[0]]["shape"][0])) if in_details[input_indices[0]]["shape"].size else 1
+    for name, array, index in zip(input_names, arrays, input_indices):
+        expected = tuple(int(d) for d in in_details[index].get("shape_signature", in_details[index]["shape"])[1:])
+        sample = tuple(array.shape[1:])
+        if len(sample) != len(expected) or any(e not in (-1, s) for s, e in zip(sample, expected)):
+            raise InvalidArgumentError(
+                f"evaluate/run input {name!r}: samples of shape {sample} do not fit the model's input shape {expected} "
+                "(-1: any size)."
+            )
 
     collected: list[list[np.ndarray]] = [[] for _ in output_indices]
     for start in range(0, count, step):
@@ -81,7 +90,13 @@ def interpreter_for(tflite: bytes, *, num_threads: int | None = None):
 
 
 def evaluate(tflite: TFLiteSource, x: Any, y: np.ndarray, *, num_threads: int | None = None) -> float:
-    """Top-1 accuracy of the model's (first) output on ``x`` against labels ``y`` (ints or one-hot)."""
+    """Top-1 accuracy of the model's (first) output on ``x`` against labels ``y`` (ints or one-hot).
+
+    ``x`` and ``y`` are checked first (:func:`kopt.core.data.check_arrays`): one finite label per sample.
+    """
+    from kopt.core.data import check_arrays
+
+    check_arrays(x, y, argument="evaluate")
     predictions = run(tflite, x, num_threads=num_threads)
     if isinstance(predictions, list):
         predictions = predictions[0]
@@ -101,14 +116,14 @@ def _arrange(x: Any, names: list[str]) -> list[np.ndarray]:
     if isinstance(x, Mapping):
         missing = [n for n in names if n not in x]
         if missing:
-            raise ValueError(f"inputs {missing} are missing; the model's inputs are {names}")
+            raise InvalidArgumentError(f"inputs {missing} are missing; the model's inputs are {names}")
         return [np.asarray(x[n]) for n in names]
     if isinstance(x, (list, tuple)):
         if len(x) != len(names):
-            raise ValueError(f"got {len(x)} input arrays for a model with inputs {names}")
+            raise InvalidArgumentError(f"got {len(x)} input arrays for a model with inputs {names}")
         return [np.asarray(a) for a in x]
     if len(names) != 1:
-        raise ValueError(f"the model has inputs {names}: pass a list or a dict of arrays")
+        raise InvalidArgumentError(f"the model has inputs {names}: pass a list or a dict of arrays")
     return [np.asarray(x)]
 
 

@@ -16,6 +16,7 @@ import keras
 import networkx as nx
 from networkx.algorithms.isomorphism import DiGraphMatcher
 
+from kopt.core.errors import InvalidArgumentTypeError
 from kopt.graph.model_graph import ModelGraph
 
 LayerPredicate = Union[type, tuple, Callable[[keras.Operation], bool]]
@@ -27,7 +28,7 @@ def as_predicate(spec: LayerPredicate) -> Callable[[keras.Operation], bool]:
         return lambda layer: isinstance(layer, spec)
     if callable(spec):
         return spec
-    raise TypeError(f"A pattern node must be a layer class, a tuple of classes or a callable, got {spec!r}.")
+    raise InvalidArgumentTypeError(f"A pattern node must be a layer class, a tuple of classes or a callable, got {spec!r}.")
 
 
 @dataclass(frozen=True)

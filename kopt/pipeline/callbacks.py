@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import keras
 
+from kopt.core.errors import UnsupportedModelError
 from kopt.sparsity.callbacks import PruningSummaries, UpdatePruningStep, prune_wrappers
 
 
@@ -21,7 +22,7 @@ def for_model(model: keras.Model, *, log_dir: str | None = None) -> list[keras.c
     layers and need no callback, so a model without pruned layers gets ``[]``.
     """
     if not isinstance(model, keras.Model):
-        raise TypeError(f"for_model expects a keras.Model, got {type(model).__name__}.")
+        raise UnsupportedModelError(f"for_model expects a keras.Model, got {type(model).__name__}.")
     callbacks: list[keras.callbacks.Callback] = []
     if next(prune_wrappers(model), None) is not None:
         callbacks.append(UpdatePruningStep())

@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 
 import keras
 
+from kopt.core.errors import InvalidArgumentError, UnknownNameError
 from kopt.pipeline.stages import (
     StageResult,
     baseline_stage,
@@ -37,7 +38,7 @@ class PipelineResult:
         for stage in self.stages:
             if stage.name == name:
                 return stage
-        raise KeyError(f"No stage {name!r}; stages run: {[s.name for s in self.stages]}.")
+        raise UnknownNameError(f"No stage {name!r}; stages run: {[s.name for s in self.stages]}.")
 
     @property
     def model(self) -> keras.Model:
@@ -90,9 +91,9 @@ def run_stages(
     names = list(stage_names(plan) if stages is None else stages)
     unknown = [s for s in names if s not in STAGES]
     if unknown:
-        raise ValueError(f"Unknown stage(s) {unknown}; stages: {list(STAGES)}.")
+        raise InvalidArgumentError(f"Unknown stage(s) {unknown}; stages: {list(STAGES)}.")
     if names != [s for s in STAGES if s in names]:
-        raise ValueError(f"Stages must run in the order {list(STAGES)}, got {names}.")
+        raise InvalidArgumentError(f"Stages must run in the order {list(STAGES)}, got {names}.")
 
     result = PipelineResult()
     if baseline:
@@ -106,7 +107,9 @@ def run_stages(
         if representative_data is None:  # only used when the model did not go through QAT
             representative_data = features(training.train_data)
         metrics = result.stages[-1].report.keras_metrics if result.stages else {}
-        eval_data = training.eval_arrays(current) if not metrics or accuracy_key(metrics) is not None else None
+        several_outputs = len(current.outputs) > 1  # top-1 accuracy of "the" int8 output is undefined
+        measurable = not several_outputs and (not metrics or accuracy_key(metrics) is not None)
+        eval_data = training.eval_arrays(current) if measurable else None
         result.stages.append(
             lower_stage(
                 current,
@@ -117,6 +120,11 @@ def run_stages(
                 log=log,
             )
         )
+        if several_outputs:
+            result.stages[-1].report.notes.append(
+                f"int8 accuracy not measured: the model has {len(current.outputs)} outputs (Keras' per-output "
+                "metrics of each stage are in keras_metrics)"
+            )
     return result
 
 

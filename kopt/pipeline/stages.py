@@ -20,7 +20,7 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
-from kopt.core.errors import KoptError, KoptWarning
+from kopt.core.errors import InvalidArgumentError, KoptError, KoptWarning
 from kopt.graph import analyze, clone_layer, map_layers
 from kopt.pipeline.callbacks import for_model
 from kopt.pipeline.training import STAGES, Training
@@ -142,7 +142,7 @@ def wrap(model: keras.Model, plan: Plan, stage: str, *, steps: int | None = None
     (:func:`keep_zeros`): the stage's fine-tuning would otherwise regrow them.
     """
     if stage not in technique_names():
-        raise ValueError(f"Unknown stage {stage!r}; stages: {list(STAGES)}.")
+        raise InvalidArgumentError(f"Unknown stage {stage!r}; stages: {list(STAGES)}.")
     model = flattened(model)
     per_layer = per_layer_settings(plan, stage)
     wrapped = get_technique(stage).wrap(

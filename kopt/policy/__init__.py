@@ -33,7 +33,7 @@ from typing import Any, Mapping
 
 from kopt.clustering.settings import ClusterSettings
 from kopt.core.checks import check_bool, check_choice
-from kopt.core.errors import PolicyError
+from kopt.core.errors import PolicyError, listing, preview
 from kopt.quantization.settings import QuantizeSettings
 from kopt.sparsity.settings import PruneSettings
 from kopt.technique.registry import get_technique, techniques
@@ -71,7 +71,7 @@ class LayerRule:
                 continue
             if not isinstance(value, Mapping):
                 raise PolicyError(
-                    f"Rule {self.match!r}: {technique} must be true/false or an object of settings, got {value!r}."
+                    f"Rule {self.match!r}: {technique} must be true/false or an object of settings, got {preview(value)}."
                 )
             unknown = set(value) - {f.name for f in fields(settings_type)}
             if unknown:
@@ -185,7 +185,7 @@ class Policy:
         for technique, settings_type in settings_types().items():
             value = getattr(self, technique)
             if value is not None and not isinstance(value, settings_type):
-                raise PolicyError(f"Policy.{technique} must be a {settings_type.__name__} or None, got {value!r}.")
+                raise PolicyError(f"Policy.{technique} must be a {settings_type.__name__} or None, got {preview(value)}.")
         object.__setattr__(self, "rules", tuple(self.rules))
         for rule in self.rules:
             if not isinstance(rule, LayerRule):
@@ -227,7 +227,7 @@ class Policy:
             unmatched = [r.match for r in self.rules if id(r) not in used and not self._matches_any(r, entries)]
             if unmatched:
                 raise PolicyError(
-                    f"Policy rule(s) {unmatched} match no layer of model {graph.name!r}. Layer names: "
+                    f"Policy rule(s) {listing(unmatched)} match no layer of model {graph.name!r}. Layer names: "
                     f"{[e[0] for e in entries][:20]}{'...' if len(entries) > 20 else ''}. "
                     "Fix the key, or pass validate=False to ignore rules that match nothing."
                 )
@@ -297,7 +297,7 @@ class Policy:
                 kwargs[key] = tuple(_rule_from(item) for item in value)
             elif key in ("name", "target"):
                 if not isinstance(value, str):
-                    raise PolicyError(f"Policy '{key}' must be a string, got {value!r}.")
+                    raise PolicyError(f"Policy '{key}' must be a string, got {preview(value)}.")
                 kwargs[key] = value
             else:
                 check_bool(key, value)
@@ -346,7 +346,7 @@ def _settings_dict(settings: Any) -> dict[str, Any]:
 
 def _settings_from(settings_type: type, value: Any, where: str) -> Any:
     if not isinstance(value, Mapping):
-        raise PolicyError(f"Policy '{where}' must be an object of settings or null, got {value!r}.")
+        raise PolicyError(f"Policy '{where}' must be an object of settings or null, got {preview(value)}.")
     return _replace(settings_type(), value, where=where)
 
 
@@ -371,10 +371,10 @@ def _check_fields(data: Mapping[str, Any], dataclass_type: type, what: str, cont
 
 def _rule_from(item: Any) -> LayerRule:
     if not isinstance(item, Mapping):
-        raise PolicyError(f"Each policy rule must be an object, got {item!r}.")
-    _check_fields(item, LayerRule, "rule field(s)", context=f" in {dict(item)!r}")
+        raise PolicyError(f"Each policy rule must be an object, got {preview(item)}.")
+    _check_fields(item, LayerRule, "rule field(s)", context=f" in {preview(dict(item))}")
     if "match" not in item:
-        raise PolicyError(f"Policy rule {dict(item)!r} has no 'match'.")
+        raise PolicyError(f"Policy rule {preview(dict(item))} has no 'match'.")
     return LayerRule(**item)
 
 

@@ -14,7 +14,12 @@ from typing import Any, Union
 
 import keras
 
-from kopt.core.errors import UnsupportedLayerError
+from kopt.core.errors import (
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    UnsupportedLayerError,
+    UnsupportedModelError,
+)
 from kopt.core.validation import check_finite_weights
 from kopt.graph import ModelGraph, analyze
 from kopt.graph.model_type import like_input
@@ -67,7 +72,7 @@ class QuantizeAnnotate(keras.layers.Wrapper):
         if isinstance(quantize_config, dict):
             quantize_config = keras.saving.deserialize_keras_object(quantize_config)
         if quantize_config is not None and not isinstance(quantize_config, QuantizeConfig):
-            raise TypeError(f"quantize_config must be a kopt.quantization.QuantizeConfig or None, got {quantize_config!r}.")
+            raise InvalidArgumentTypeError(f"quantize_config must be a kopt.quantization.QuantizeConfig or None, got {quantize_config!r}.")
         self.quantize_config = quantize_config
 
     def call(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
@@ -92,11 +97,11 @@ def quantize_annotate_layer(layer: keras.layers.Layer, config: QuantizeConfig | 
     contains annotations, ``quantize_apply`` quantizes only the annotated layers.
     """
     if not isinstance(layer, keras.layers.Layer):
-        raise TypeError(f"quantize_annotate_layer needs a keras.layers.Layer, got {type(layer).__name__}.")
+        raise UnsupportedModelError(f"quantize_annotate_layer needs a keras.layers.Layer, got {type(layer).__name__}.")
     if isinstance(layer, (QuantizeAnnotate, QuantizeWrapper)):
-        raise ValueError(f"Layer {layer.name!r} is already annotated or quantized.")
+        raise InvalidArgumentError(f"Layer {layer.name!r} is already annotated or quantized.")
     if config is not None and not isinstance(config, QuantizeConfig):
-        raise TypeError(f"config must be a kopt.quantization.QuantizeConfig or None, got {config!r}.")
+        raise InvalidArgumentTypeError(f"config must be a kopt.quantization.QuantizeConfig or None, got {config!r}.")
     return QuantizeAnnotate(layer, config)
 
 
@@ -136,12 +141,12 @@ def quantize_apply(
     See :func:`quantize_model` for the arguments.
     """
     if not isinstance(model, keras.Model):
-        raise TypeError(f"quantize_apply needs a keras.Model, got {type(model).__name__}.")
+        raise UnsupportedModelError(f"quantize_apply needs a keras.Model, got {type(model).__name__}.")
     if unsupported not in ("error", "float"):
-        raise ValueError(f"unsupported must be 'error' or 'float', got {unsupported!r}.")
+        raise InvalidArgumentError(f"unsupported must be 'error' or 'float', got {unsupported!r}.")
     scheme = get_scheme(scheme)
     if any(isinstance(layer, (QuantizeWrapper, ActivationQuantize)) for layer in model._flatten_layers()):
-        raise ValueError(f"Model {model.name!r} is already quantization-aware; quantize the original model.")
+        raise InvalidArgumentError(f"Model {model.name!r} is already quantization-aware; quantize the original model.")
     check_finite_weights(model, "kopt.quantization.quantize_apply")
     graph = analyze(model)
     report = QuantizationReport(scheme=scheme.name)

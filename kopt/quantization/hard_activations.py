@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import keras
 
+from kopt.core.errors import InvalidArgumentError
 from kopt.core.keras_compat import ops_nn, ops_numpy
 from kopt.graph import ModelGraph, analyze, find_nodes
 from kopt.quantization.registry import activation_name
@@ -44,7 +45,7 @@ def hard_activation(layer: keras.Operation) -> str | None:
 def relu6_form(kind: str, input_spec: keras.KerasTensor, name: str) -> keras.Model:
     """A Functional model computing ``kind`` with add / ReLU(6) / multiply only."""
     if kind not in ("hard_swish", "hard_sigmoid"):
-        raise ValueError(f"kind must be 'hard_swish' or 'hard_sigmoid', got {kind!r}.")
+        raise InvalidArgumentError(f"kind must be 'hard_swish' or 'hard_sigmoid', got {kind!r}.")
     x = keras.Input(batch_shape=tuple(input_spec.shape), dtype=input_spec.dtype)
     gate = ops_numpy.Add(name=f"{name}_plus3")(x, 3.0)
     gate = keras.layers.ReLU(6.0, name=f"{name}_relu6")(gate)

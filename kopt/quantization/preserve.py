@@ -43,7 +43,7 @@ from keras import ops
 from kopt.clustering.assign import gather_centroids, nearest_centroid_np
 from kopt.clustering.layout import from_matrix, from_matrix_np, normalize_axes, to_matrix, to_matrix_np
 from kopt.clustering.recover import recover_clusters, unique_values
-from kopt.core.errors import KoptError
+from kopt.core.errors import InvalidArgumentError, InvalidArgumentTypeError, KoptError
 from kopt.core.initializers import HostArray
 from kopt.core.layers import channel_axes_of
 from kopt.quantization.quantizers import Quantizer, WeightQuantizer, deserialize, serialize
@@ -61,7 +61,7 @@ class NotClusteredError(KoptError, ValueError):
 def _as_quantizer(quantizer: Quantizer | dict | None) -> Quantizer:
     quantizer = WeightQuantizer() if quantizer is None else deserialize(quantizer)
     if not isinstance(quantizer, Quantizer):
-        raise TypeError(f"Expected a kopt.quantization.Quantizer to wrap, got {quantizer!r}.")
+        raise InvalidArgumentTypeError(f"Expected a kopt.quantization.Quantizer to wrap, got {quantizer!r}.")
     return quantizer
 
 
@@ -162,9 +162,9 @@ class ClusterPreservingQuantizer(PreservingQuantizer):
     ):
         super().__init__(quantizer)
         if isinstance(number_of_clusters, bool) or not isinstance(number_of_clusters, (int, np.integer)):
-            raise TypeError(f"ClusterPreservingQuantizer number_of_clusters must be an int, got {number_of_clusters!r}.")
+            raise InvalidArgumentTypeError(f"ClusterPreservingQuantizer number_of_clusters must be an int, got {number_of_clusters!r}.")
         if number_of_clusters < 1:
-            raise ValueError(f"ClusterPreservingQuantizer number_of_clusters must be >= 1, got {number_of_clusters}.")
+            raise InvalidArgumentError(f"ClusterPreservingQuantizer number_of_clusters must be >= 1, got {number_of_clusters}.")
         self.number_of_clusters = int(number_of_clusters)
         self.per_channel = bool(per_channel)
         self.channel_axes = None if channel_axes is None else tuple(int(a) for a in channel_axes)
@@ -346,7 +346,7 @@ def cluster_preserve_scheme(
 
 def _check_max_clusters(value: Any, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}.")
+        raise InvalidArgumentError(f"{name} must be a positive int, got {value!r}.")
 
 
 def prune_cluster_preserve_scheme(

@@ -27,6 +27,7 @@ import keras
 from keras import ops
 
 from kopt.core.distribute import cross_replica_extremes
+from kopt.core.errors import InvalidArgumentError
 
 #: Below this width an activation range is widened (an all-zero tensor would give scale 0).
 MIN_RANGE_WIDTH = 1e-3
@@ -288,7 +289,7 @@ class ActivationQuantizer(Quantizer):
         if not low <= 0.0 <= high or high - low <= 0:
             raise ValueError(f"ActivationQuantizer init_range must satisfy min <= 0 <= max, min < max; got {init_range!r}.")
         if not isinstance(num_calls, int) or num_calls < 1:
-            raise ValueError(f"ActivationQuantizer num_calls must be a positive int, got {num_calls!r}.")
+            raise InvalidArgumentError(f"ActivationQuantizer num_calls must be a positive int, got {num_calls!r}.")
         self.num_bits = num_bits
         self.mode = mode
         self.decay = float(decay)

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Union
 
 import keras
 
+from kopt.core.errors import InvalidArgumentTypeError
 from kopt.core.keras_compat import ops_image, ops_nn, ops_numpy
 from kopt.quantization.config import QuantizeConfig
 from kopt.quantization.quantizers import WeightQuantizer
@@ -34,7 +35,7 @@ class QuantizeRegistry:
     def register(self, cls: type, config: ConfigEntry | None = None) -> Any:
         """Register ``config`` for ``cls``; without ``config``, return a decorator for a factory."""
         if not isinstance(cls, type):
-            raise TypeError(f"register() needs a layer class, got {cls!r}.")
+            raise InvalidArgumentTypeError(f"register() needs a layer class, got {cls!r}.")
         if config is None:
 
             def decorator(factory: ConfigFactory) -> ConfigFactory:
@@ -43,7 +44,7 @@ class QuantizeRegistry:
 
             return decorator
         if not isinstance(config, QuantizeConfig) and not callable(config):
-            raise TypeError(
+            raise InvalidArgumentTypeError(
                 f"register({cls.__name__}, ...) needs a QuantizeConfig or a function layer -> QuantizeConfig, "
                 f"got {config!r}."
             )
@@ -66,7 +67,7 @@ class QuantizeRegistry:
             return None
         config = entry if isinstance(entry, QuantizeConfig) else entry(layer)
         if config is not None and not isinstance(config, QuantizeConfig):
-            raise TypeError(
+            raise InvalidArgumentTypeError(
                 f"The quantize-config factory registered for {type(layer).__name__} returned {config!r}; "
                 "it must return a QuantizeConfig or None."
             )

@@ -109,7 +109,7 @@ _SCHEMES: dict[str, Callable[[], Scheme]] = {"default_8bit": default_8bit_scheme
 def register_scheme(name: str, factory: Callable[[], Scheme]) -> None:
     """Make ``quantize_model(model, scheme=name)`` use ``factory()``."""
     if not isinstance(name, str) or not name:
-        raise ValueError(f"A scheme name must be a non-empty string, got {name!r}.")
+        raise InvalidArgumentError(f"A scheme name must be a non-empty string, got {name!r}.")
     _SCHEMES[name] = factory
 
 
@@ -123,4 +123,4 @@ def get_scheme(scheme: Union[str, Scheme]) -> Scheme:
         return scheme
     if isinstance(scheme, str) and scheme in _SCHEMES:
         return _SCHEMES[scheme]()
-    raise ValueError(f"Unknown quantization scheme {scheme!r}. Available: {available_schemes()} (or pass a Scheme).")
+    raise InvalidArgumentError(f"Unknown quantization scheme {scheme!r}. Available: {available_schemes()} (or pass a Scheme).")

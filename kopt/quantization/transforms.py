@@ -27,6 +27,7 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
+from kopt.core.errors import InvalidArgumentError
 from kopt.core.layers import is_foldable
 from kopt.graph import ModelGraph, Pattern, find_matches, find_nodes
 from kopt.quantization.config import QuantizeConfig
@@ -56,7 +57,7 @@ class TransformContext:
     def set_config(self, node: str, layer: keras.Operation) -> None:
         config = self.lookup(layer)
         if config is None:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"Internal error: no quantization config for layer {layer.name!r} ({type(layer).__name__}) "
                 "created by a kopt transform."
             )

@@ -22,6 +22,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from kopt.core.errors import InvalidArgumentError, InvalidArgumentTypeError
 from kopt.graph.rebuild import clone_layer
 from kopt.quantization import kernels
 from kopt.quantization.config import QuantizeConfig
@@ -36,7 +37,7 @@ def _as_config(config: Any) -> QuantizeConfig:
         restored = keras.saving.deserialize_keras_object(config)
         if isinstance(restored, QuantizeConfig):
             return restored
-    raise TypeError(f"Expected a kopt.quantization.QuantizeConfig, got {config!r}.")
+    raise InvalidArgumentTypeError(f"Expected a kopt.quantization.QuantizeConfig, got {config!r}.")
 
 
 @keras.saving.register_keras_serializable(package="kopt")
@@ -75,7 +76,7 @@ class QuantizeWrapper(KoptWrapper):
         for attr in self.quantize_config.weights:
             variable = getattr(self.layer, attr, None)
             if not isinstance(variable, keras.Variable):
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"The QuantizeConfig of layer {self.layer.name!r} ({type(self.layer).__name__}) quantizes weight "
                     f"{attr!r}, but the layer has no variable attribute of that name. Its variables are "
                     f"{[v.path.split('/')[-1] for v in self.layer.weights]}."
@@ -309,7 +310,7 @@ class ChannelAffine(QuantizeWrapper):
             variance = ops.broadcast_to(ops.reshape(ops.cast(layer.variance, "float32"), (-1,)), (channels,))
             a = 1.0 / ops.maximum(ops.sqrt(variance), keras.config.epsilon())
             return a, -mean * a
-        raise TypeError(f"ChannelAffine cannot compute {type(layer).__name__} layers.")
+        raise InvalidArgumentTypeError(f"ChannelAffine cannot compute {type(layer).__name__} layers.")
 
     def _quantized_scale(self, a: Any, training: bool) -> Any:
         if "kernel" not in self.quantize_config.weights:
@@ -364,7 +365,7 @@ class ActivationQuantize(keras.layers.Layer):
         super().__init__(**kwargs)
         quantizer = deserialize(quantizer) if quantizer is not None else ActivationQuantizer()
         if not isinstance(quantizer, ActivationQuantizer):
-            raise TypeError(f"ActivationQuantize needs an ActivationQuantizer, got {quantizer!r}.")
+            raise InvalidArgumentTypeError(f"ActivationQuantize needs an ActivationQuantizer, got {quantizer!r}.")
         self.quantizer = quantizer
         self._state: dict[str, keras.Variable] = {}
 

@@ -17,6 +17,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from kopt.core.errors import InvalidArgumentError
+
 DPI = 100
 PANEL_WIDTH = 8.0  # inches
 PANEL_HEIGHT = 2.0  # inches per stage
@@ -53,7 +55,7 @@ def weight_density(
     dwarf every other bin. All panels share the x axis. The PNG is ``800 x 200·n`` pixels.
     """
     if not kernels:
-        raise ValueError("weight_density needs at least one kernel (stage label -> array).")
+        raise InvalidArgumentError("weight_density needs at least one kernel (stage label -> array).")
     arrays = {label: np.asarray(values, dtype=np.float64).reshape(-1) for label, values in kernels.items()}
     finite = np.concatenate([a[np.isfinite(a)] for a in arrays.values()])
     low, high = (float(finite.min()), float(finite.max())) if finite.size else (-1.0, 1.0)
@@ -86,11 +88,11 @@ def pick_layer(stages: Sequence[Any], layer: str | None = None) -> str:
     """The layer to plot: ``layer`` if given, else the largest kernel among those present in the most stages."""
     with_kernels = [s for s in stages if s.kernels]
     if not with_kernels:
-        raise ValueError("No stage has kernels to plot.")
+        raise InvalidArgumentError("No stage has kernels to plot.")
     if layer is not None:
         if not any(layer in s.kernels for s in with_kernels):
             names = sorted({n for s in with_kernels for n in s.kernels})
-            raise ValueError(f"No stage has a kernel for layer {layer!r}; layers: {names}.")
+            raise InvalidArgumentError(f"No stage has a kernel for layer {layer!r}; layers: {names}.")
         return layer
     first = with_kernels[0].kernels
 
@@ -123,7 +125,7 @@ def size_accuracy(report: Any, path: str | Path) -> Path:
     """
     stages = list(report.stages)
     if not stages:
-        raise ValueError("The report has no stage to plot.")
+        raise InvalidArgumentError("The report has no stage to plot.")
     labels = [STAGE_LABELS.get(s.name, s.name) for s in stages]
     sizes = [s.deployed_zipped_bytes / 1024 for s in stages]
     accuracies = [s.accuracy for s in stages]
@@ -150,7 +152,7 @@ def png_size(path: str | Path) -> tuple[int, int]:
     """``(width, height)`` of a PNG file, read from its header (raises ``ValueError`` if not a PNG)."""
     data = Path(path).read_bytes()[:24]
     if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
-        raise ValueError(f"{path} is not a PNG file.")
+        raise InvalidArgumentError(f"{path} is not a PNG file.")
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
@@ -171,7 +173,7 @@ def sensitivity_chart(table: Any, path: str | Path) -> Path:
     """
     rows = list(table.rows)
     if not rows:
-        raise ValueError("The sensitivity table has no layer to plot.")
+        raise InvalidArgumentError("The sensitivity table has no layer to plot.")
     levels = list(table.levels)
     positions = np.arange(len(levels))
 

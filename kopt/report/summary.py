@@ -25,6 +25,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import keras
 import numpy as np
 
+from kopt.core.errors import InvalidArgumentError, UnknownNameError
 from kopt.metrics import top1_accuracy, zipped_bytes
 from kopt.technique.wrapper import KoptWrapper
 
@@ -154,13 +155,19 @@ class StageReport:
     layers: list[LayerStats] = field(default_factory=list)
     edgetpu: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    outputs: int = 1  # model outputs: several have one accuracy each, none of them "the" accuracy
 
     @property
     def keras_accuracy(self) -> float | None:
-        for key, value in self.keras_metrics.items():
-            if "acc" in key:
-                return value
-        return None
+        """The Keras accuracy (the first accuracy-like metric); None for a multi-output model."""
+        if self.outputs > 1:
+            return None
+        return next(iter(self.output_accuracies.values()), None)
+
+    @property
+    def output_accuracies(self) -> dict[str, float]:
+        """Every accuracy-like Keras metric by name (one per output of a multi-output model)."""
+        return {key: value for key, value in self.keras_metrics.items() if "acc" in key}
 
     @property
     def accuracy(self) -> float | None:
@@ -180,6 +187,8 @@ class StageReport:
         parts = [f"{self.name:<9}"]
         if self.keras_accuracy is not None:
             parts.append(f"keras acc {self.keras_accuracy:.4f}")
+        elif self.outputs > 1 and self.output_accuracies:
+            parts.append("keras " + ", ".join(f"{k} {v:.4f}" for k, v in self.output_accuracies.items()))
         elif "loss" in self.keras_metrics:
             parts.append(f"loss {self.keras_metrics['loss']:.4f}")
         if self.int8_accuracy is not None:
@@ -245,7 +254,8 @@ def keras_stage(
 ) -> StageReport:
     """Figures of a Keras model (plain or wrapped) as a stage of a report."""
     deployed = layers if layers is not None else deployed_layers(model)
-    stage = StageReport(name=name, keras_metrics=dict(metrics or {}), notes=list(notes))
+    stage = StageReport(name=name, keras_metrics=dict(metrics or {}), notes=list(notes),
+                        outputs=len(getattr(model, "outputs", None) or [None]))
     stage.layers = [layer_stats(layer) for layer in deployed.values()]
     _aggregate(stage)
     stage.float_bytes = sum(layer.float_bytes for layer in stage.layers)
@@ -354,9 +364,14 @@ def compression(
     interpreter; top-1 against integer or one-hot labels), and a ``.tflite`` is checked for
     the Edge TPU.
     """
+    if data is not None and (not isinstance(data, tuple) or len(data) != 2):
+        raise InvalidArgumentError(f"compression(data=...) must be a tuple (x, y), got {type(data).__name__}.")
     if isinstance(model_or_tflite, keras.Model):
         metrics = {}
         if data is not None:
+            from kopt.core.data import check_data
+
+            check_data(model_or_tflite, data, argument="compression data")
             x, y = data
             predictions = np.asarray(model_or_tflite.predict(x, verbose=0))
             metrics["accuracy"] = top1_accuracy(predictions, y)
@@ -365,6 +380,10 @@ def compression(
     from kopt.export.flatbuffer import read_bytes
 
     raw = read_bytes(model_or_tflite)
+    if data is not None:
+        from kopt.core.data import check_arrays
+
+        check_arrays(data[0], data[1], argument="compression data")
     accuracy = evaluate(raw, data[0], data[1]) if data is not None else None
     return tflite_stage(name, raw, int8_accuracy=accuracy, edgetpu=check_edgetpu(raw))
 
@@ -386,7 +405,7 @@ class Report:
         for stage in self.stages:
             if stage.name == name:
                 return stage
-        raise KeyError(f"No stage {name!r} in this report; stages: {[s.name for s in self.stages]}.")
+        raise UnknownNameError(f"No stage {name!r} in this report; stages: {[s.name for s in self.stages]}.")
 
     @property
     def final(self) -> StageReport:

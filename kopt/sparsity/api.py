@@ -8,7 +8,13 @@ from typing import Any, Callable, Sequence
 
 import keras
 
-from kopt.core.errors import KoptWarning, UnsupportedLayerError
+from kopt.core.errors import (
+    InvalidArgumentTypeError,
+    KoptWarning,
+    UnsupportedLayerError,
+    UnsupportedModelError,
+    listing,
+)
 from kopt.core.validation import check_finite_weights
 from kopt.graph import analyze, clone_layer, map_layers
 from kopt.graph.model_type import like_input
@@ -85,15 +91,15 @@ def prune_low_magnitude(
     schedule, m_by_n, block_size = check_options(schedule, m_by_n, block_size)
     check_finite_weights(to_prune, "kopt.sparsity.prune_low_magnitude")
     if layer_filter is not None and not callable(layer_filter):
-        raise TypeError(f"layer_filter must be a callable taking a layer, got {layer_filter!r}.")
+        raise InvalidArgumentTypeError(f"layer_filter must be a callable taking a layer, got {layer_filter!r}.")
     if isinstance(to_prune, keras.Model):
         model, report = _prune_model(to_prune, schedule, m_by_n, block_size, layer_filter)
         return (model, report) if return_report else model
     if isinstance(to_prune, keras.layers.Layer):
         if return_report or layer_filter is not None:
-            raise TypeError("return_report and layer_filter need a model; a single layer either is wrapped or raises.")
+            raise InvalidArgumentTypeError("return_report and layer_filter need a model; a single layer either is wrapped or raises.")
         return _prune_layer(to_prune, schedule, m_by_n, block_size)
-    raise TypeError(
+    raise UnsupportedModelError(
         f"prune_low_magnitude expects a keras.Model or keras.layers.Layer, got {type(to_prune).__name__}."
     )
 
@@ -136,8 +142,17 @@ def _prune_model(
         if decision is None and is_unknown_with_weights(layer) and not isinstance(layer, KoptWrapper):
             unknown.append(f"{layer.name} ({type(layer).__name__})")
     if not report.wrapped:
+        wrapped = [getattr(layer, "layer", layer).name for layer in graph.layers() if isinstance(layer, KoptWrapper)]
+        if wrapped:
+            kinds = sorted({type(layer).__name__ for layer in graph.layers() if isinstance(layer, KoptWrapper)})
+            raise UnsupportedLayerError(
+                f"Model {model.name!r} is already wrapped for training: {listing(wrapped)} by {', '.join(kinds)}. "
+                "Strip first: call kopt.strip(model), then prune the stripped model (its zeros are kept)."
+            )
+        reasons = [f"{name}: {why}" for name, why in report.skipped.items()]
         raise UnsupportedLayerError(
-            f"No layer of model {model.name!r} can be pruned with these options.\n{report}"
+            f"No layer of model {model.name!r} can be pruned with these options ({listing(reasons, 5)}).\n"
+            "Hint: prune_low_magnitude(..., return_report=True) on a model with a prunable layer lists every decision."
         )
     if unknown:
         warnings.warn(

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from kopt.core.errors import CoverageWarning
+from kopt.core.errors import CoverageWarning, InvalidArgumentError
 from kopt.graph import analyze
 
 #: Pruning must reach at least this share of the requested sparsity over all kernels.
@@ -173,7 +173,7 @@ def measure(
     ``reasons``: top-level layer name (or ``"layer.weight"``) -> why it was left out (e.g. from a pruning report).
     """
     if technique not in ("prune", "cluster", "quantize"):
-        raise ValueError(f"technique must be 'prune', 'cluster' or 'quantize', got {technique!r}.")
+        raise InvalidArgumentError(f"technique must be 'prune', 'cluster' or 'quantize', got {technique!r}.")
     found = kernels(model)
     reached = reached_variables(model, technique)
     coverage = Coverage(technique)

@@ -129,3 +129,136 @@ def test_multi_input_data_by_name_or_in_order():
     x["b"][2, 1] = np.nan
     with pytest.raises(InvalidArgumentError, match=r"holds NaN or Inf \(first in sample 2"):
         check_data(model, (x, np.zeros(6, int)), argument="train_data")
+
+
+# ------------------------------------------------- to_tflite / evaluate: refused before any work
+class Counter:
+    def __init__(self, function):
+        self.function, self.calls = function, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.function(*args, **kwargs)
+
+
+INPUT_KINDS = ["nan_x", "inf_x", "empty", "sample_shape", "text"]
+INPUT_MESSAGES = {
+    "nan_x": "holds NaN or Inf (first in sample {i}",
+    "inf_x": "holds NaN or Inf (first in sample {i}",
+    "empty": "empty",
+    "sample_shape": "(8, 7, 1)",
+    "text": "dtype <U",
+}
+
+
+def corrupt_inputs(kind: str, index: int, x: np.ndarray) -> np.ndarray:
+    x = x.copy()
+    if kind == "nan_x":
+        x[index, 1, 2, 0] = np.nan
+    elif kind == "inf_x":
+        x[index, 7, 7, 0] = -np.inf
+    elif kind == "empty":
+        x = x[:0]
+    elif kind == "sample_shape":
+        x = x[:, :, :7]
+    elif kind == "text":
+        x = x.astype(str)
+    return x
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from(INPUT_KINDS), index=st.integers(0, 31))
+def test_to_tflite_refuses_corrupted_calibration_data_before_converting(model, monkeypatch, kind, index):
+    from kopt.export import lowering, to_tflite
+
+    x, _, _, _ = digits(train=32)
+    converter = Counter(lowering._lower)
+    monkeypatch.setattr(lowering, "_lower", converter)
+    with pytest.raises(InvalidArgumentError) as error:
+        to_tflite(model, representative_data=corrupt_inputs(kind, index, x))
+    assert INPUT_MESSAGES[kind].format(i=index) in str(error.value)
+    assert converter.calls == 0
+
+
+@pytest.fixture(scope="module")
+def tflite(model):
+    from kopt.export import to_tflite
+
+    return to_tflite(model, representative_data=digits(train=32)[0])
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from([*INPUT_KINDS, "short_labels", "nan_label", "text_labels"]), index=st.integers(0, 31))
+def test_evaluate_refuses_corrupted_data_before_running_the_interpreter(tflite, monkeypatch, kind, index):
+    from kopt.export import evaluate, runtime
+
+    x, y, _, _ = digits(train=32)
+    y = y.astype("float32")
+    if kind == "short_labels":
+        y = y[: index + 1]
+    elif kind == "nan_label":
+        y[index] = np.nan
+    elif kind == "text_labels":
+        y = y.astype(str)
+    else:
+        x = corrupt_inputs(kind, index, x)
+    interpreter = Counter(runtime.run)
+    monkeypatch.setattr(runtime, "run", interpreter)
+    with pytest.raises(InvalidArgumentError) as error:
+        evaluate(tflite, x, y)
+    expected = {"short_labels": f"{index + 1} labels for 32 input samples", "nan_label": f"first in sample {index}",
+                "text_labels": "evaluate y has dtype <U"}.get(kind) or INPUT_MESSAGES[kind].format(i=index)
+    if kind == "sample_shape":
+        expected = "samples of shape (8, 7, 1) do not fit the model's input shape (8, 8, 1)"  # the .tflite's shape
+    assert expected in str(error.value)
+    assert interpreter.calls == (1 if kind == "sample_shape" else 0)  # shapes: checked in run, before any invoke
+
+
+# ------------------------------------------------------------- multi-output models (defect 2)
+def two_output_model() -> keras.Model:
+    inputs = keras.Input((8, 8, 1))
+    hidden = keras.layers.Dense(16, activation="relu", name="hidden")(keras.layers.Flatten()(inputs))
+    digit = keras.layers.Dense(10, activation="softmax", name="digit")(hidden)
+    parity = keras.layers.Dense(2, activation="softmax", name="parity")(hidden)
+    model = keras.Model(inputs, [digit, parity], name="two_heads")
+    model.compile("adam", ["sparse_categorical_crossentropy"] * 2, metrics=[["accuracy"], ["accuracy"]])
+    return model
+
+
+def test_multi_output_labels_are_checked_per_output_before_training():
+    x, y, _, _ = digits(train=32)
+    model = two_output_model()
+    counter = StepCounter()
+    with pytest.raises(InvalidArgumentError, match=r"has 2 outputs \['digit', 'parity'\]; give one label array per output"):
+        kopt.optimize(model, "qat", train_data=(x, y), verbose=0, callbacks=[counter])
+    bad = (y % 2).copy()
+    bad[4] = 3
+    with pytest.raises(InvalidArgumentError, match=r"train_data y \(output 'parity'\): label 3 at index 4 .* 2-way output"):
+        kopt.optimize(model, "qat", train_data=(x, (y, bad)), verbose=0, callbacks=[counter])
+    with pytest.raises(InvalidArgumentError, match=r"labels for output\(s\) \['parity'\] are missing"):
+        check_data(model, (x, {"digit": y}), argument="train_data")
+    assert counter.steps == 0
+
+
+def test_optimize_a_multi_output_model_with_a_preset_reports_accuracy_per_output():
+    """Defect 2: it trained and converted, then crashed in report.py (operands could not be broadcast)."""
+    keras.utils.set_random_seed(0)
+    x, y, xv, yv = digits(train=64, val=32)
+    result = kopt.optimize(two_output_model(), "qat", train_data=(x, (y, y % 2)), validation_data=(xv, (yv, yv % 2)),
+                           epochs=1, verbose=0)
+    baseline, quantized, int8 = result.report.stages
+    assert set(baseline.output_accuracies) == {"digit_accuracy", "parity_accuracy"}
+    assert len(quantized.output_accuracies) == 2 and baseline.keras_accuracy is None
+    assert "keras digit_accuracy" in baseline.summary()
+    assert int8.int8_accuracy is None and any("the model has 2 outputs" in note for note in int8.notes)
+    assert result.tflite is not None
+
+
+def test_a_single_output_model_keeps_its_accuracy_beside_other_accuracy_metrics():
+    from kopt.report.summary import StageReport
+
+    metrics = {"loss": 0.3, "accuracy": 0.9, "sparse_top_k_categorical_accuracy": 0.99}
+    assert StageReport("s", keras_metrics=metrics).keras_accuracy == 0.9
+    two = StageReport("s", keras_metrics={"digit_accuracy": 0.8, "parity_accuracy": 0.7}, outputs=2)
+    assert two.keras_accuracy is None and two.accuracy is None
+    assert "keras digit_accuracy 0.8000, parity_accuracy 0.7000" in two.summary()
