@@ -68,3 +68,15 @@ def test_private_keras_apis_are_used_in_one_module():
         if "keras.src" in path.read_text() and path.name != "keras_compat.py"
     )
     assert users == []
+
+
+def test_every_error_and_warning_class_is_defined_in_one_module():
+    """``kopt/core/errors.py`` holds the whole family (the CLI's internal usage error aside)."""
+    elsewhere = sorted(
+        f"{path.relative_to(KOPT)}:{node.name}"
+        for path in KOPT.rglob("*.py")
+        if path.name != "errors.py"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef) and node.name.endswith(("Error", "Warning"))
+    )
+    assert elsewhere == ["cli.py:UsageError"]

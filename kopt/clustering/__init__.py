@@ -15,12 +15,12 @@ from kopt.clustering.clusterable import (
     is_clusterable,
     register_clusterable,
 )
-from kopt.clustering.errors import ClusteringConfigError, NotClusterableError
 from kopt.clustering.init import INIT_METHODS, initial_centroids
 from kopt.clustering.recover import Clusters, layer_clusters, recover_clusters, unique_values
 from kopt.clustering.settings import ClusterSettings
 from kopt.clustering.technique import CLUSTERING
 from kopt.clustering.wrapper import GRADIENT_AGGREGATIONS, ClusterWrapper
+from kopt.core.errors import ClusteringConfigError, NotClusterableError
 
 __all__ = [
     "ClusterSettings",

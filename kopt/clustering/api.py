@@ -15,11 +15,10 @@ import keras
 import numpy as np
 
 from kopt.clustering.clusterable import clusterable_weights, is_clusterable
-from kopt.clustering.errors import ClusteringConfigError, NotClusterableError
 from kopt.clustering.layout import matrix_shape, normalize_axes
 from kopt.clustering.settings import ClusterSettings
 from kopt.clustering.wrapper import ClusterWrapper, derive_seed, validate_cluster_parameters
-from kopt.core.errors import KoptWarning, UnsupportedModelError
+from kopt.core.errors import ClusteringConfigError, KoptWarning, NotClusterableError, UnsupportedModelError
 from kopt.core.validation import check_finite_weights
 from kopt.graph import analyze, clone_layer, map_layers
 from kopt.graph.model_type import like_input

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kopt.clustering.errors import ClusteringConfigError
+from kopt.core.errors import ClusteringConfigError
 
 
 def sorted_positions(matrix: Any, midpoints: Any) -> Any:

@@ -21,8 +21,7 @@ from typing import Mapping, Protocol, Sequence, runtime_checkable
 
 import keras
 
-from kopt.clustering.errors import NotClusterableError
-from kopt.core.errors import InvalidArgumentError
+from kopt.core.errors import InvalidArgumentError, NotClusterableError
 from kopt.core.layers import (
     ChannelAxes,
     Kernel,

@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from kopt.clustering.errors import ClusteringConfigError
+from kopt.core.errors import ClusteringConfigError
 
 INIT_METHODS: tuple[str, ...] = ("linear", "random", "density", "kmeans++")
 

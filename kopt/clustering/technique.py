@@ -10,10 +10,9 @@ import numpy as np
 
 from kopt.clustering.api import cluster_weights
 from kopt.clustering.clusterable import clusterable_weights, is_clusterable
-from kopt.clustering.errors import NotClusterableError
 from kopt.clustering.settings import ClusterSettings
 from kopt.clustering.wrapper import derive_seed, initial_clusters
-from kopt.core.errors import PolicyError
+from kopt.core.errors import NotClusterableError, PolicyError
 from kopt.technique.registry import NotEligible, Target, Technique, register_technique
 
 

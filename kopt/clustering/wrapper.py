@@ -28,11 +28,10 @@ from keras import ops
 
 from kopt.clustering.assign import gather_centroids, nearest_centroid, nearest_centroid_np, straight_through
 from kopt.clustering.clusterable import ClusterableWeight, clusterable_weights, is_clusterable
-from kopt.clustering.errors import ClusteringConfigError, NotClusterableError
 from kopt.clustering.init import INIT_METHODS, initial_centroid_matrix
 from kopt.clustering.layout import from_matrix, from_matrix_np, normalize_axes, to_matrix, to_matrix_np
 from kopt.clustering.recover import Clusters
-from kopt.core.errors import InvalidArgumentError, UnknownNameError
+from kopt.core.errors import ClusteringConfigError, InvalidArgumentError, NotClusterableError, UnknownNameError
 from kopt.core.initializers import HostArray
 from kopt.technique.wrapper import KoptWrapper
 

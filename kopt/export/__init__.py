@@ -6,10 +6,10 @@ subprocess otherwise); everything else reads the flatbuffer with LiteRT's genera
 runs models with the LiteRT interpreter, under any backend.
 """
 
+from kopt.core.errors import ConversionError, CorruptTFLiteError, MissingRangesError, NotFullyIntegerError
 from kopt.export.calibration import DEFAULT_CALIBRATION_SAMPLES
 from kopt.export.edgetpu import EdgeTPUReport, OpVerdict, check_edgetpu
-from kopt.export.errors import ConversionError, MissingRangesError, NotFullyIntegerError
-from kopt.export.flatbuffer import CorruptTFLiteError, TFLiteModel
+from kopt.export.flatbuffer import TFLiteModel
 from kopt.export.flatbuffer import load as load_tflite
 from kopt.export.inspection import TFLiteSummary, WeightTensor, inspect, tflite_size, weight_tensors, zipped_size
 from kopt.export.lowering import to_tflite

@@ -31,8 +31,7 @@ _BUILTIN_ERRORS = {"ValueError": ValueError, "TypeError": TypeError, "RuntimeErr
 
 def lower_in_subprocess(model: Any, data: list[np.ndarray] | None, options: Any) -> bytes:
     """Save ``model`` to ``.keras``, convert it under ``KERAS_BACKEND=tensorflow``, return the bytes."""
-    from kopt.core.errors import UnsupportedLayerError
-    from kopt.export.errors import ConversionError
+    from kopt.core.errors import ConversionError, UnsupportedLayerError
 
     lambdas = _lambda_layers(model)
     if lambdas:
@@ -117,7 +116,7 @@ def _rebuild_error(payload: dict[str, Any]) -> Exception:
             return error
     if name in _BUILTIN_ERRORS:
         return _BUILTIN_ERRORS[name](message)
-    from kopt.export.errors import ConversionError
+    from kopt.core.errors import ConversionError
 
     return ConversionError(f"{name} in the converter process: {message}")
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from kopt.core.errors import ConversionError
 from kopt.export.calibration import InputSpec
-from kopt.export.errors import ConversionError
 
 BYTE_DTYPES = ("uint8", "int8")
 

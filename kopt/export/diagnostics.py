@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable
 
-from kopt.export.errors import ConversionError, NotFullyIntegerError
+from kopt.core.errors import ConversionError, NotFullyIntegerError
 from kopt.export.flatbuffer import TFLiteSource, load
 
 _FLOAT_DTYPES = ("FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16")

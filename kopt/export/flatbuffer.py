@@ -18,7 +18,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.tools import flatbuffer_utils
 
-from kopt.core.errors import InvalidArgumentTypeError, KoptError
+from kopt.core.errors import CorruptTFLiteError, InvalidArgumentTypeError
 
 TFLiteSource = Union[bytes, bytearray, memoryview, str, os.PathLike, "TFLiteModel"]
 
@@ -212,10 +212,6 @@ def load(tflite: TFLiteSource) -> TFLiteModel:
             f"({type(error).__name__}: {error}); re-export it with kopt.export.to_tflite or copy it again."
         ) from error
     return TFLiteModel(subgraphs=subgraphs, signatures=signatures, raw=raw)
-
-
-class CorruptTFLiteError(KoptError, ValueError):
-    """A ``.tflite`` starts like a TFLite flatbuffer but cannot be decoded."""
 
 
 def to_bytes(model_object: Any) -> bytes:

@@ -38,12 +38,18 @@ from typing import Any, Literal
 import keras
 import numpy as np
 
-from kopt.core.errors import InvalidArgumentError, InvalidArgumentTypeError, KoptRuntimeWarning, UnsupportedModelError
+from kopt.core.errors import (
+    ConversionError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    KoptRuntimeWarning,
+    MissingRangesError,
+    UnsupportedModelError,
+)
 from kopt.core.validation import check_finite_weights
 from kopt.export import diagnostics, renaming
 from kopt.export.byte_inputs import anchored, byte_inputs, check_byte_input_scales, with_float_inputs
 from kopt.export.calibration import DEFAULT_CALIBRATION_SAMPLES, InputSpec, batches, materialize
-from kopt.export.errors import ConversionError, MissingRangesError
 from kopt.export.rnn import rolled_recurrent_layers, unroll_recurrent_layers
 
 Mode = Literal["int8", "int16x8", "float16", "dynamic"]

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from kopt.core.errors import KoptError, KoptRuntimeWarning
+from kopt.core.errors import KoptRuntimeWarning, MicroError
 from kopt.export.flatbuffer import Subgraph, Tensor, TFLiteModel, TFLiteSource, load, read_bytes
 
 MAX_LUT_BITS = 7
@@ -43,10 +43,6 @@ _TFLM_DTYPES = {"INT8": np.int8, "UINT8": np.uint8, "INT16": np.int16, "INT32": 
 _MISSING_OP = re.compile(r"Didn't find op for builtin opcode '([A-Z0-9_]+)'")
 _ARENA_TOTAL = re.compile(r"Arena allocation total (\d+) bytes")
 _DCM_BYTES = 16  # TFLM's decode common metadata header, ahead of every value table
-
-
-class MicroError(KoptError, RuntimeError):
-    """TFLite Micro cannot load or run the model, or ``tflite-micro`` is missing."""
 
 
 def _tflm():

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
-from kopt.core.errors import InvalidArgumentError, KoptError, KoptWarning
+from kopt.core.errors import InvalidArgumentError, KoptWarning, NotFullyMappedError
 from kopt.graph import analyze, clone_layer, map_layers
 from kopt.pipeline.callbacks import for_model
 from kopt.pipeline.training import STAGES, Training
@@ -33,10 +33,6 @@ from kopt.technique.registry import get_technique, technique_names, techniques
 from kopt.technique.strip import strip
 
 Log = Callable[[str], None]
-
-
-class NotFullyMappedError(KoptError, RuntimeError):
-    """The policy targets the Edge TPU and the int8 model is not fully mapped to it."""
 
 
 @dataclass

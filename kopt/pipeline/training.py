@@ -17,13 +17,9 @@ from typing import Any, Callable, Mapping, Sequence
 import keras
 import numpy as np
 
-from kopt.core.errors import InvalidArgumentError
+from kopt.core.errors import CompileSettingsError, InvalidArgumentError
 
 STAGES = ("prune", "cluster", "quantize")
-
-
-class CompileSettingsError(InvalidArgumentError):
-    """The model cannot be trained: it is not compiled and no loss/optimizer was given."""
 
 
 # ------------------------------------------------------------------ compile

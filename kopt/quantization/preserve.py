@@ -43,7 +43,7 @@ from keras import ops
 from kopt.clustering.assign import gather_centroids, nearest_centroid_np
 from kopt.clustering.layout import from_matrix, from_matrix_np, normalize_axes, to_matrix, to_matrix_np
 from kopt.clustering.recover import recover_clusters, unique_values
-from kopt.core.errors import InvalidArgumentError, InvalidArgumentTypeError, KoptError
+from kopt.core.errors import InvalidArgumentError, InvalidArgumentTypeError, NotClusteredError
 from kopt.core.initializers import HostArray
 from kopt.core.layers import channel_axes_of
 from kopt.quantization.quantizers import Quantizer, WeightQuantizer, deserialize, serialize
@@ -52,10 +52,6 @@ from kopt.quantization.schemes import Scheme, get_scheme, register_scheme
 #: Most distinct values per channel a kernel may have and still count as clustered (an int8
 #: channel holds at most 255 values, so preserving more would be meaningless).
 MAX_CLUSTERS = 256
-
-
-class NotClusteredError(KoptError, ValueError):
-    """A layer given to a cluster-preserving scheme has a kernel that is not clustered."""
 
 
 def _as_quantizer(quantizer: Quantizer | dict | None) -> Quantizer:

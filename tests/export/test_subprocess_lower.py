@@ -13,10 +13,10 @@ import pytest
 from export_testing import qat_model, uniform
 from keras import layers
 
+from kopt.core.errors import ConversionError, NotFullyIntegerError
 from kopt.export import MissingRangesError, check_edgetpu, run, to_tflite
 from kopt.export._subprocess_lower import _child, _rebuild_error
 from kopt.export.diagnostics import float_ops
-from kopt.export.errors import ConversionError, NotFullyIntegerError
 
 ISOLATE = True if keras.backend.backend() == "tensorflow" else None  # None: the backend's default
 
@@ -85,7 +85,7 @@ def test_rebuilt_errors_keep_their_class_and_attributes():
     error = _rebuild_error(
         {
             "type": "NotFullyIntegerError",
-            "module": "kopt.export.errors",
+            "module": "kopt.core.errors",
             "message": "not int8",
             "attributes": {"op": "ADD", "layer": "add", "float_ops": [[3, "ADD", "add"]]},
         }
