@@ -161,3 +161,29 @@ def test_micro_target_needs_an_integer_model(clustered):
         to_tflite(model, mode="float16", target="micro")
     with pytest.raises(ValueError, match="target must be one of"):
         to_tflite(model, mode="float16", target="mcu")
+
+
+def test_what_tflm_does_not_read_is_left_out_and_outputs_stay_bit_identical(clustered):
+    from kopt.export.flatbuffer import read_object
+
+    _, x, tflite = clustered
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        full = micro.compress(tflite, x=x[:8], trim=False)
+        trimmed = micro.compress(tflite, x=x[:8])
+    assert len(trimmed.trims) == 3 and not trimmed.untrimmed and not full.trims
+    # Per-channel zero points are int64: one 8-byte value per channel beyond the first, at least.
+    per_channel = [t for t in load_tflite(tflite).main.tensors if t.data is not None and t.quantization.per_channel]
+    assert per_channel
+    assert len(full.tflite) - len(trimmed.tflite) >= sum(8 * (t.quantization.scales.size - 1) for t in per_channel)
+    obj = read_object(trimmed.tflite)
+    assert not obj.signatureDefs and not obj.metadata
+    sg = obj.subgraphs[0]
+    constants = [t for t in sg.tensors if t.buffer and obj.buffers[t.buffer].data is not None and t.quantization]
+    assert constants and all(t.quantization.zeroPoint is None or len(t.quantization.zeroPoint) <= 1 for t in constants)
+    decode_inputs = {i for op in sg.operators
+                     if obj.operatorCodes[op.opcodeIndex].customCode == b"TFLM_DECODE" for i in op.inputs}
+    assert decode_inputs and all(sg.tensors[i].quantization is None for i in decode_inputs)
+    samples = _int8_inputs(tflite, x[8:40])  # inputs the compressor never saw; TFLM directly
+    np.testing.assert_array_equal(_tflm_outputs(trimmed.tflite, samples), _tflm_outputs(tflite, samples))
+    assert check_micro(trimmed.tflite).runs

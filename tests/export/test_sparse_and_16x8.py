@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from keras import layers
 
+from kopt.errors import InvalidArgumentError
 from kopt.export import MissingRangesError, load_tflite, run, to_tflite
 from kopt.export import sparse as sparse_export
 from kopt.export.micro import sparse_tensor_names
@@ -91,3 +92,42 @@ def test_int16x8_needs_representative_data():
     with pytest.raises(ValueError, match="not uint8"):
         to_tflite(_regression_model(), mode="int16x8", representative_data=np.zeros((2, 64, 1), "float32"),
                   int8_io="uint8")
+
+
+def _int16x8_qat_model():
+    """The regression model trained with 16-bit activation fake-quants (the 'int16x8' scheme)."""
+    from kopt.quantization import quantize_model
+
+    model = _regression_model()
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(128, 64, 1)).astype("float32")
+    y = model.predict(x, verbose=0) + rng.normal(scale=0.01, size=(128, 1)).astype("float32")
+    qat = quantize_model(model, "int16x8")
+    qat.compile(keras.optimizers.Adam(1e-3), "mse")
+    qat.fit(x, y, epochs=2, batch_size=64, verbose=0)
+    return qat, x
+
+
+def test_int16x8_qat_lowers_from_its_own_ranges_and_litert_matches_its_fake_quant():
+    qat, x = _int16x8_qat_model()
+    tflite = to_tflite(qat, mode="int16x8")  # no representative data: the fake-quant ranges
+    sg = load_tflite(tflite).main
+    assert sg.tensors[sg.inputs[0]].dtype == "INT16" and sg.tensors[sg.outputs[0]].dtype == "INT16"
+    activations = [t for t in sg.tensors if t.data is None and t.quantization.is_quantized]
+    assert activations and all(t.dtype == "INT16" and (t.quantization.zero_points == 0).all() for t in activations)
+    by_op = {op.label: [sg.tensors[i] for i in op.inputs if i >= 0] for op in sg.operators}
+    assert by_op["CONV_2D"][1].dtype == "INT8" and by_op["CONV_2D"][2].dtype == "INT64"  # int32 is misread by LiteRT
+    # LiteRT (the independent reference) against the Keras fake-quant model, in int16 output steps:
+    # a few, since TFLite's int16 tanh (a fixed-range op Keras runs in float) is a lookup table.
+    step = float(sg.tensors[sg.outputs[0]].quantization.scales[0])
+    fake_quant = keras.ops.convert_to_numpy(qat(x[:64], training=False))
+    assert np.abs(run(tflite, x[:64]) - fake_quant).max() <= 16 * step  # 1/2000 of the output range
+    with pytest.raises(InvalidArgumentError, match="16-bit activation fake-quants.*mode='int16x8'"):
+        to_tflite(qat)
+
+
+def test_int16x8_without_data_refuses_an_8_bit_qat_model():
+    from kopt.quantization import quantize_model
+
+    with pytest.raises(MissingRangesError, match="'int16x8' scheme"):
+        to_tflite(quantize_model(_regression_model()), mode="int16x8")
