@@ -48,6 +48,38 @@ def test_sparse_file_of_a_90_percent_pruned_model_is_under_a_third_and_agrees(pr
     assert f"{len(sparse)} bytes raw" in str(report)
 
 
+def _block_pruned_model():
+    """90 % of the 1x16 blocks of TFLite's [out, in] kernels zeroed (16 consecutive inputs of one
+    output); the first layer has 40 inputs, so its last block is partial (and kept for some outputs)."""
+    keras.utils.set_random_seed(6)
+    model = keras.Sequential([
+        keras.Input((40,)),
+        layers.Dense(256, activation="relu"),
+        layers.Dense(256, activation="relu"),
+        layers.Dense(10),
+    ])
+    for layer in model.layers:
+        kernel = layer.kernel.numpy()
+        inputs, outputs = kernel.shape
+        score = np.pad(np.abs(kernel), ((0, -inputs % 16), (0, 0))).reshape(-1, 16, outputs).mean(1)
+        keep = score >= np.quantile(score, 0.9)  # by mean: the partial block competes like the others
+        layer.kernel.assign(kernel * np.repeat(keep, 16, axis=0)[:inputs])
+    return model
+
+
+def test_block_sparse_kernel_litert_cannot_run_stays_dense_and_the_rest_agrees():
+    model = _block_pruned_model()
+    x = np.random.default_rng(6).normal(size=(64, 40)).astype("float32")
+    dense = to_tflite(model, representative_data=x)
+    with pytest.warns(RuntimeWarning, match=r"'dense/kernel' stays dense \(dimension 1 \(40\) is not a multiple"):
+        sparse = to_tflite(model, representative_data=x, sparse=True)
+    names = sparse_tensor_names(sparse)
+    assert len(names) == 2 and "dense/kernel" not in names, names
+    assert len(sparse) <= 0.3 * len(dense), (len(sparse), len(dense))
+    difference = run(sparse, x, dequantize=False).astype(int) - run(dense, x, dequantize=False).astype(int)
+    assert np.abs(difference).max() <= 1
+
+
 def test_sparse_on_a_dense_model_warns_and_returns_the_dense_file():
     keras.utils.set_random_seed(2)
     model = keras.Sequential([keras.Input((32,)), layers.Dense(64), layers.Dense(4)])
