@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 import warnings
@@ -168,14 +169,17 @@ def _sparse_rows(pruned, pattern: str, data) -> list[dict]:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 sparse = to_tflite(pruned, sparse=True, **kwargs)
-            verdict = "; ".join(str(w.message) for w in caught if "sparse=True" in str(w.message))
+            messages = [str(w.message) for w in caught if "sparse=True" in str(w.message)]
+            verdict = "; ".join(m for m in messages if "is returned dense" in m)
             if verdict:  # kopt returned the dense file: measure the converter's sparse file to show why
                 sparse = _converter_sparse(pruned, x_train[:100])
+            kept_dense = [f"{name} stays dense ({why})" for m in messages
+                          for name, why in re.findall(r"'([^']+)' stays dense \(([^)]*)\)", m)]
         report = sparse_export.compare(sparse, dense, x_test[:200], samples=200, repeats=5)
         rows.append({
             "pattern": pattern,
             "kopt": ("converter directly (float32 is not a to_tflite mode)" if mode == "float32"
-                     else verdict or "sparse file kept"),
+                     else verdict or "; ".join(["sparse file kept", *kept_dense])),
             "format": mode,
             "dense_bytes": report.dense_bytes,
             "sparse_bytes": report.sparse_bytes,

@@ -129,7 +129,7 @@ def _misaligned_blocks(model: Any) -> dict[int, str]:
         for k, axis in enumerate(sparsity.blockMap):
             block = sparsity.dimMetadata[rank + k].denseSize
             if block > 1 and t.shape[axis] % block:
-                found[index] = f"dimension {axis} ({t.shape[axis]}) is not a multiple of its {block}-wide blocks"
+                found[index] = f"its dimension {axis} has {t.shape[axis]} entries, not a multiple of its {block}-wide blocks"
     return found
 
 

@@ -71,7 +71,7 @@ def test_block_sparse_kernel_litert_cannot_run_stays_dense_and_the_rest_agrees()
     model = _block_pruned_model()
     x = np.random.default_rng(6).normal(size=(64, 40)).astype("float32")
     dense = to_tflite(model, representative_data=x)
-    with pytest.warns(RuntimeWarning, match=r"'dense/kernel' stays dense \(dimension 1 \(40\) is not a multiple"):
+    with pytest.warns(RuntimeWarning, match=r"'dense/kernel' stays dense \(its dimension 1 has 40 entries, not a multiple"):
         sparse = to_tflite(model, representative_data=x, sparse=True)
     names = sparse_tensor_names(sparse)
     assert len(names) == 2 and "dense/kernel" not in names, names
