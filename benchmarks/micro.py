@@ -279,7 +279,9 @@ def int16x8_section(args) -> dict:
     # fake-quants, int8 weights), fine-tuned on the gain-varied data, lowered from its own ranges.
     started = time.time()
     qat = quantize_model(model, "int16x8")
-    qat.compile(keras.optimizers.Adam(2e-4), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    # A small learning rate: at 2e-4, fine-tuning on the gain-varied data costs ~2 points even in
+    # float (measured: 97.5 % -> 95.5 %), whatever the quantization.
+    qat.compile(keras.optimizers.Adam(args.int16_qat_lr), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=["accuracy"])
     qat.fit(x_train_gain, y_train, epochs=args.int16_qat_epochs, batch_size=64, verbose=0)
     qat_seconds = time.time() - started
@@ -294,6 +296,7 @@ def int16x8_section(args) -> dict:
         "int16x8_qat_accuracy": evaluate(int16_qat, x_test_gain, y_test),
         "int16x8_qat_bytes": len(int16_qat),
         "int16x8_qat_epochs": args.int16_qat_epochs,
+        "int16x8_qat_learning_rate": args.int16_qat_lr,
         "int16x8_qat_seconds": round(qat_seconds, 1),
         "int16x8_qat_litert_vs_fake_quant_steps": float(np.abs(run(int16_qat, x_test_gain[:500]) - fake_quant).max()
                                                         / output_step),
@@ -366,6 +369,7 @@ def main() -> None:
     parser.add_argument("--mlp-epochs", type=int, default=15)
     parser.add_argument("--int16-epochs", type=int, default=15)
     parser.add_argument("--int16-qat-epochs", type=int, default=2)
+    parser.add_argument("--int16-qat-lr", type=float, default=1e-5)
     parser.add_argument("--tflm-samples", type=int, default=1000, help="test inputs run in the TFLM interpreter")
     parser.add_argument("--flash-fraction", type=float, default=0.6, help="search: flash budget / int8 PTQ file")
     parser.add_argument("--search-candidates", type=int, default=4)
