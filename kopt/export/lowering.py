@@ -368,6 +368,12 @@ def _activation_bits(model: keras.Model) -> dict[str, int]:
     }
 
 
+def qat_mode(model: keras.Model) -> str:
+    """The ``mode`` a quantization-aware model lowers in: ``"int16x8"`` when it was trained with the
+    ``"int16x8"`` scheme's 16-bit activation fake-quants, else ``"int8"``."""
+    return "int16x8" if any(bits == 16 for bits in _activation_bits(model).values()) else "int8"
+
+
 def _check_activation_bits(model: keras.Model, mode: str, representative_data: Any) -> None:
     """The activation fake-quants of a QAT model must match the mode: 8-bit for int8, 16-bit
     (the ``"int16x8"`` scheme) for 16x8, unless data calibrates a 16x8 model afresh."""
