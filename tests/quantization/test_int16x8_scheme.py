@@ -12,6 +12,7 @@ from qat_reference import fake_quant as ref_fake_quant
 from qat_reference import tie_distance
 
 from kopt.errors import InvalidArgumentError
+from kopt.export.lowering import qat_mode
 from kopt.quantization import ActivationQuantize, ActivationQuantizer, get_scheme, quantize_model
 
 pytestmark = pytest.mark.backends
@@ -56,6 +57,7 @@ def test_int16x8_qat_trains_and_every_activation_is_on_a_symmetric_int16_grid():
     qat = quantize_model(model, "int16x8")
     quantizers = [layer for layer in qat.layers if isinstance(layer, ActivationQuantize)]
     assert quantizers and all(q.quantizer.num_bits == 16 and q.quantizer.symmetric for q in quantizers)
+    assert qat_mode(qat) == "int16x8" and qat_mode(model) == "int8"  # the pipeline lowers it in 16x8
     rng = np.random.default_rng(4)
     x, y = rng.normal(size=(64, 16, 1)).astype("float32"), rng.integers(0, 3, 64)
     before = [as_np(w) for w in qat.trainable_weights]
