@@ -160,7 +160,10 @@ def _sparse_rows(pruned, pattern: str, data) -> list[dict]:
     rows = []
     for mode in ("int8", "float32"):
         verdict = ""
-        kwargs = {"representative_data": x_train[:100]} if mode == "int8" else {"mode": "dynamic"}
+        # 1,000 calibration samples for both files: to_tflite(sparse=True) also verifies the sparse
+        # file against the dense one on them (rare one-step rounding differences need many inputs).
+        kwargs = ({"representative_data": x_train[:1000], "calibration_samples": 1000} if mode == "int8"
+                  else {"mode": "dynamic"})
         if mode == "float32":
             dense = _float_tflite(pruned, sparse=False)
             sparse = _float_tflite(pruned, sparse=True)
@@ -172,7 +175,7 @@ def _sparse_rows(pruned, pattern: str, data) -> list[dict]:
             messages = [str(w.message) for w in caught if "sparse=True" in str(w.message)]
             verdict = "; ".join(m for m in messages if "is returned dense" in m)
             if verdict:  # kopt returned the dense file: measure the converter's sparse file to show why
-                sparse = _converter_sparse(pruned, x_train[:100])
+                sparse = _converter_sparse(pruned, x_train[:1000])
             kept_dense = [f"{name} stays dense ({why})" for m in messages
                           for name, why in re.findall(r"'([^']+)' stays dense \(([^)]*)\)", m)]
         report = sparse_export.compare(sparse, dense, x_test[:200], samples=200, repeats=5)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from kopt.export.flatbuffer import TFLiteSource, load, read_bytes
+from kopt.export.micro import sparse_tensor_names
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def _output_steps(tflite: bytes) -> float:
 def compare(sparse: TFLiteSource, dense: TFLiteSource, x: Any = None, *, samples: int = 32,
             repeats: int = 3) -> SparseReport:
     """Run both files in LiteRT on the same inputs (``x``, else random ones over the full input range)."""
-    from kopt.export.micro import sample_inputs, sparse_tensor_names
+    from kopt.export.micro import sample_inputs
 
     sparse_raw, dense_raw = read_bytes(sparse), read_bytes(dense)
     inputs = sample_inputs(dense_raw, x, count=samples)
@@ -133,29 +134,56 @@ def _misaligned_blocks(model: Any) -> dict[int, str]:
     return found
 
 
+def _restore_dense(sparse: bytes, dense: bytes, names: list[str]) -> bytes:
+    """``sparse`` with the named sparse tensors stored dense, values from the same tensor of ``dense``."""
+    from kopt.export.flatbuffer import read_object, to_bytes
+
+    model, reference = read_object(sparse), read_object(dense)
+    by_name = {t.name: t for t in reference.subgraphs[0].tensors}
+    for t in model.subgraphs[0].tensors:
+        name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
+        twin = by_name.get(t.name)
+        if name in names and t.sparsity is not None and twin is not None and list(twin.shape) == list(t.shape):
+            model.buffers[t.buffer].data = reference.buffers[twin.buffer].data
+            t.sparsity = None
+    return to_bytes(model)
+
+
 def aligned(sparse: bytes, dense: bytes) -> tuple[bytes, dict[str, str]]:
     """``sparse`` with each block-sparse tensor LiteRT cannot run exactly (:func:`_misaligned_blocks`)
     stored dense again, its values taken from the same tensor of ``dense``; and those tensors' names
     with the reason."""
-    from kopt.export.flatbuffer import read_object, to_bytes
+    from kopt.export.flatbuffer import read_object
 
     model = read_object(sparse)
-    misaligned = _misaligned_blocks(model)
+    tensors = model.subgraphs[0].tensors
+    misaligned = {
+        (tensors[i].name.decode() if isinstance(tensors[i].name, bytes) else str(tensors[i].name)): why
+        for i, why in _misaligned_blocks(model).items()
+    }
     if not misaligned:
         return sparse, {}
-    reference = read_object(dense)
-    by_name = {t.name: t for t in reference.subgraphs[0].tensors}
-    restored = {}
-    for index, reason in misaligned.items():
-        t = model.subgraphs[0].tensors[index]
-        twin = by_name.get(t.name)
-        if twin is None or list(twin.shape) != list(t.shape) or twin.type != t.type:
-            continue
-        model.buffers[t.buffer].data = reference.buffers[twin.buffer].data
-        t.sparsity = None
-        name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
-        restored[name] = reason
-    return (to_bytes(model) if restored else sparse), restored
+    result = _restore_dense(sparse, dense, list(misaligned))
+    kept = set(sparse_tensor_names(result))
+    return result, {name: why for name, why in misaligned.items() if name not in kept}
+
+
+def _agreeing(sparse: bytes, dense: bytes, x: Any, samples: int) -> tuple[bytes, dict[str, str]]:
+    """Sparse tensors stored dense again, smallest first, until LiteRT's outputs agree with the dense
+    file's: LiteRT's sparse kernels round differently (one step per layer), and an int8 softmax can
+    turn one step of logits into several of probability."""
+    from kopt.export.flatbuffer import load as load_model
+
+    sizes = {t.name: t.size for t in load_model(dense).main.tensors}
+    restored: dict[str, str] = {}
+    report = compare(sparse, dense, x, samples=samples, repeats=1)
+    for name in sorted(report.sparse_tensors, key=lambda n: sizes.get(n, 0)):
+        if report.agrees:
+            break
+        restored[name] = f"with it sparse, outputs differ by {report.max_step_difference:g} steps"
+        sparse = _restore_dense(sparse, dense, [name])
+        report = compare(sparse, dense, x, samples=samples, repeats=1)
+    return sparse, restored
 
 
 def verified(sparse: bytes, dense: bytes, data: list[np.ndarray] | None, model_name: str) -> bytes:
@@ -164,16 +192,21 @@ def verified(sparse: bytes, dense: bytes, data: list[np.ndarray] | None, model_n
     Block-sparse tensors LiteRT would run wrongly are stored dense first (:func:`aligned`), named
     in a warning."""
     x = None if data is None else (data[0] if len(data) == 1 else data)
+    samples = max(32, 0 if data is None else len(data[0]))
     sparse, restored = aligned(sparse, dense)
+    if sparse_tensor_names(sparse) and not compare(sparse, dense, x, samples=samples, repeats=1).agrees:
+        sparse, disagreeing = _agreeing(sparse, dense, x, samples)
+        if sparse_tensor_names(sparse):  # else: nothing sparse agrees, the dense file is returned below
+            restored.update(disagreeing)
     if restored:
         warnings.warn(
             f"kopt.export.to_tflite(sparse=True): model '{model_name}': "
             + "; ".join(f"'{name}' stays dense ({why})" for name, why in restored.items())
-            + ". Prune it in blocks that divide its input size, or unstructured, to store it sparse.",
+            + ". A kernel whose input size its blocks do not divide can be pruned unstructured instead.",
             RuntimeWarning,
             stacklevel=3,
         )
-    report = compare(sparse, dense, x, repeats=1)
+    report = compare(sparse, dense, x, samples=samples, repeats=1)
     problem = None
     if not report.sparse_tensors:
         problem = ("the converter stored no tensor as sparse (it only encodes weights that are mostly zeros: "
