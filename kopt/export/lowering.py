@@ -102,7 +102,8 @@ def to_tflite(
             at the exit.
         mode: ``"int8"`` (full integer: int8 activations and weights, int32 bias), ``"int16x8"``
             (int16 activations, int8 weights, int64 bias: the converter's 16x8 ops set, for models
-            that lose too much at 8 bits; needs ``representative_data``; I/O int16, or float32
+            that lose too much at 8 bits; needs ``representative_data``, or a model trained with
+            ``quantize_model(model, "int16x8")`` whose ranges are used; I/O int16, or float32
             with ``int8_io=False``), ``"float16"``
             (float16 weights) or ``"dynamic"`` (int8 weights, float activations; TF leaves
             weight tensors under 1024 elements in float).
@@ -230,6 +231,10 @@ def lower_in_process(
             raise diagnostics.conversion_error(error, names) from error
     if options.mode in _INTEGER_MODES:
         diagnostics.require_full_integer(tflite, names, calibrated=data is not None)
+    if options.mode == "int16x8" and fake_quant:
+        from kopt.export.int16x8 import widen_biases
+
+        tflite = widen_biases(tflite)  # the QAT route leaves int32 biases, which LiteRT's int16 conv misreads
     return _renamed(tflite, model)
 
 
@@ -308,6 +313,8 @@ def _configure(converter, tf, options: LoweringOptions, data, specs, fake_quant:
         return
     if options.mode == "dynamic":
         return
+    if options.mode == "int16x8" and data is None:  # 16x8 QAT: ranges from the 16-bit fake-quants
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     if data is not None:
         keys = [s.key for s in specs]
         converter.representative_dataset = lambda: batches(data, keys)
@@ -359,16 +366,56 @@ def _validate(model, representative_data, int8_io, mode, batch_size, calibration
         raise InvalidArgumentError(f"target='micro' needs an integer model (mode='int8' or 'int16x8'), got mode={mode!r}")
     if not isinstance(sparse, bool):
         raise InvalidArgumentTypeError(f"sparse must be True or False, got {sparse!r}")
+    _check_activation_bits(model, mode, representative_data)
     if mode == "int16x8":
-        if representative_data is None:
-            raise MissingRangesError(
-                f"mode='int16x8' calibrates the int16 activation ranges of model '{model.name}' from data: pass "
-                "representative_data=<input samples> (quantization-aware training for 16x8 is not supported yet)"
-            )
         if int8_io == "uint8":
             raise InvalidArgumentError("mode='int16x8' has int16 (int8_io=True) or float32 (int8_io=False) I/O, not uint8")
         return "int16" if int8_io else "float32"
     return io_types[int8_io] if mode == "int8" else "float32"
+
+
+def _activation_bits(model: keras.Model) -> dict[str, int]:
+    """Bit width of each of kopt's activation fake-quants in ``model`` (a QAT model), by layer name."""
+    from kopt.quantization.wrapper import ActivationQuantize
+
+    return {
+        layer.name: layer.quantizer.num_bits
+        for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, ActivationQuantize)
+    }
+
+
+def qat_mode(model: keras.Model) -> str:
+    """The ``mode`` a quantization-aware model lowers in: ``"int16x8"`` when it was trained with the
+    ``"int16x8"`` scheme's 16-bit activation fake-quants, else ``"int8"``."""
+    return "int16x8" if any(bits == 16 for bits in _activation_bits(model).values()) else "int8"
+
+
+def _check_activation_bits(model: keras.Model, mode: str, representative_data: Any) -> None:
+    """The activation fake-quants of a QAT model must match the mode: 8-bit for int8, 16-bit
+    (the ``"int16x8"`` scheme) for 16x8, unless data calibrates a 16x8 model afresh."""
+    bits = _activation_bits(model)
+    if mode == "int8" and any(b == 16 for b in bits.values()):
+        sixteen = sorted(name for name, b in bits.items() if b == 16)
+        raise InvalidArgumentError(
+            f"model '{model.name}' was trained with 16-bit activation fake-quants (the 'int16x8' scheme: "
+            f"{sixteen[:3]}{'...' if len(sixteen) > 3 else ''}): lower it with mode='int16x8'"
+        )
+    if mode != "int16x8" or representative_data is not None:
+        return
+    if not bits:
+        raise MissingRangesError(
+            f"mode='int16x8' calibrates the int16 activation ranges of model '{model.name}' from data: pass "
+            "representative_data=<input samples>, or train it with quantize_model(model, 'int16x8') first"
+        )
+    eight = sorted(name for name, b in bits.items() if b != 16)
+    if eight:
+        raise MissingRangesError(
+            f"mode='int16x8' without representative_data needs 16-bit activation fake-quants, and model "
+            f"'{model.name}' has {len(eight)} of another width ({eight[:3]}{'...' if len(eight) > 3 else ''}; "
+            "it was quantized with an 8-bit scheme): quantize it with the 'int16x8' scheme, or pass "
+            "representative_data to calibrate int16 ranges after training"
+        )
 
 
 def _model_inputs(model: keras.Model):

@@ -247,6 +247,8 @@ class MicroCompression:
     compressed: tuple[CompressedTensor, ...]
     skipped: tuple[SkippedTensor, ...]
     verified_samples: int
+    trims: tuple[str, ...] = ()
+    untrimmed: tuple[str, ...] = ()
 
     @property
     def flash_bytes(self) -> int:
@@ -264,6 +266,8 @@ class MicroCompression:
             "verified_samples": self.verified_samples,
             "compressed": [c.to_dict() for c in self.compressed],
             "skipped": [s.to_dict() for s in self.skipped],
+            "trims": list(self.trims),
+            "untrimmed": list(self.untrimmed),
         }
 
     def __str__(self) -> str:
@@ -277,6 +281,8 @@ class MicroCompression:
             lines.append(f"  {c.name} {list(c.shape)}: {c.bits}-bit indices {how}, "
                          f"{c.original_bytes} -> {c.compressed_bytes} bytes")
         lines += [f"  not compressed: {s.name}: {s.reason}" for s in self.skipped]
+        lines += [f"  left out (TFLM does not read it): {trim}" for trim in self.trims]
+        lines += [f"  kept: {reason}" for reason in self.untrimmed]
         return "\n".join(lines)
 
 
@@ -291,6 +297,18 @@ def _bits(values: int) -> int:
     return max(1, math.ceil(math.log2(values))) if values > 1 else 1
 
 
+def _lut_axes(t: Tensor, ndim: int) -> list[int | None]:
+    """The LUT layouts TFLM decodes correctly: its DECODE takes the number of value tables from the
+    tensor's quantization (one per scale), so a per-channel quantized tensor needs one table per
+    channel of its quantized axis (which must be the first or last axis), any other tensor one table.
+    (A per-tensor table on a per-channel quantized conv kernel decodes to wrong weights: issue 26's
+    64x3x3x32 kernel, the first conv of the mnist1d CNN.)"""
+    q = t.quantization
+    if not q.per_channel:
+        return [None]
+    return [int(q.axis)] if int(q.axis) in (0, ndim - 1) else []
+
+
 def _lut_options(t: Tensor) -> list[_Option]:
     """LUT layouts that fit in <= 7 bits and shrink the tensor, smallest first."""
     data = np.asarray(t.data)
@@ -298,8 +316,7 @@ def _lut_options(t: Tensor) -> list[_Option]:
         return []
     original = data.nbytes
     options = []
-    axes: list[int | None] = [None] + sorted({0, data.ndim - 1})
-    for axis in axes:
+    for axis in _lut_axes(t, data.ndim):
         if axis is None:
             distinct, channels = len(np.unique(data)), 1
         else:
@@ -335,7 +352,10 @@ def _compress_with(tflite: bytes, chosen: dict[int, _Option]) -> bytes:
     ]
     with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
-        return bytes(compression.compress(tflite, specs))
+        compressed = bytes(compression.compress(tflite, specs))
+    from kopt.export import micro_trim
+
+    return micro_trim.trimmed(compressed, (micro_trim.DECODE_INPUTS,)) or compressed
 
 
 def compress(
@@ -345,9 +365,14 @@ def compress(
     samples: int = DEFAULT_VERIFY_SAMPLES,
     seed: int = 0,
     warn: bool = True,
+    trim: bool = True,
 ) -> MicroCompression:
     """LUT-compress every tensor of ``tflite`` whose distinct values fit in <= 7 bits, keeping each
     only if the TFLM interpreter's outputs stay bit-identical to the uncompressed file.
+
+    First (``trim=True``) the file loses what TFLM does not read (:mod:`kopt.export.micro_trim`:
+    per-channel zero-point arrays, per-channel bias scales, converter metadata), each trim kept
+    only if TFLM's outputs stay bit-identical; the result is then for TFLM only.
 
     Args:
         tflite: an (integer) ``.tflite``, bytes or path.
@@ -356,13 +381,15 @@ def compress(
         samples: how many batch-1 inputs to compare outputs on.
         seed: seeds the random inputs.
         warn: warn naming every tensor that had to stay uncompressed.
+        trim: leave out what TFLM does not read (verified like the tensors).
     """
-    raw = read_bytes(tflite)
-    model = load(raw)
+    original = read_bytes(tflite)
+    model = load(original)
     if len(model.subgraphs) != 1:
         raise MicroError(f"compress handles one-subgraph models; this one has {len(model.subgraphs)}")
     inputs = sample_inputs(model, x, count=samples, seed=seed)
     reference = run_micro(model, inputs)
+    raw, trims, untrimmed = _trimmed(original, inputs, reference) if trim else (original, (), ())
 
     chosen: dict[int, _Option] = {}
     compressed: list[CompressedTensor] = []
@@ -405,7 +432,32 @@ def compress(
             KoptRuntimeWarning,
             stacklevel=2,
         )
-    return MicroCompression(result, len(raw), tuple(compressed), tuple(skipped), len(inputs))
+    return MicroCompression(result, len(original), tuple(compressed), tuple(skipped), len(inputs), trims, untrimmed)
+
+
+def _trimmed(raw: bytes, inputs, reference) -> tuple[bytes, tuple[str, ...], tuple[str, ...]]:
+    """``raw`` with every trim of :data:`micro_trim.TRIMS` that keeps TFLM's outputs bit-identical."""
+    from kopt.export import micro_trim
+
+    kept: list[micro_trim.Trim] = []
+    applied, refused = [], []
+    result = raw
+    for trim in micro_trim.TRIMS:
+        candidate = micro_trim.trimmed(raw, (*kept, trim))
+        if candidate is None or len(candidate) >= len(result):
+            continue
+        try:
+            ok, worst = _identical(reference, run_micro(candidate, inputs))
+            detail = f"outputs differ by up to {worst:g}"
+        except MicroError as error:
+            ok, detail = False, str(error)[:200]
+        if ok:
+            kept.append(trim)
+            applied.append(f"{trim.name} ({len(result) - len(candidate)} B)")
+            result = candidate
+        else:
+            refused.append(f"{trim.name}: {detail}")
+    return result, tuple(applied), tuple(refused)
 
 
 def _try(raw: bytes, chosen: dict[int, _Option], inputs, reference) -> tuple[bool, str]:

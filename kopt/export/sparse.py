@@ -20,6 +20,7 @@ import numpy as np
 
 from kopt.core.errors import KoptRuntimeWarning
 from kopt.export.flatbuffer import TFLiteSource, load, read_bytes
+from kopt.export.micro import sparse_tensor_names
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def _output_steps(tflite: bytes) -> float:
 def compare(sparse: TFLiteSource, dense: TFLiteSource, x: Any = None, *, samples: int = 32,
             repeats: int = 3) -> SparseReport:
     """Run both files in LiteRT on the same inputs (``x``, else random ones over the full input range)."""
-    from kopt.export.micro import sample_inputs, sparse_tensor_names
+    from kopt.export.micro import sample_inputs
 
     sparse_raw, dense_raw = read_bytes(sparse), read_bytes(dense)
     inputs = sample_inputs(dense_raw, x, count=samples)
@@ -116,11 +117,97 @@ def compare(sparse: TFLiteSource, dense: TFLiteSource, x: Any = None, *, samples
     )
 
 
+def _misaligned_blocks(model: Any) -> dict[int, str]:
+    """Block-sparse tensors (index -> why) whose blocked dimension is not a multiple of the block:
+    LiteRT's int8 1x16 FULLY_CONNECTED kernel reads whole 16-wide blocks of the input row (its
+    ``m_cols % 16`` check is a debug-only DCHECK), so a [512, 40] kernel in 1x16 blocks gives
+    outputs ~140 steps off, silently."""
+    found = {}
+    for index, t in enumerate(model.subgraphs[0].tensors):
+        sparsity = t.sparsity
+        if sparsity is None or sparsity.blockMap is None:
+            continue
+        rank = len(t.shape)
+        for k, axis in enumerate(sparsity.blockMap):
+            block = sparsity.dimMetadata[rank + k].denseSize
+            if block > 1 and t.shape[axis] % block:
+                found[index] = f"its dimension {axis} has {t.shape[axis]} entries, not a multiple of its {block}-wide blocks"
+    return found
+
+
+def _restore_dense(sparse: bytes, dense: bytes, names: list[str]) -> bytes:
+    """``sparse`` with the named sparse tensors stored dense, values from the same tensor of ``dense``."""
+    from kopt.export.flatbuffer import read_object, to_bytes
+
+    model, reference = read_object(sparse), read_object(dense)
+    by_name = {t.name: t for t in reference.subgraphs[0].tensors}
+    for t in model.subgraphs[0].tensors:
+        name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
+        twin = by_name.get(t.name)
+        if name in names and t.sparsity is not None and twin is not None and list(twin.shape) == list(t.shape):
+            model.buffers[t.buffer].data = reference.buffers[twin.buffer].data
+            t.sparsity = None
+    return to_bytes(model)
+
+
+def aligned(sparse: bytes, dense: bytes) -> tuple[bytes, dict[str, str]]:
+    """``sparse`` with each block-sparse tensor LiteRT cannot run exactly (:func:`_misaligned_blocks`)
+    stored dense again, its values taken from the same tensor of ``dense``; and those tensors' names
+    with the reason."""
+    from kopt.export.flatbuffer import read_object
+
+    model = read_object(sparse)
+    tensors = model.subgraphs[0].tensors
+    misaligned = {
+        (tensors[i].name.decode() if isinstance(tensors[i].name, bytes) else str(tensors[i].name)): why
+        for i, why in _misaligned_blocks(model).items()
+    }
+    if not misaligned:
+        return sparse, {}
+    result = _restore_dense(sparse, dense, list(misaligned))
+    kept = set(sparse_tensor_names(result))
+    return result, {name: why for name, why in misaligned.items() if name not in kept}
+
+
+def _agreeing(sparse: bytes, dense: bytes, x: Any, samples: int) -> tuple[bytes, dict[str, str]]:
+    """Sparse tensors stored dense again, smallest first, until LiteRT's outputs agree with the dense
+    file's: LiteRT's sparse kernels round differently (one step per layer), and an int8 softmax can
+    turn one step of logits into several of probability."""
+    from kopt.export.flatbuffer import load as load_model
+
+    sizes = {t.name: t.size for t in load_model(dense).main.tensors}
+    restored: dict[str, str] = {}
+    report = compare(sparse, dense, x, samples=samples, repeats=1)
+    for name in sorted(report.sparse_tensors, key=lambda n: sizes.get(n, 0)):
+        if report.agrees:
+            break
+        restored[name] = f"with it sparse, outputs differ by {report.max_step_difference:g} steps"
+        sparse = _restore_dense(sparse, dense, [name])
+        report = compare(sparse, dense, x, samples=samples, repeats=1)
+    return sparse, restored
+
+
 def verified(sparse: bytes, dense: bytes, data: list[np.ndarray] | None, model_name: str) -> bytes:
     """The sparse file if it is smaller and agrees with the dense one in LiteRT, else the dense file
-    (with a warning saying why: asking for sparse storage must never silently change nothing)."""
+    (with a warning saying why: asking for sparse storage must never silently change nothing).
+    Block-sparse tensors LiteRT would run wrongly are stored dense first (:func:`aligned`), named
+    in a warning."""
     x = None if data is None else (data[0] if len(data) == 1 else data)
-    report = compare(sparse, dense, x, repeats=1)
+    samples = max(32, 0 if data is None else len(data[0]))
+    sparse, restored = aligned(sparse, dense)
+    if sparse_tensor_names(sparse) and not compare(sparse, dense, x, samples=samples, repeats=1).agrees:
+        sparse, disagreeing = _agreeing(sparse, dense, x, samples)
+        if sparse_tensor_names(sparse):  # else: nothing sparse agrees, the dense file is returned below
+            restored.update(disagreeing)
+    if restored:
+        warnings.warn(
+            f"kopt.export.to_tflite(sparse=True): model '{model_name}': "
+            + "; ".join(f"'{name}' stays dense ({why})" for name, why in restored.items())
+            + ". A kernel whose input size its blocks do not divide can be pruned unstructured instead.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    report = compare(sparse, dense, x, samples=samples, repeats=1)
     problem = None
     if not report.sparse_tensors:
         problem = ("the converter stored no tensor as sparse (it only encodes weights that are mostly zeros: "

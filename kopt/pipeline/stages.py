@@ -304,8 +304,11 @@ def lower_stage(
     notes: list[str] = []
     qat = _is_quantization_aware(model)
     if qat:
-        tflite = to_tflite(model, int8_io=True, batch_size=1)
-        notes.append("int8 ranges from quantization-aware training")
+        from kopt.export.lowering import qat_mode
+
+        mode = qat_mode(model)  # "int16x8" after QAT with the 'int16x8' scheme
+        tflite = to_tflite(model, int8_io=True, batch_size=1, mode=mode)
+        notes.append(f"{'16x8' if mode == 'int16x8' else 'int8'} ranges from quantization-aware training")
     else:
         if representative_data is None:
             raise PolicyError(

@@ -32,7 +32,14 @@ from kopt.quantization.quantizers import (
     nudged_range,
 )
 from kopt.quantization.registry import USER_REGISTRY, QuantizeRegistry, default_8bit_registry, register
-from kopt.quantization.schemes import Scheme, available_schemes, default_8bit_scheme, get_scheme, register_scheme
+from kopt.quantization.schemes import (
+    Scheme,
+    available_schemes,
+    default_8bit_scheme,
+    get_scheme,
+    int16x8_scheme,
+    register_scheme,
+)
 from kopt.quantization.settings import QuantizeSettings
 from kopt.quantization.technique import QUANTIZATION
 from kopt.quantization.wrapper import ActivationQuantize, ChannelAffine, FoldedBatchNorm, QuantizeWrapper
@@ -62,6 +69,7 @@ __all__ = [
     "cluster_preserve_scheme",
     "default_8bit_registry",
     "default_8bit_scheme",
+    "int16x8_scheme",
     "fake_quant",
     "get_scheme",
     "nudged_range",

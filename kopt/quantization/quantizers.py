@@ -262,9 +262,14 @@ class ActivationQuantizer(Quantizer):
     per tensor in each forward pass, the batch ranges of the calls are united, and the
     stored range is updated once, on the last call.
 
+    ``symmetric=True`` quantizes to ``[-m, m]`` with ``m`` the larger magnitude of the range, on
+    the narrow grid (zero point 0): TFLite's 16x8 scheme, whose int16 activations are symmetric.
+    ``num_bits=16`` requires it (the ``"int16x8"`` scheme); the converter then writes int16
+    activations and int8 weights.
+
     Args:
-        num_bits: 8 for TFLite. Other widths only simulate in Keras: the converter rejects
-            4-bit activations (TFLite kernels take 8- or 16-bit activations).
+        num_bits: 8 for TFLite int8, 16 (with ``symmetric=True``) for TFLite 16x8. Other widths
+            only simulate in Keras: the converter rejects 4-bit activations.
         mode: one of :data:`ACTIVATION_MODES`.
         decay: moving-average decay (``"moving_average"`` only).
         init_range: range used before any training step (so an untrained model still lowers).
@@ -278,9 +283,15 @@ class ActivationQuantizer(Quantizer):
         init_range: tuple[float, float] = (-6.0, 6.0),
         num_calls: int = 1,
         nonnegative: bool = False,
+        symmetric: bool = False,
     ):
-        if not isinstance(num_bits, int) or not 2 <= num_bits <= 8:
-            raise ValueError(f"ActivationQuantizer num_bits must be an int in [2, 8], got {num_bits!r}.")
+        if isinstance(num_bits, bool) or not isinstance(num_bits, int) or not (2 <= num_bits <= 8 or num_bits == 16):
+            raise InvalidArgumentError(f"ActivationQuantizer num_bits must be an int in [2, 8] or 16, got {num_bits!r}.")
+        if num_bits == 16 and not symmetric:
+            raise InvalidArgumentError(
+                "ActivationQuantizer num_bits=16 is TFLite's 16x8 scheme, whose int16 activations are symmetric: "
+                "pass symmetric=True (or quantize with the 'int16x8' scheme)."
+            )
         if mode not in ACTIVATION_MODES:
             raise ValueError(f"ActivationQuantizer mode must be one of {ACTIVATION_MODES}, got {mode!r}.")
         if not 0.0 <= float(decay) < 1.0:
@@ -296,6 +307,7 @@ class ActivationQuantizer(Quantizer):
         self.init_range = (low, high)
         self.num_calls = num_calls
         self.nonnegative = bool(nonnegative)
+        self.symmetric = bool(symmetric)
 
     def with_calls(self, num_calls: int, nonnegative: bool | None = None) -> "ActivationQuantizer":
         """The same quantizer serving ``num_calls`` tensors that share one range."""
@@ -336,8 +348,15 @@ class ActivationQuantizer(Quantizer):
     def __call__(self, x: Any, state: dict[str, keras.Variable], training: bool = False) -> Any:
         if not training:
             low, high = self.stored_range(state)
+            if self.symmetric:
+                low, high = symmetric_nudged_range(ops.maximum(-low, high), self.num_bits)
+                return fake_quant(x, low, high, num_bits=self.num_bits, narrow_range=True, nudged=True)
             return fake_quant(x, low, high, num_bits=self.num_bits, narrow_range=False)
         low, high, bounds = self._update(x, state)
+        if self.symmetric:
+            low, high = symmetric_nudged_range(ops.maximum(-low, high), self.num_bits)
+            return fake_quant(x, low, high, num_bits=self.num_bits, narrow_range=True, nonnegative=self.nonnegative,
+                              nudged=True, training=True, bounds=bounds)
         if self.nonnegative:  # the updated minimum is exactly 0.0 (see _update)
             low, high = nonnegative_nudged_range(high, self.num_bits)
         else:
@@ -427,6 +446,7 @@ class ActivationQuantizer(Quantizer):
             "init_range": list(self.init_range),
             "num_calls": self.num_calls,
             "nonnegative": self.nonnegative,
+            "symmetric": self.symmetric,
         }
 
 

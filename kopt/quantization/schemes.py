@@ -80,7 +80,9 @@ def default_8bit_scheme(
 ) -> Scheme:
     """The TFLite int8 scheme, with its options.
 
-    ``weight_bits`` / ``activation_bits`` other than 8 are experimental: ``weight_bits=4``
+    ``activation_bits=16`` is TFLite's 16x8 scheme (symmetric int16 activations, int8 weights;
+    registered as ``"int16x8"``), lowered by ``to_tflite(mode="int16x8")`` without
+    representative data. Other ``weight_bits`` / ``activation_bits`` are experimental: ``weight_bits=4``
     lowers to TFLite INT4 weights (CPU kernels only, not the Edge TPU); 4-bit activations
     train in Keras but do not lower (TFLite kernels run 8-bit activations).
     ``dense_per_channel`` quantizes Dense kernels per output unit (TF 2.21's converter
@@ -95,15 +97,24 @@ def default_8bit_scheme(
     if hard_activations == "native":
         transforms = tuple(t for t in DEFAULT_TRANSFORMS if t is not decompose_hard_activations)
     bits = "" if (weight_bits, activation_bits) == (8, 8) else f"_w{weight_bits}a{activation_bits}"
+    name = "int16x8" if (weight_bits, activation_bits) == (8, 16) else f"default_8bit{bits}"
     return Scheme(
-        name=f"default_8bit{bits}",
+        name=name,
         registry=default_8bit_registry(weight_bits=weight_bits, dense_per_channel=dense_per_channel),
         transforms=transforms,
-        activation_quantizer=ActivationQuantizer(num_bits=activation_bits, mode=activation_mode, decay=decay),
+        activation_quantizer=ActivationQuantizer(
+            num_bits=activation_bits, mode=activation_mode, decay=decay, symmetric=activation_bits == 16
+        ),
     )
 
 
-_SCHEMES: dict[str, Callable[[], Scheme]] = {"default_8bit": default_8bit_scheme}
+def int16x8_scheme() -> Scheme:
+    """TFLite's 16x8 scheme for quantization-aware training: int8 weights as in ``default_8bit``,
+    symmetric int16 activation fake-quants (for models that lose too much with 8-bit activations)."""
+    return default_8bit_scheme(activation_bits=16)
+
+
+_SCHEMES: dict[str, Callable[[], Scheme]] = {"default_8bit": default_8bit_scheme, "int16x8": int16x8_scheme}
 
 
 def register_scheme(name: str, factory: Callable[[], Scheme]) -> None:

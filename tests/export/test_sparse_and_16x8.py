@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from keras import layers
 
+from kopt.core.errors import InvalidArgumentError
 from kopt.export import MissingRangesError, load_tflite, run, to_tflite
 from kopt.export import sparse as sparse_export
 from kopt.export.micro import sparse_tensor_names
@@ -45,6 +46,38 @@ def test_sparse_file_of_a_90_percent_pruned_model_is_under_a_third_and_agrees(pr
     assert report.agrees and report.size_ratio == len(sparse) / len(dense)
     assert report.dense_latency_us > 0 and report.sparse_latency_us > 0
     assert f"{len(sparse)} bytes raw" in str(report)
+
+
+def _block_pruned_model():
+    """90 % of the 1x16 blocks of TFLite's [out, in] kernels zeroed (16 consecutive inputs of one
+    output); the first layer has 40 inputs, so its last block is partial (and kept for some outputs)."""
+    keras.utils.set_random_seed(6)
+    model = keras.Sequential([
+        keras.Input((40,)),
+        layers.Dense(256, activation="relu"),
+        layers.Dense(256, activation="relu"),
+        layers.Dense(10),
+    ])
+    for layer in model.layers:
+        kernel = layer.kernel.numpy()
+        inputs, outputs = kernel.shape
+        score = np.pad(np.abs(kernel), ((0, -inputs % 16), (0, 0))).reshape(-1, 16, outputs).mean(1)
+        keep = score >= np.quantile(score, 0.9)  # by mean: the partial block competes like the others
+        layer.kernel.assign(kernel * np.repeat(keep, 16, axis=0)[:inputs])
+    return model
+
+
+def test_block_sparse_kernel_litert_cannot_run_stays_dense_and_the_rest_agrees():
+    model = _block_pruned_model()
+    x = np.random.default_rng(6).normal(size=(64, 40)).astype("float32")
+    dense = to_tflite(model, representative_data=x)
+    with pytest.warns(RuntimeWarning, match=r"'dense/kernel' stays dense \(its dimension 1 has 40 entries, not a multiple"):
+        sparse = to_tflite(model, representative_data=x, sparse=True)
+    names = sparse_tensor_names(sparse)
+    assert len(names) == 2 and "dense/kernel" not in names, names
+    assert len(sparse) <= 0.3 * len(dense), (len(sparse), len(dense))
+    difference = run(sparse, x, dequantize=False).astype(int) - run(dense, x, dequantize=False).astype(int)
+    assert np.abs(difference).max() <= 1
 
 
 def test_sparse_on_a_dense_model_warns_and_returns_the_dense_file():
@@ -91,3 +124,42 @@ def test_int16x8_needs_representative_data():
     with pytest.raises(ValueError, match="not uint8"):
         to_tflite(_regression_model(), mode="int16x8", representative_data=np.zeros((2, 64, 1), "float32"),
                   int8_io="uint8")
+
+
+def _int16x8_qat_model():
+    """The regression model trained with 16-bit activation fake-quants (the 'int16x8' scheme)."""
+    from kopt.quantization import quantize_model
+
+    model = _regression_model()
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(128, 64, 1)).astype("float32")
+    y = model.predict(x, verbose=0) + rng.normal(scale=0.01, size=(128, 1)).astype("float32")
+    qat = quantize_model(model, "int16x8")
+    qat.compile(keras.optimizers.Adam(1e-3), "mse")
+    qat.fit(x, y, epochs=2, batch_size=64, verbose=0)
+    return qat, x
+
+
+def test_int16x8_qat_lowers_from_its_own_ranges_and_litert_matches_its_fake_quant():
+    qat, x = _int16x8_qat_model()
+    tflite = to_tflite(qat, mode="int16x8")  # no representative data: the fake-quant ranges
+    sg = load_tflite(tflite).main
+    assert sg.tensors[sg.inputs[0]].dtype == "INT16" and sg.tensors[sg.outputs[0]].dtype == "INT16"
+    activations = [t for t in sg.tensors if t.data is None and t.quantization.is_quantized]
+    assert activations and all(t.dtype == "INT16" and (t.quantization.zero_points == 0).all() for t in activations)
+    by_op = {op.label: [sg.tensors[i] for i in op.inputs if i >= 0] for op in sg.operators}
+    assert by_op["CONV_2D"][1].dtype == "INT8" and by_op["CONV_2D"][2].dtype == "INT64"  # int32 is misread by LiteRT
+    # LiteRT (the independent reference) against the Keras fake-quant model, in int16 output steps:
+    # a few, since TFLite's int16 tanh (a fixed-range op Keras runs in float) is a lookup table.
+    step = float(sg.tensors[sg.outputs[0]].quantization.scales[0])
+    fake_quant = keras.ops.convert_to_numpy(qat(x[:64], training=False))
+    assert np.abs(run(tflite, x[:64]) - fake_quant).max() <= 16 * step  # 1/2000 of the output range
+    with pytest.raises(InvalidArgumentError, match="16-bit activation fake-quants.*mode='int16x8'"):
+        to_tflite(qat)
+
+
+def test_int16x8_without_data_refuses_an_8_bit_qat_model():
+    from kopt.quantization import quantize_model
+
+    with pytest.raises(MissingRangesError, match="'int16x8' scheme"):
+        to_tflite(quantize_model(_regression_model()), mode="int16x8")
