@@ -436,6 +436,16 @@ def _is_quantization_aware(model: keras.Model) -> bool:
     return any(isinstance(layer, (QuantizeWrapper, ActivationQuantize)) for layer in model._flatten_layers())
 
 
+def excluded_from_qat(plan: Plan) -> list[str]:
+    """Layers a rule keeps out of the policy's quantization-aware training (``exclude`` or ``"quantize": false``).
+
+    An int8 file has no float layers, so these are calibrated post-training when lowered.
+    """
+    if plan.policy.quantize is None or plan.policy.quantize.mode != "qat":
+        return []
+    return [name for name, p in plan.layers.items() if p.quantize is None and p.rule is not None]
+
+
 def lower_stage(
     model: keras.Model,
     plan: Plan,
@@ -456,7 +466,17 @@ def lower_stage(
 
     notes: list[str] = []
     qat = _is_quantization_aware(model)
-    if qat:
+    left_float = excluded_from_qat(plan) if qat else []
+    if qat and left_float:
+        if representative_data is None:
+            raise PolicyError(
+                f"Layer(s) {left_float} are excluded from quantization-aware training, so an int8 file needs "
+                "their ranges calibrated post-training: pass representative_data (a few hundred input samples)."
+            )
+        tflite = to_tflite(model, representative_data=representative_data, int8_io=True, batch_size=1)
+        notes.append(f"int8 ranges from quantization-aware training; {', '.join(left_float)} (excluded from "
+                     "QAT) calibrated post-training on representative data")
+    elif qat:
         tflite = to_tflite(model, int8_io=True, batch_size=1)
         notes.append("int8 ranges from quantization-aware training")
     else:
