@@ -200,6 +200,17 @@ class StageReport:
         data["keras_accuracy"] = self.keras_accuracy
         return data
 
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, default=_json_default)
+
+    def to_markdown(self) -> str:
+        """The one-line summary, the notes, then one row per layer (per weight tensor of a ``.tflite``)."""
+        notes = [f"- {note}" for note in self.notes]
+        return "\n".join([self.summary(), "", *notes, *([""] if notes else []), Report.layer_table(self)])
+
+    def __str__(self) -> str:  # printed, a stage reads as a table, not as a dataclass
+        return self.to_markdown()
+
 
 def _kb(size: int) -> str:
     return f"{size / 1024:.1f} KB"

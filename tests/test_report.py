@@ -93,6 +93,13 @@ def test_tflite_stage_figures_and_layer_names():
     named = tflite_stage("int8", tflite, layer_names=["conv", "fc", "flat"])
     assert [layer.layer for layer in named.layers] == ["conv", "fc"]
 
+    # printed, a stage is its summary line and a Markdown table (one row per weight tensor), not a dataclass dump
+    text = str(stage)
+    assert text == stage.to_markdown() and not text.startswith("StageReport(")
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 1 + len(tensors) and text.splitlines()[0] == stage.summary()
+    assert json.loads(stage.to_json())["tflite_bytes"] == len(tflite)
+
 
 @pytest.mark.backends
 def test_tflite_layer_name_reads_converter_tensor_names():
