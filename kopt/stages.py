@@ -498,13 +498,14 @@ def lower_stage(
             raise NotFullyMappedError(message)
         report.notes.append(message)
         warnings.warn(message, stacklevel=2)
+    plain = tflite  # per-layer kernels (plots) are read from the uncompressed file: DECODE inputs are indices
     if plan.policy.target == "micro":  # accuracy above is LiteRT's on the uncompressed file
         tflite = _micro_file(tflite, eval_data or (representative_data, None), report)
     log(f"[kopt] {report.summary()}")
     kernels: dict[str, np.ndarray] = {}
     from kopt.report import tflite_weights
 
-    for tensor, layer, values in tflite_weights(tflite, names):
+    for tensor, layer, values in tflite_weights(plain, names):
         if layer is not None and values.ndim >= 2 and values.size > kernels.get(layer, np.zeros(0)).size:
             kernels[layer] = values
     return StageResult("int8", None, report, kernels=kernels, tflite=tflite, edgetpu=edgetpu)
