@@ -310,6 +310,21 @@ def environment() -> dict[str, Any]:
     return info
 
 
+def environment_line() -> str:
+    """One line for a results file: versions (Keras, TensorFlow, backend) and the machine."""
+    import keras
+
+    versions = f"Keras {keras.__version__}, backend {keras.backend.backend()}"
+    try:
+        import tensorflow as tf
+
+        versions += f", TensorFlow {tf.__version__}"
+    except ImportError:
+        pass
+    info = environment()
+    return f"Measured {info['date_utc']} UTC with {versions}, Python {info['python']} on {info['machine']}."
+
+
 def write_json(name: str, data: Mapping[str, Any], directory: Path | str = RESULTS) -> Path:
     """Write ``data`` to ``<directory>/<name>.json`` (``name`` may already end in ``.json``)."""
     path = Path(directory) / (name if name.endswith(".json") else f"{name}.json")

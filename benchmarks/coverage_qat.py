@@ -13,7 +13,7 @@ Targets: fully int8 for all; Edge TPU fully mapped for MobileNet, MobileNetV2 an
 
 Run: ``python benchmarks/coverage_qat.py [--size 64] [--models MobileNet ResNet50 ...]``.
 Each model runs in its own subprocess (conversion of the big ones needs memory).
-Writes benchmarks/results/coverage_qat.json and prints a Markdown table.
+Writes benchmarks/results/coverage_qat.json and .md (the table README.md shows) and prints it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import os
 import subprocess
 import sys
 
-from _harness import timed, write_json
+from _harness import environment_line, timed, write_json, write_markdown
 
 os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -145,6 +145,8 @@ def main() -> None:
     path = write_json("coverage_qat", result)
     print()
     print(table(rows))
+    write_markdown("coverage_qat", f"# QAT coverage (benchmarks/coverage_qat.py, {args.size}x{args.size} inputs)\n\n"
+                   f"{environment_line()}\n\n{table(rows)}\n")
     print(f"\nall fully int8: {ok_int8}; Edge TPU targets fully mapped: {ok_tpu}; wrote {path}")
 
 

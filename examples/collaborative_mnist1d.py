@@ -18,7 +18,8 @@ reused by the paths that start from it (the pruned model feeds PQAT and PCQAT, .
 of the .tflite file and of a zip archive holding it (DEFLATE), as in the TFLite docs; the ratio is
 against the zipped float32 .tflite of the baseline.
 
-Run: python examples/collaborative_mnist1d.py  (writes examples/output/collaborative.json)
+Run: python examples/collaborative_mnist1d.py  (writes examples/output/collaborative.json and
+examples/results/collaborative_mnist1d.md, the table README.md shows)
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from _results import write_results  # noqa: E402
 from keras import layers  # noqa: E402
 
 from kopt import Policy  # noqa: E402
@@ -196,7 +198,14 @@ def main() -> None:
         "tflite_bytes": tflite_size(reference),
         "zipped_bytes": zipped_size(reference),
     }
-    print_table(rows, float_row)
+    table = markdown(rows)
+    print(f"\nfloat32 .tflite: {float_row['tflite_bytes']:,} B, zipped {float_row['zipped_bytes']:,} B")
+    print(table)
+    intro = (f"mnist1d generated offline ({len(x_train):,} train / {len(x_test):,} test), Conv1D CNN with BatchNorm "
+             f"({model.count_params():,} parameters), float32 `.tflite` {float_row['tflite_bytes']:,} B, zipped "
+             f"{float_row['zipped_bytes']:,} B; fine-tuning {args.prune_epochs} epochs prune, {args.cluster_epochs} "
+             f"cluster, {args.qat_epochs} QAT; {time.time() - started:.0f} s.")
+    print(f"wrote {write_results('collaborative_mnist1d', 'Collaborative optimization on mnist1d', table, intro)}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
@@ -214,17 +223,22 @@ def main() -> None:
     print(f"\nwrote {args.out} in {time.time() - started:.0f}s")
 
 
-def print_table(rows: list[dict], float_row: dict) -> None:
+def markdown(rows: list[dict]) -> str:
+    """The table README.md shows: every row int8 except the first column's float / fake-quant accuracy."""
     base = rows[0]["keras_accuracy"]
-    print(f"\nfloat32 .tflite: {float_row['tflite_bytes']:,} B, zipped {float_row['zipped_bytes']:,} B")
-    print("| variant | float / fake-quant acc. | int8 TFLite acc. | Δ vs float | .tflite | zipped | ratio (zipped) | int8 sparsity | max values / channel |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    lines = [
+        "| variant | float / fake-quant acc. | int8 TFLite acc. | Δ vs float | .tflite | zipped "
+        "| float zipped / zipped | int8 sparsity | max values / channel |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        print(
+        delta = (r["int8_accuracy"] - base) * 100
+        lines.append(
             f"| {r['variant']} | {r['keras_accuracy']:.2%} | {r['int8_accuracy']:.2%} | "
-            f"{(r['int8_accuracy'] - base) * 100:+.2f} pt | {r['tflite_bytes']:,} B | {r['zipped_bytes']:,} B | "
-            f"{r['ratio_vs_float_zipped']:.2f}x | {r['int8_sparsity']:.1%} | {r['max_unique_per_channel']} |"
+            f"{'−' if delta < -0.005 else '+'}{abs(delta):.2f} pt | {r['tflite_bytes']:,} B | {r['zipped_bytes']:,} B | "
+            f"{r['ratio_vs_float_zipped']:.2f}× | {r['int8_sparsity']:.1%} | {r['max_unique_per_channel']} |"
         )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -254,14 +254,19 @@ def prepare(
     steps: int | None = None,
     seed: int | None = None,
     compile: bool = True,
+    loss: Any = None,
+    optimizer: Any = None,
+    metrics: Any = None,
 ) -> keras.Model:
     """The wrapped model of one stage of ``policy``, for users who run their own ``fit``.
 
     ``stage`` is ``"prune"``, ``"cluster"`` or ``"quantize"`` (default: the policy's first).
     ``steps`` is the number of training steps you will run (epochs x batches per epoch); it
-    places pruning schedules whose ``end_step`` is not set (at 2/3 of it). When ``model`` is
-    compiled and ``compile`` is true, the wrapped model is compiled with the same settings and
-    a fresh optimizer. Train it with ``callbacks=kopt.callbacks.for_model(wrapped)``, then
+    places pruning schedules whose ``end_step`` is not set (at 2/3 of it). With ``compile``
+    (the default) the wrapped model is compiled like ``model`` with a fresh optimizer;
+    ``loss``/``optimizer``/``metrics`` override those settings, and an uncompiled ``model``
+    needs ``loss`` and ``optimizer`` (else :class:`~kopt.training.CompileSettingsError`:
+    fine-tuning without them could only fail later, in ``fit``). Train it with ``callbacks=kopt.callbacks.for_model(wrapped)``, then
     ``kopt.strip`` it and ``prepare`` the next stage from the stripped model::
 
         for stage in kopt.stages.stage_names(policy.resolve(model)):
@@ -271,6 +276,7 @@ def prepare(
         tflite = kopt.export.to_tflite(model)
     """
     _check_model(model, "kopt.prepare")
+    settings = CompileSettings.from_model(model, loss=loss, optimizer=optimizer, metrics=metrics) if compile else None
     policy = as_policy(policy)
     plan = policy.resolve(model)
     check_plan(plan)
@@ -287,8 +293,8 @@ def prepare(
     if stage not in planned:
         raise PolicyError(f"Policy {policy.name!r} has no {stage!r} stage for this model; its stages: {planned}.")
     wrapped = wrap(model, plan, stage, steps=steps, seed=seed)
-    if compile and getattr(model, "compiled", False):
-        CompileSettings.from_model(model).compile(wrapped)
+    if settings is not None:
+        settings.compile(wrapped)
     return wrapped
 
 

@@ -3,7 +3,7 @@
 # (marker `backends`) under JAX and PyTorch. The three passes run side by side (each leaves cores idle
 # for long stretches: compilation, subprocesses); a progress line per backend is printed every minute,
 # and the full logs in order when all are done. Extra arguments go to every pytest run.
-source "$(dirname "$0")/_env.sh"
+KOPT_EXTRAS=test,examples,jax,torch source "$(dirname "$0")/_env.sh"
 echo "=== ruff check"
 ruff check kopt tests benchmarks examples
 status=0

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 
 from kopt.api import OptimizeResult, optimize, prepare
-from kopt.export import NotFullyIntegerError, run, weight_tensors
+from kopt.export import run, weight_tensors
 from kopt.pipeline.stages import NotFullyMappedError, lower_stage
 from kopt.pipeline.training import CompileSettingsError
 from kopt.policy import Policy, PolicyError
 from kopt.report.plots import png_size
 from kopt.sparsity import PruneWrapper
+from kopt.technique.strip import strip
 from tests.optimize_testing import digits, kernel, tiny_cnn, trained_cnn
 
 
@@ -218,13 +219,33 @@ def test_prepare_errors(trained):
         prepare(trained, "qat", stage="cluster")
     with pytest.raises(PolicyError, match="Unknown preset 'pqcat'"):
         prepare(trained, "pqcat")
+    with pytest.raises(CompileSettingsError, match=r"not compiled.*pass loss= and optimizer="):
+        prepare(tiny_cnn(), "qat")
+    assert not prepare(tiny_cnn(), "qat", compile=False).compiled
 
 
-def test_excluding_a_layer_from_quantization_is_reported_by_lowering(trained, data):
-    policy = Policy.preset("qat", rules=[{"match": "fc", "quantize": False}])
+def test_prepare_takes_compile_settings_and_strip_keeps_them(trained, data):
+    """The hand-written loop: strip's model goes straight into the next stage's prepare."""
+    x, y, _, _ = data
+    wrapped = prepare(tiny_cnn(), "cluster", loss="sparse_categorical_crossentropy", optimizer="adam")
+    assert wrapped.compiled and wrapped.loss == "sparse_categorical_crossentropy"
+    wrapped.fit(x[:64], y[:64], epochs=1, verbose=0)
+    stripped = strip(wrapped)
+    assert stripped.compiled and stripped.optimizer is not wrapped.optimizer
+    assert prepare(stripped, "qat").compiled
+
+
+def test_a_layer_excluded_from_qat_is_calibrated_post_training(trained, data):
+    """An int8 file has no float layer: a layer kept out of QAT gets its ranges from calibration."""
+    policy = Policy.preset("qat", rules=[{"match": "fc", "exclude": True}])
     x, y, xv, yv = data
-    with pytest.raises(NotFullyIntegerError):
-        optimize(trained, policy, train_data=(x[:128], y[:128]), epochs=1, verbose=0)
+    result = optimize(trained, policy, train_data=(x[:128], y[:128]), epochs=1, verbose=0)
+    assert not any(getattr(layer, "layer", None) is not None and layer.layer.name == "fc" for layer in result.model.layers)
+    fc = [t for t in weight_tensors(result.tflite) if t.name.startswith("fc/") and t.values.ndim == 2]
+    assert fc and fc[0].values.dtype == np.int8  # lowered fully int8 (to_tflite checks every op)
+    assert any("fc (excluded from QAT) calibrated post-training" in note for note in result.stages[-1].report.notes)
+    with pytest.raises(PolicyError, match=r"\['fc'\] are excluded from quantization-aware training"):
+        lower_stage(result.model, result.plan)
 
 
 @pytest.mark.backends

@@ -9,7 +9,7 @@ budget (:meth:`SensitivityTable.levels_within`) and turns that into a per-layer
     table = kopt.analysis.sensitivity(model, (x_val, y_val), technique="prune")
     print(table)                      # Markdown: drop in points per layer and sparsity
     policy = table.to_policy(0.01)    # each layer at its sparsity costing <= 1 point
-    kopt.optimize(model, policy, ...)
+    kopt.optimize(model, policy, train_data=(x_train, y_train))
 """
 
 from kopt.analysis.sensitivity import sensitivity

@@ -283,6 +283,16 @@ def _is_quantization_aware(model: keras.Model) -> bool:
     return any(isinstance(layer, (QuantizeWrapper, ActivationQuantize)) for layer in model._flatten_layers())
 
 
+def excluded_from_qat(plan: Plan) -> list[str]:
+    """Layers a rule keeps out of the policy's quantization-aware training (``exclude`` or ``"quantize": false``).
+
+    An int8 file has no float layers, so these are calibrated post-training when lowered.
+    """
+    if plan.policy.quantize is None or plan.policy.quantize.mode != "qat":
+        return []
+    return [name for name, p in plan.layers.items() if p.quantize is None and p.rule is not None]
+
+
 def lower_stage(
     model: keras.Model,
     plan: Plan,
@@ -303,7 +313,17 @@ def lower_stage(
 
     notes: list[str] = []
     qat = _is_quantization_aware(model)
-    if qat:
+    left_float = excluded_from_qat(plan) if qat else []
+    if qat and left_float:
+        if representative_data is None:
+            raise PolicyError(
+                f"Layer(s) {left_float} are excluded from quantization-aware training, so an int8 file needs "
+                "their ranges calibrated post-training: pass representative_data (a few hundred input samples)."
+            )
+        tflite = to_tflite(model, representative_data=representative_data, int8_io=True, batch_size=1)
+        notes.append(f"int8 ranges from quantization-aware training; {', '.join(left_float)} (excluded from "
+                     "QAT) calibrated post-training on representative data")
+    elif qat:
         from kopt.export.lowering import qat_mode
 
         mode = qat_mode(model)  # "int16x8" after QAT with the 'int16x8' scheme
@@ -328,13 +348,14 @@ def lower_stage(
             raise NotFullyMappedError(message)
         report.notes.append(message)
         warnings.warn(message, KoptWarning, stacklevel=2)
+    plain = tflite  # per-layer kernels (plots) are read from the uncompressed file: DECODE inputs are indices
     if plan.policy.target == "micro":  # accuracy above is LiteRT's on the uncompressed file
         tflite = _micro_file(tflite, eval_data or (representative_data, None), report)
     log(f"[kopt] {report.summary()}")
     kernels: dict[str, np.ndarray] = {}
     from kopt.report.summary import tflite_weights
 
-    for tensor, layer, values in tflite_weights(tflite, names):
+    for tensor, layer, values in tflite_weights(plain, names):
         if layer is not None and values.ndim >= 2 and values.size > kernels.get(layer, np.zeros(0)).size:
             kernels[layer] = values
     return StageResult("int8", None, report, kernels=kernels, tflite=tflite, edgetpu=edgetpu)

@@ -2,7 +2,7 @@
 
 TFLite has a HARD_SWISH op, but the Edge TPU compiler does not: one HARD_SWISH after the
 first convolution of MobileNetV3 sends the rest of the model to the CPU (the compiler cuts the
-graph once). MobileNetV3's own definitions use only ops the Edge TPU maps::
+graph once). MobileNetV3's own definitions use only ops the Edge TPU maps:
 
     hard_sigmoid(x) = relu6(x + 3) * (1/6)
     hard_swish(x)   = x * hard_sigmoid(x)

@@ -41,6 +41,11 @@ def pareto_chart(report: Any, path: str | Path) -> Path:
         axes.scatter([best.zipped_bytes / kb], [best.int8_accuracy], marker="*", s=250, color="tab:orange",
                      zorder=5, label=f"chosen #{best.index}")
     axes.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda value, _: f"{value:g}")  # "6", "20", not "6x10^0"
+    axes.xaxis.set_major_formatter(plain)
+    axes.xaxis.set_minor_formatter(plain)
     axes.set_xlabel("zipped .tflite size (KiB, log scale)")
     axes.set_ylabel("int8 validation accuracy")
     axes.set_title("kopt automatic search: size vs accuracy")

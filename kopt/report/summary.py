@@ -26,6 +26,7 @@ import keras
 import numpy as np
 
 from kopt.core.errors import InvalidArgumentError, UnknownNameError
+from kopt.core.layers import channel_axes_of
 from kopt.metrics import top1_accuracy, zipped_bytes
 from kopt.technique.wrapper import KoptWrapper
 
@@ -40,6 +41,7 @@ class DeployedLayer:
     weights: dict[str, np.ndarray]
     bits: int = 32
     wrapper: str | None = None
+    channel_axes: dict[str, Any] = field(default_factory=dict)  # per weight: its output-channel axes
 
 
 def _top_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
@@ -97,7 +99,8 @@ def deployed_layers(model: keras.Model) -> dict[str, DeployedLayer]:
             value = substituted.get(id(variable), variable.value)
             weights[_weight_name(variable)] = np.asarray(keras.ops.convert_to_numpy(value))
         result[inner.name] = DeployedLayer(
-            inner.name, type(inner).__name__, weights, bits, None if wrapper is None else type(wrapper).__name__
+            inner.name, type(inner).__name__, weights, bits, None if wrapper is None else type(wrapper).__name__,
+            {name: channel_axes_of(inner, name) for name in weights},
         )
     return result
 
@@ -105,6 +108,19 @@ def deployed_layers(model: keras.Model) -> dict[str, DeployedLayer]:
 def is_kernel(array: np.ndarray) -> bool:
     """Weights with at least two axes (kernels, embeddings): the ones pruning and clustering touch."""
     return array.ndim >= 2 and np.issubdtype(array.dtype, np.floating)
+
+
+def unique_per_channel(array: np.ndarray, channel_axes: Any = (-1,)) -> int:
+    """The most distinct values within one output channel (per tensor when ``channel_axes`` is None).
+
+    The int8 file stores a scale per output channel, so this is the count that survives export
+    and the one every stage reports, from clustering to the ``.tflite``.
+    """
+    if channel_axes is None or array.ndim < 2:
+        return int(np.unique(array).size)
+    axes = sorted(a % array.ndim for a in channel_axes)
+    rows = np.moveaxis(array, axes, list(range(len(axes)))).reshape(int(np.prod([array.shape[a] for a in axes])), -1)
+    return max(int(np.unique(row).size) for row in rows)
 
 
 def main_kernel(layer: DeployedLayer) -> np.ndarray | None:
@@ -118,16 +134,19 @@ def main_kernel(layer: DeployedLayer) -> np.ndarray | None:
 class LayerStats:
     """One layer (or, for the int8 stage, one weight tensor of the ``.tflite``) in one stage.
 
-    ``unique_values`` counts distinct values in the layer's largest kernel; for a ``.tflite``
-    tensor quantized per channel, the most distinct values within one channel (each channel
-    has its own int8 grid, so a tensor clustered to N values keeps at most N per channel).
+    ``unique_values`` counts the most distinct values within one output channel of the layer's
+    largest kernel, in every stage: each channel of the int8 file has its own grid (and a folded
+    BatchNormalization scales each channel), so a kernel clustered to N values keeps at most N
+    per channel through QAT and export. ``bits`` is the deployed weight width; ``float_bytes``
+    and ``zipped_bytes`` are the weights as this stage stores them (float32 in Keras, a QAT
+    model included; int8 in a ``.tflite``).
     """
 
     name: str
     class_name: str
     parameters: int
     sparsity: float  # fraction of exact zeros in the kernels (weights with >= 2 axes)
-    unique_values: int  # distinct values in the largest kernel
+    unique_values: int  # most distinct values in one output channel of the largest kernel
     bits: int
     float_bytes: int
     zipped_bytes: int
@@ -194,7 +213,7 @@ class StageReport:
         if self.int8_accuracy is not None:
             parts.append(f"int8 acc {self.int8_accuracy:.4f}")
         parts.append(f"sparsity {self.sparsity:.1%}")
-        parts.append(f"unique values <= {self.max_unique_values}")
+        parts.append(f"unique values/channel <= {self.max_unique_values}")
         if self.tflite_bytes is not None:
             parts.append(f".tflite {_kb(self.tflite_bytes)} (zipped {_kb(self.tflite_zipped_bytes or 0)})")
         else:
@@ -208,6 +227,17 @@ class StageReport:
         data = asdict(self)
         data["keras_accuracy"] = self.keras_accuracy
         return data
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, default=_json_default)
+
+    def to_markdown(self) -> str:
+        """The one-line summary, the notes, then one row per layer (per weight tensor of a ``.tflite``)."""
+        notes = [f"- {note}" for note in self.notes]
+        return "\n".join([self.summary(), "", *notes, *([""] if notes else []), Report.layer_table(self)])
+
+    def __str__(self) -> str:  # printed, a stage reads as a table, not as a dataclass
+        return self.to_markdown()
 
 
 def _kb(size: int) -> str:
@@ -229,13 +259,15 @@ def layer_stats(layer: DeployedLayer) -> LayerStats:
     kernels = [a for a in arrays if is_kernel(a)]
     kernel_size = sum(a.size for a in kernels)
     zeros = sum(int(np.count_nonzero(a == 0)) for a in kernels)
-    biggest = main_kernel(layer)
+    kernel_name = max((n for n, a in layer.weights.items() if is_kernel(a)), key=lambda n: layer.weights[n].size,
+                      default=None)
+    biggest = None if kernel_name is None else layer.weights[kernel_name]
     stats = LayerStats(
         name=layer.name,
         class_name=layer.class_name,
         parameters=int(sum(a.size for a in arrays)),
         sparsity=float(zeros / kernel_size) if kernel_size else 0.0,
-        unique_values=int(np.unique(biggest).size) if biggest is not None else 0,
+        unique_values=unique_per_channel(biggest, layer.channel_axes.get(kernel_name, (-1,))) if biggest is not None else 0,
         bits=layer.bits,
         float_bytes=int(sum(a.nbytes for a in arrays)),
         zipped_bytes=zipped_bytes(arrays),
@@ -437,7 +469,8 @@ class Report:
     def stage_table(self) -> str:
         """Markdown: one row per stage."""
         rows = [
-            "| stage | Keras acc | int8 acc | params | kernel sparsity | max unique values | weights | zipped weights | .tflite | zipped .tflite |",
+            "| stage | Keras acc | int8 acc | params | kernel sparsity | max unique values / channel | float32 weights "
+            "| zipped float32 weights | .tflite | zipped .tflite |",
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for s in self.stages:
@@ -454,7 +487,7 @@ class Report:
         tensor_rows = stage.tflite_bytes is not None
         head = "| tensor | op | layer |" if tensor_rows else "| layer | class |"
         rows = [
-            head + " params | sparsity | unique values | bits | bytes | zipped bytes |",
+            head + " params | sparsity | unique values / channel | deployed bits | stored bytes | zipped stored bytes |",
             "|---|---|" + ("---|" if tensor_rows else "") + "---|---|---|---|---|---|",
         ]
         for layer in stage.layers:
@@ -537,5 +570,6 @@ __all__ = [
     "keras_stage",
     "layer_stats",
     "tflite_stage",
+    "unique_per_channel",
     "zipped_bytes",
 ]

@@ -100,9 +100,10 @@ class SearchReport:
         return pareto_front(self.candidates)
 
     def table(self) -> str:
-        """A Markdown table of every candidate, in the order measured (chosen one in bold)."""
+        """A Markdown table of every candidate (accuracy change against the float model signed as in the live log), in the order measured (chosen one in bold)."""
         rows = [
-            "| # | candidate | from | quant | Keras acc | int8 acc | drop (pt) | zipped | ratio | sparsity | steps | s | status |",
+            "| # | candidate | from | quant | Keras acc | int8 acc | Δ vs float (pt) | zipped | ratio | sparsity | steps | s "
+            "| status |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for c in self.candidates:
@@ -114,7 +115,7 @@ class SearchReport:
                 status += f"; TFLM flash {c.flash_bytes:,} B, arena {c.arena_bytes or 0:,} B"
             rows.append(
                 f"| {mark}{c.index}{mark} | {mark}{c.label}{mark} | {'' if c.parent is None else c.parent} | "
-                f"{c.quantization} | {keras_acc} | {c.int8_accuracy:.4f} | {c.drop * 100:+.2f} | {c.zipped_bytes:,} | "
+                f"{c.quantization} | {keras_acc} | {c.int8_accuracy:.4f} | {-c.drop * 100:+.2f} | {c.zipped_bytes:,} | "
                 f"{ratio} | {c.sparsity:.1%} | {c.steps} | {c.seconds:.0f} | {status} |"
             )
         return "\n".join(rows)
@@ -147,7 +148,7 @@ class SearchReport:
         lines = [
             "# kopt automatic search",
             "",
-            f"Budget: {self.budget}. Float model: validation accuracy {self.baseline_accuracy:.4f}, "
+            f"Budget: {budget_text(self.budget)}. Float model: validation accuracy {self.baseline_accuracy:.4f}, "
             f"weights zipped {self.float_zipped_bytes:,} B.",
             f"Search: {len(self.candidates)} candidate(s) in {self.seconds:.0f} s; stopped because {self.stop_reason}.",
             "",
@@ -180,4 +181,18 @@ class SearchReport:
         return self.table()
 
 
-__all__ = ["Candidate", "SearchReport", "WITHIN", "pareto_front"]
+def budget_text(budget: dict[str, Any]) -> str:
+    """The budget as a reader says it ("int8 accuracy at most 1.00 pt below the float model, ...")."""
+    parts = [f"{budget.get('target', 'int8')} model with accuracy at most "
+             f"{budget.get('max_accuracy_drop', 0) * 100:.2f} pt below the float model"]
+    labels = {"max_size_bytes": "zipped size <= {:,} B", "max_flash_bytes": "flash <= {:,} B",
+              "max_arena_bytes": "arena <= {:,} B", "max_candidates": "at most {} candidates",
+              "max_seconds": "at most {:g} s", "m_by_n": "{} sparsity"}
+    for key, text in labels.items():
+        value = budget.get(key)
+        if value is not None:
+            parts.append(text.format(":".join(map(str, value)) if key == "m_by_n" else value))
+    return ", ".join(parts)
+
+
+__all__ = ["Candidate", "SearchReport", "WITHIN", "budget_text", "pareto_front"]

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from kopt.pipeline.stages import StageResult
-from kopt.report.plots import pick_layer, pipeline_weight_density, png_size, size_accuracy, weight_density
+from kopt.report.plots import (
+    pick_layer,
+    pipeline_weight_density,
+    png_size,
+    size_accuracy,
+    size_accuracy_figure,
+    weight_density,
+)
 from kopt.report.summary import Report, StageReport
 
 pytestmark = pytest.mark.backends
@@ -63,6 +70,13 @@ def test_size_accuracy_chart(tmp_path):
     ]
     path = size_accuracy(Report(model_name="m", policy={}, stages=stages), tmp_path / "sa.png")
     assert png_size(path) == (800, 400)
+    ax, twin = size_accuracy_figure(Report(model_name="m", policy={}, stages=stages)).axes
+    low, high = twin.get_ylim()
+    assert 0.9 < low < 0.93 and 0.95 < high < 0.97  # zoomed: a point of accuracy is visible
+    texts = {t.get_text() for t in ax.texts} | {t.get_text() for t in twin.texts}
+    assert {"95.00%", "94.00%", "93.00%", "19.5 KB", "3.9 KB"} <= texts
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["zipped float32 weights (Keras)", "zipped int8 .tflite"]  # float and int8 sizes told apart
     with pytest.raises(ValueError, match="no stage"):
         size_accuracy(Report(model_name="m", policy={}), tmp_path / "none.png")
 

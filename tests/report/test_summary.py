@@ -44,7 +44,8 @@ def test_layer_figures_match_a_numpy_reference():
     bias = keras.ops.convert_to_numpy(model.get_layer("hidden").bias)
     assert figures.parameters == 64 * 32 + 32
     assert figures.sparsity == pytest.approx(0.25)
-    assert figures.unique_values == len(np.unique(hidden.astype("float32")))
+    per_column = [len(np.unique(column)) for column in hidden.astype("float32").T]  # Dense: output channel = column
+    assert figures.unique_values == max(per_column) == 64
     assert figures.bits == 32 and figures.float_bytes == 4 * (64 * 32 + 32)
     expected_zipped = len(zlib.compress(hidden.astype("float32").tobytes() + bias.tobytes(), 6))
     assert figures.zipped_bytes == expected_zipped
@@ -92,6 +93,13 @@ def test_tflite_stage_figures_and_layer_names():
 
     named = tflite_stage("int8", tflite, layer_names=["conv", "fc", "flat"])
     assert [layer.layer for layer in named.layers] == ["conv", "fc"]
+
+    # printed, a stage is its summary line and a Markdown table (one row per weight tensor), not a dataclass dump
+    text = str(stage)
+    assert text == stage.to_markdown() and not text.startswith("StageReport(")
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 1 + len(tensors) and text.splitlines()[0] == stage.summary()
+    assert json.loads(stage.to_json())["tflite_bytes"] == len(tflite)
 
 
 @pytest.mark.backends
@@ -145,3 +153,28 @@ def test_report_save(tmp_path):
     json_path, md_path = report.save(tmp_path / "r")
     assert json.loads(json_path.read_text())["model"] == "mlp"
     assert md_path.read_text().startswith("# kopt report: mlp")
+
+
+@pytest.mark.backends
+def test_unique_values_are_counted_per_output_channel_in_every_stage():
+    """A kernel clustered to 4 values then scaled per channel (a folded BatchNorm) still has 4 per channel."""
+    from kopt.report import unique_per_channel
+
+    rng = np.random.default_rng(0)
+    clustered = rng.choice([-0.5, -0.1, 0.2, 0.7], size=(3, 3, 1, 8)).astype("float32")
+    folded = clustered * np.arange(1, 9, dtype="float32")  # one scale per output channel
+    assert len(np.unique(folded)) > 4
+    assert unique_per_channel(folded, (-1,)) == 4
+    assert unique_per_channel(folded, None) == len(np.unique(folded))
+    depthwise = np.moveaxis(folded, -1, -2)  # (3, 3, 8, 1): channels on axes (-2, -1)
+    assert unique_per_channel(depthwise, (-2, -1)) == 4
+
+    inputs = keras.Input((8, 8, 1))
+    outputs = keras.layers.DepthwiseConv2D(3, depth_multiplier=1, name="dw")(
+        keras.layers.Conv2D(8, 3, name="conv")(inputs))
+    model = keras.Model(inputs, outputs)
+    model.get_layer("conv").kernel.assign(folded)
+    model.get_layer("dw").kernel.assign(np.moveaxis(rng.choice([1.0, 2.0], size=(3, 3, 8, 1)) *
+                                                    np.arange(1, 9)[None, None, :, None], 2, 2).astype("float32"))
+    figures = {layer.name: layer for layer in keras_stage("cluster", model).layers}
+    assert figures["conv"].unique_values == 4 and figures["dw"].unique_values == 2

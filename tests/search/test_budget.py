@@ -67,6 +67,8 @@ def test_report_table_json_and_chart(tmp_path):
     )
     table = report.table()
     assert table.count("\n") == 4 and "**1**" in table and "accuracy drop" in table
+    assert "| 0.8900 | -1.00 |" in table  # a loss is negative, as in the live log ("-1.00 pt")
+    assert "Budget: int8 model with accuracy at most 1.00 pt below" in report.to_markdown()
     data = report.to_dict()
     assert data["pareto"] == [2, 1, 0] and data["chosen"] == 1
     paths = report.save(tmp_path)
@@ -81,3 +83,14 @@ def test_micro_limits_need_the_micro_target():
         kopt.Budget(max_flash_bytes=10_000)
     with pytest.raises(InvalidArgumentError, match=r"max_arena_bytes=0 must be a positive integer"):
         kopt.Budget(target="micro", max_arena_bytes=0)
+
+
+@pytest.mark.backends
+def test_budget_reads_as_a_sentence_in_search_reports():
+    from kopt.search.candidates import budget_text
+
+    text = budget_text({"max_accuracy_drop": 0.01, "target": "edgetpu", "max_size_bytes": 20_000,
+                        "max_candidates": None, "m_by_n": (2, 4)})
+    assert text == ("edgetpu model with accuracy at most 1.00 pt below the float model, zipped size <= 20,000 B, "
+                    "2:4 sparsity")
+    assert "{" not in text and "None" not in text
