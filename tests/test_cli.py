@@ -401,17 +401,10 @@ def test_policy_schema_is_printed_and_accepts_every_preset(capsys):
 
 def test_policy_schema_matches_the_validation_constants():
     from kopt.clustering.init import INIT_METHODS
-    from kopt.policy import (
-        QUANTIZE_MODES,
-        SCHEDULES,
-        TARGETS,
-        ClusterSettings,
-        LayerRule,
-        Policy,
-        PruneSettings,
-        QuantizeSettings,
-    )
+    from kopt.policy import TARGETS, ClusterSettings, LayerRule, Policy, PruneSettings, QuantizeSettings
     from kopt.quantization import available_schemes
+    from kopt.quantization.settings import QUANTIZE_MODES
+    from kopt.sparsity.settings import SCHEDULES
 
     schema = _schema()
     defs = schema["$defs"]

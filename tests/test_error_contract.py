@@ -190,7 +190,7 @@ def _resolve(dotted: str) -> type:
 
 
 def _coverage_warning() -> None:
-    from tests.test_coverage import composite_model
+    from tests.technique.test_coverage import composite_model
 
     model = composite_model()
     plan = Policy.preset("prune").resolve(model)
