@@ -296,6 +296,8 @@ def _op_problems(sg: Subgraph, op: Operator) -> tuple[list[str], list[str]]:
     for advisory in rule.advisories:
         if _ADVISORY_CHECKS[advisory](sg, op):
             warnings.append(rules.ADVISORIES[advisory])
+    if any(t.is_sparse for _, t in _op_tensors(sg, op)):
+        warnings.append(rules.ADVISORIES["sparse_tensor"])
     return reasons, warnings
 
 
@@ -585,4 +587,4 @@ _ADVISORY_CHECKS: dict[str, Callable[[Subgraph, Operator], bool]] = {
 }
 
 assert set(_LIMIT_CHECKS) == set(rules.LIMITS), "every limit in edgetpu_rules needs a check"
-assert set(_ADVISORY_CHECKS) | {"unverified_version"} == set(rules.ADVISORIES)
+assert set(_ADVISORY_CHECKS) | {"unverified_version", "sparse_tensor"} == set(rules.ADVISORIES)

@@ -145,6 +145,8 @@ UNSUPPORTED_OP_HINTS: Mapping[str, str] = MappingProxyType(
         "TILE": "Keras UpSampling2D lowers to TILE through rank-5 tensors; use Resizing(interpolation='nearest')",
         "DEQUANTIZE": "a conversion to float: part of the model is not int8",
         "GATHER": "the Edge TPU has no gather",
+        "DENSIFY": "a weight stored sparse (to_tflite(sparse=True)) is expanded on the CPU at run time; the Edge TPU"
+        " runs dense int8 matrices and gains nothing from zeros: compile the dense file",
         "SQUARE": "keras.ops.normalize / UnitNormalization leave a float island; use tf.math.l2_normalize",
         "BIDIRECTIONAL_SEQUENCE_LSTM": "only unidirectional LSTMs map",
         "EXP": "EXP is not on the Edge TPU's op list",
@@ -244,6 +246,9 @@ ADVISORIES: Mapping[str, str] = MappingProxyType(
         "resize_downscale": "a downscaling resize: no Coral reference shows whether the compiler maps it (the"
         " size-dependent precision limit of Coral's op table may keep it on the CPU)",
         "unverified_version": "op version newer than any seen in a model Coral compiled",
+        "sparse_tensor": "a weight stored in TFLite's sparse encoding (to_tflite(sparse=True)): Coral documents no"
+        " support for sparse tensors and no Coral-compiled model has one; compile the dense file for the Edge TPU"
+        " (the Edge TPU gains nothing from zeros: it runs dense int8 matrices)",
     }
 )
 

@@ -78,6 +78,8 @@ class Tensor:
     quantization: Quantization
     data: np.ndarray | None = field(default=None, repr=False, compare=False)
     is_variable: bool = False
+    #: Stored in TFLite's sparse encoding (``Tensor.sparsity``: ``to_tflite(sparse=True)``), not dense.
+    is_sparse: bool = False
 
     @property
     def is_constant(self) -> bool:
@@ -266,6 +268,7 @@ def _tensor(index: int, t: Any, buffers: list) -> Tensor:
         quantization=Quantization(scales, zero_points, axis),
         data=data,
         is_variable=bool(t.isVariable),
+        is_sparse=t.sparsity is not None,
     )
 
 

@@ -6,7 +6,7 @@ import pytest
 from keras import layers
 
 from kopt.core.errors import InvalidArgumentError
-from kopt.export import MissingRangesError, load_tflite, run, to_tflite
+from kopt.export import MissingRangesError, check_edgetpu, load_tflite, run, to_tflite
 from kopt.export import sparse as sparse_export
 from kopt.export.micro import sparse_tensor_names
 
@@ -46,6 +46,16 @@ def test_sparse_file_of_a_90_percent_pruned_model_is_under_a_third_and_agrees(pr
     assert report.agrees and report.size_ratio == len(sparse) / len(dense)
     assert report.dense_latency_us > 0 and report.sparse_latency_us > 0
     assert f"{len(sparse)} bytes raw" in str(report)
+
+
+def test_check_edgetpu_says_the_edge_tpu_wants_the_dense_file(pruned):
+    """The converter expands each sparse weight with a DENSIFY op, which the Edge TPU does not run."""
+    _, _, dense, sparse = pruned
+    sparse_report, dense_report = check_edgetpu(sparse), check_edgetpu(dense)
+    densify = [v for v in sparse_report.ops if v.op == "DENSIFY"]
+    assert len(densify) == 3 and not any(v.mapped for v in densify)
+    assert all("compile the dense file" in " ".join(v.reasons) for v in densify)
+    assert not sparse_report.fully_mapped and dense_report.fully_mapped
 
 
 def _block_pruned_model():
