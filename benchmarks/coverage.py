@@ -75,6 +75,23 @@ def _hub_vit():
     )
 
 
+def _hub_deit():
+    from keras_hub.models import DeiTBackbone
+
+    return DeiTBackbone(image_shape=(32, 32, 3), patch_size=8, num_layers=2, num_heads=2, hidden_dim=32,
+                        intermediate_dim=64)
+
+
+def _hub_mit():
+    from keras_hub.models import MiTBackbone
+
+    return MiTBackbone(
+        layerwise_depths=[1, 1], num_layers=2, layerwise_num_heads=[1, 2], layerwise_sr_ratios=[4, 2],
+        max_drop_path_rate=0.1, layerwise_patch_sizes=[7, 3], layerwise_strides=[4, 2], hidden_dims=[16, 32],
+        image_shape=(32, 32, 3),
+    )
+
+
 def _mobilenet_v3_small():
     import keras
 
@@ -86,6 +103,8 @@ MODELS = {
     "keras-hub MobileNet (V3 blocks)": _hub_mobilenet_v3,
     "keras-hub ResNet (basic blocks)": _hub_resnet,
     "keras-hub ViT": _hub_vit,
+    "keras-hub DeiT": _hub_deit,
+    "keras-hub MiT (SegFormer encoder)": _hub_mit,
 }
 
 

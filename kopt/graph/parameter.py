@@ -15,6 +15,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from kopt.core.layers import Kernel, register_layer
+
 
 @keras.saving.register_keras_serializable(package="kopt")
 class Parameter(keras.layers.Layer):
@@ -82,3 +84,6 @@ class Constant(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "value": self.constant.tolist(), "value_dtype": str(self.constant.dtype)}
+
+
+register_layer(Parameter, [Kernel("value", None)])  # pruned, clustered and quantized per tensor, like a kernel
