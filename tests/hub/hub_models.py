@@ -31,7 +31,7 @@ def mit(image_shape=(32, 32, 3)):
 
 def resnet(image_shape=(32, 32, 3)):
     return keras_hub.models.ResNetBackbone(
-        input_conv_filters=[16], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 32],
+        input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 32],
         stackwise_num_blocks=[1, 1], stackwise_num_strides=[1, 2], block_type="basic_block", image_shape=image_shape,
     )
 
