@@ -70,5 +70,5 @@ def digits_32(channels=3):
 
 
 def kernels(model):
-    """Every trainable weight of rank >= 2 (an independent count: NumPy on the model's weights)."""
-    return [keras.ops.convert_to_numpy(v) for v in model.trainable_weights if len(v.shape) >= 2]
+    """Every trainable weight of rank >= 2 but biases (an independent count: NumPy on the model's weights)."""
+    return [keras.ops.convert_to_numpy(v) for v in model.trainable_weights if len(v.shape) >= 2 and v.name != "bias"]

@@ -6,7 +6,7 @@ import pytest
 
 import kopt
 from kopt.sparsity import ConstantSparsity, UpdatePruningStep
-from tests.hub.hub_models import classifier, mobilenet_v3, resnet, vit
+from tests.hub.hub_models import classifier, kernels, mobilenet_v3, resnet, vit
 
 pytestmark = pytest.mark.backends
 
@@ -44,6 +44,5 @@ def test_prune_cluster_and_qat_train_and_change_the_kernels(build):
         changed = sum(not np.array_equal(a, b) for a, b in zip(before, after))
         assert changed >= 0.5 * len(before), f"{technique}: {changed}/{len(before)} weights trained"
     stripped = kopt.strip(wrapped["prune"])
-    kernels = [keras.ops.convert_to_numpy(v) for v in stripped.trainable_weights if len(v.shape) >= 2]
-    sparsity = sum(int(np.sum(k == 0)) for k in kernels) / sum(k.size for k in kernels)
+    sparsity = sum(int(np.sum(k == 0)) for k in kernels(stripped)) / sum(k.size for k in kernels(stripped))
     assert sparsity == pytest.approx(0.5, abs=0.02)
