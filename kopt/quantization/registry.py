@@ -347,6 +347,7 @@ def _default_table(weight_bits: int, dense_per_channel: bool) -> dict[type, Conf
         ops_nn.HardSigmoid: raw_activation,  # lowered as ADD + RELU6 + MUL (kopt.quantization.hard_activations)
         ops_nn.LeakyRelu: raw_activation,
         ops_image.Resize: resize,
+        ops_numpy.Pad: lambda op: passthrough if getattr(op, "mode", "constant") == "constant" else None,
         ops_numpy.Einsum: own,  # attention scores / context: BATCH_MATMUL of two activations
         ops_numpy.Matmul: own,
         ops_math.Rsqrt: own,
