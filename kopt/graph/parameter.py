@@ -45,7 +45,8 @@ class Parameter(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs: Any) -> Any:
-        value = keras.ops.convert_to_tensor(self.value)
+        # A copy, not the variable: a tf.custom_gradient downstream (fake-quant) must not capture the variable.
+        value = keras.ops.copy(keras.ops.convert_to_tensor(self.value))
         if not self.per_sample:
             return value
         batch = keras.ops.shape(keras.tree.flatten(inputs)[0])[0]
