@@ -118,7 +118,7 @@ def _hub_segformer():
 def _hub_resnet_small():
     from keras_hub.models import ResNetBackbone
 
-    return ResNetBackbone(input_conv_filters=[16], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 32, 32],
+    return ResNetBackbone(input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 32, 32],
                           stackwise_num_blocks=[1, 1, 1], stackwise_num_strides=[1, 2, 2], block_type="basic_block",
                           image_shape=(64, 64, 3))
 
