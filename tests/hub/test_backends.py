@@ -23,7 +23,11 @@ def small_vit():
     return vit(image_shape=(16, 16, 3), hidden_dim=16)
 
 
-@pytest.mark.parametrize("build", [small_resnet, small_mobilenet_v3, small_vit], ids=["resnet", "mobilenet_v3", "vit"])
+@pytest.mark.parametrize(
+    "build",
+    [small_resnet, pytest.param(small_mobilenet_v3, marks=pytest.mark.slow), small_vit],  # MobileNet: ~2 min
+    ids=["resnet", "mobilenet_v3", "vit"],
+)
 def test_prune_cluster_and_qat_train_and_change_the_kernels(build):
     keras.utils.set_random_seed(0)
     model = classifier(build(), classes=4)
