@@ -75,17 +75,101 @@ def _hub_vit():
     )
 
 
-def _mobilenet_v3_small():
-    import keras
+def _hub_deit():
+    from keras_hub.models import DeiTBackbone
 
-    return keras.applications.MobileNetV3Small(weights=None, input_shape=(64, 64, 3), classes=10)
+    return DeiTBackbone(image_shape=(32, 32, 3), patch_size=8, num_layers=2, num_heads=2, hidden_dim=32,
+                        intermediate_dim=64)
 
+
+def _hub_mit():
+    from keras_hub.models import MiTBackbone
+
+    return MiTBackbone(
+        layerwise_depths=[1, 1], num_layers=2, layerwise_num_heads=[1, 2], layerwise_sr_ratios=[4, 2],
+        max_drop_path_rate=0.1, layerwise_patch_sizes=[7, 3], layerwise_strides=[4, 2], hidden_dims=[16, 32],
+        image_shape=(32, 32, 3),
+    )
+
+
+def _hub(name, **config):
+    def build():
+        import keras_hub
+
+        return getattr(keras_hub.models, name)(**config)
+
+    return build
+
+
+def _hub_deeplab():
+    from keras_hub.models import DeepLabV3Backbone
+
+    encoder = _hub_resnet_small()
+    return DeepLabV3Backbone(image_encoder=encoder, spatial_pyramid_pooling_key="P3", upsampling_size=4,
+                             dilation_rates=[2, 4], low_level_feature_key="P2", image_shape=(64, 64, 3))
+
+
+def _hub_segformer():
+    from keras_hub.models import SegFormerBackbone
+
+    return SegFormerBackbone(image_encoder=_hub_mit(), projection_filters=32)
+
+
+def _hub_resnet_small():
+    from keras_hub.models import ResNetBackbone
+
+    return ResNetBackbone(input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 32, 32],
+                          stackwise_num_blocks=[1, 1, 1], stackwise_num_strides=[1, 2, 2], block_type="basic_block",
+                          image_shape=(64, 64, 3))
+
+
+def _application(name, size=32):
+    def build():
+        import keras
+
+        return getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3), classes=10)
+
+    return build
+
+
+HUB = {
+    "keras-hub ResNet (pre-activation bottleneck)": _hub(
+        "ResNetBackbone", input_conv_filters=[16], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 32],
+        stackwise_num_blocks=[1, 1], stackwise_num_strides=[1, 2], block_type="bottleneck_block",
+        use_pre_activation=True, image_shape=(32, 32, 3)),
+    "keras-hub DenseNet": _hub("DenseNetBackbone", stackwise_num_repeats=[2, 2], growth_rate=8, image_shape=(32, 32, 3)),
+    "keras-hub VGG": _hub("VGGBackbone", stackwise_num_repeats=[1, 1], stackwise_num_filters=[8, 16],
+                          image_shape=(32, 32, 3)),
+    "keras-hub Xception": _hub("XceptionBackbone", stackwise_conv_filters=[[16, 32], [32, 32]],
+                               stackwise_pooling=[False, True], image_shape=(32, 32, 3)),
+    "keras-hub CSPNet (detector backbone)": _hub(
+        "CSPNetBackbone", stem_filters=16, stem_kernel_size=3, stem_strides=2, stackwise_depth=[1, 1],
+        stackwise_strides=[2, 2], stackwise_num_filters=[16, 32], block_type="bottleneck_block",
+        stage_type="csp", image_shape=(32, 32, 3)),
+    "keras-hub Swin Transformer": _hub("SwinTransformerBackbone", image_shape=(32, 32, 3), embed_dim=16,
+                                       depths=[1, 1], num_heads=[1, 2], window_size=4, patch_size=4),
+    "keras-hub DeepLabV3 (segmenter)": _hub_deeplab,
+    "keras-hub SegFormer (segmenter)": _hub_segformer,
+}
+
+APPLICATIONS = {
+    f"keras.applications {name}": _application(name, size)
+    for name, size in [
+        ("MobileNetV3Small", 64), ("MobileNetV3Large", 64), ("MobileNet", 32), ("MobileNetV2", 32),
+        ("ResNet50", 32), ("ResNet50V2", 32), ("DenseNet121", 32), ("EfficientNetB0", 32), ("EfficientNetV2B0", 32),
+        ("VGG16", 32), ("Xception", 71), ("InceptionV3", 75), ("InceptionResNetV2", 75), ("NASNetMobile", 32),
+        ("ConvNeXtTiny", 32), ("RegNetX002", 32),
+    ]
+}
 
 MODELS = {
-    "keras.applications MobileNetV3Small": _mobilenet_v3_small,
     "keras-hub MobileNet (V3 blocks)": _hub_mobilenet_v3,
     "keras-hub ResNet (basic blocks)": _hub_resnet,
     "keras-hub ViT": _hub_vit,
+    "keras-hub DeiT": _hub_deit,
+    "keras-hub MiT (SegFormer encoder)": _hub_mit,
+    **HUB,
+    **APPLICATIONS,
 }
 
 
@@ -168,6 +252,7 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per model")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -176,16 +261,25 @@ def main() -> None:
     rows = []
     for name in args.models:
         command = [sys.executable, os.path.abspath(__file__), "--child", name]
-        proc = subprocess.run(command, capture_output=True, text=True, check=False)
-        found = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-        rows.append(json.loads(found[-1][7:]) if found else {"model": name, "error": (proc.stderr.strip() or "?")[-300:]})
+        try:
+            proc = subprocess.run(command, capture_output=True, text=True, check=False, timeout=args.timeout)
+        except subprocess.TimeoutExpired:
+            rows.append({"model": name, "error": f"not measured: over the {args.timeout:.0f} s budget of this run"})
+        else:
+            found = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+            error = (proc.stderr.strip() or "?").splitlines()[-1][-200:]
+            rows.append(json.loads(found[-1][7:]) if found else {"model": name, "error": error})
         print(table(rows[-1:]).splitlines()[-1], flush=True)
+        write(rows)  # after every model: an interrupted run keeps what it measured
+    print(table(rows))
+
+
+def write(rows: list[dict]) -> None:
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, "coverage.json"), "w") as handle:
         json.dump(rows, handle, indent=2)
     with open(os.path.join(RESULTS, "coverage.md"), "w") as handle:
         handle.write(table(rows) + "\n")
-    print(table(rows))
 
 
 if __name__ == "__main__":

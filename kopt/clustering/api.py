@@ -156,12 +156,15 @@ def cluster_weights(
         warnings.warn("Clustering: " + "; ".join(notes) + ".", KoptWarning, stacklevel=2)
     _warn_batch_norm_consumers(graph, layers, plan)
 
-    def wrap(layer: keras.layers.Layer) -> keras.layers.Layer | None:
-        if id(layer) not in plan:
-            return None
-        return ClusterWrapper(clone_layer(layer), **plan[id(layer)])
+    flat = graph.flat_names()  # map_layers hands wrap a copy under this name when names clash
+    by_name = {flat[id(layer)]: plan[id(layer)] for layer in layers if id(layer) in plan}
 
-    clustered = like_input(model, map_layers(model, wrap), "cluster_weights")
+    def wrap(layer: keras.layers.Layer) -> keras.layers.Layer | None:
+        if layer.name not in by_name:
+            return None
+        return ClusterWrapper(clone_layer(layer), **by_name[layer.name])
+
+    clustered = like_input(model, map_layers(model, wrap, graph=graph), "cluster_weights")
     chosen_out = {layer.name for layer in layers if id(layer) not in plan and is_clusterable(layer)}
     coverage.measure(clustered, "cluster", excluded=chosen_out).warn(stacklevel=3)
     return clustered

@@ -20,6 +20,7 @@ Conv1D/2D/3DTranspose                      kernel ``(*k, out, in)`` (-2)        
 DepthwiseConv1D / DepthwiseConv2D          kernel ``(*k, in, mult)`` (-2, -1)   none         2D        no
 SeparableConv1D / SeparableConv2D          depthwise (-2, -1), pointwise (-1)   none, -2     no        yes
 Embedding                                  embeddings (per tensor only)         none         no        yes
+EinsumDense                                kernel (per tensor only)             none         no        yes
 LSTMCell / GRUCell / SimpleRNNCell         kernel, recurrent_kernel (-1)        0, 0         no        yes
 =========================================  ==================================  ===========  ========  ========
 
@@ -104,6 +105,7 @@ _TABLE: dict[type, LayerLayout] = {
     _L.SeparableConv1D: LayerLayout((Kernel("depthwise_kernel", _DEPTHWISE), Kernel("pointwise_kernel", _LAST, -2))),
     _L.SeparableConv2D: LayerLayout((Kernel("depthwise_kernel", _DEPTHWISE), Kernel("pointwise_kernel", _LAST, -2))),
     _L.Embedding: LayerLayout((Kernel("embeddings", None),)),
+    _L.EinsumDense: LayerLayout((Kernel("kernel", None),)),
     _L.LSTMCell: LayerLayout((Kernel("kernel", _LAST, 0), Kernel("recurrent_kernel", _LAST, 0))),
     _L.GRUCell: LayerLayout((Kernel("kernel", _LAST, 0), Kernel("recurrent_kernel", _LAST, 0))),
     _L.SimpleRNNCell: LayerLayout((Kernel("kernel", _LAST, 0), Kernel("recurrent_kernel", _LAST, 0))),

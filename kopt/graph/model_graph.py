@@ -56,6 +56,8 @@ class ModelGraph:
     inputs_struct: Any
     outputs_struct: Any
     name: str
+    #: Composite layers left whole by :func:`analyze` (node -> why it could not be opened).
+    closed_composites: dict[str, str] = field(default_factory=dict)
     _order: Iterator[int] = field(default_factory=lambda: itertools.count(10**9), repr=False)
     #: Derived views (execution order, layer -> nodes), rebuilt after any change. Callers that edit
     #: ``dag`` themselves call :meth:`changed`; a change in node or edge count is caught regardless.
@@ -298,8 +300,13 @@ class ModelGraph:
 
 
 # --------------------------------------------------------------------- analyze
-def analyze(model: keras.Model) -> ModelGraph:
-    """Turn a Functional or Sequential Keras model into a :class:`ModelGraph`."""
+def analyze(model: keras.Model, open_composites: bool = True) -> ModelGraph:
+    """Turn a Functional or Sequential Keras model into a :class:`ModelGraph`.
+
+    With ``open_composites`` (the default) custom layers built from sublayers and ``keras.ops``
+    are replaced by the calls inside them (:mod:`kopt.graph.composite`), so every technique
+    reaches their kernels; those that cannot be opened are listed in ``closed_composites``.
+    """
     functional = _functional_of(model, role="model")
     dag = nx.MultiDiGraph()
     counter = itertools.count()
@@ -322,7 +329,7 @@ def analyze(model: keras.Model) -> ModelGraph:
 
     _add_functional(dag, functional, prefix="", tensor_source=tensor_source, counter=counter)
     outputs = [tensor_source[id(t)] for t in functional.outputs]
-    return ModelGraph(
+    graph = ModelGraph(
         dag=dag,
         inputs=input_ids,
         outputs=outputs,
@@ -330,6 +337,11 @@ def analyze(model: keras.Model) -> ModelGraph:
         outputs_struct=functional._outputs_struct,
         name=model.name,
     )
+    if open_composites:
+        from kopt.graph.composite import open_composites as open_all
+
+        graph.closed_composites = open_all(graph)
+    return graph
 
 
 def _functional_of(model: Any, role: str) -> Functional:

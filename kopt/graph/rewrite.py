@@ -6,7 +6,7 @@ from typing import Callable
 
 import keras
 
-from kopt.graph.model_graph import analyze
+from kopt.graph.model_graph import ModelGraph, analyze
 from kopt.graph.rebuild import clone_layer
 
 
@@ -16,6 +16,7 @@ def map_layers(
     *,
     clone: bool = True,
     name: str | None = None,
+    graph: ModelGraph | None = None,
 ) -> keras.Model:
     """A new model in which each distinct layer is replaced by ``fn(layer)``.
 
@@ -25,9 +26,10 @@ def map_layers(
     the user's original. A shared layer is replaced once and stays shared; nested
     sub-models are flattened, and a layer whose name another nested layer has too is
     copied under its flattened name (:meth:`ModelGraph.flat_names`) before ``fn`` sees it.
-    ``fn`` must not modify the layer it is given.
+    ``fn`` must not modify the layer it is given. ``graph``: ``analyze(model)`` when the caller
+    has it already (its layers are then the ones ``fn`` sees; it is rewritten in place).
     """
-    graph = analyze(model)
+    graph = analyze(model) if graph is None else graph
     flat_names = graph.flat_names()
     for layer in graph.layers():
         given = layer

@@ -24,13 +24,14 @@ from kopt.core.validation import check_finite_weights
 from kopt.graph import ModelGraph, analyze
 from kopt.graph.model_type import like_input
 from kopt.quantization.config import QuantizeConfig
+from kopt.quantization.decompose import ScaleShift
 from kopt.quantization.ranges import insert_activation_quantizers, plan_ranges
 from kopt.quantization.schemes import Scheme, get_scheme
 from kopt.quantization.transforms import TransformContext, clone_with, replace_calls
 from kopt.quantization.wrapper import ActivationQuantize, ChannelAffine, QuantizeWrapper
 from kopt.technique import coverage
 
-AFFINE_LAYERS = (keras.layers.BatchNormalization, keras.layers.Rescaling, keras.layers.Normalization)
+AFFINE_LAYERS = (keras.layers.BatchNormalization, keras.layers.Rescaling, keras.layers.Normalization, ScaleShift)
 
 
 @dataclass

@@ -16,7 +16,8 @@ from typing import Any, Callable, Mapping, Union
 import keras
 
 from kopt.core.errors import InvalidArgumentTypeError
-from kopt.core.keras_compat import ops_image, ops_nn, ops_numpy
+from kopt.core.keras_compat import ops_image, ops_math, ops_nn, ops_numpy
+from kopt.graph.composite import keep_closed
 from kopt.quantization.config import QuantizeConfig
 from kopt.quantization.quantizers import WeightQuantizer
 
@@ -94,14 +95,18 @@ def register(cls: type, config: ConfigEntry | None = None) -> Any:
         @kopt.quantization.register(MyLayer)
         def my_layer_config(layer):
             return QuantizeConfig(weights={"kernel": WeightQuantizer()}, output="range")
+
+    A registered class is quantized as one layer, so the graph analyzer keeps it closed.
     """
+    if isinstance(cls, type):
+        keep_closed(cls)
     return USER_REGISTRY.register(cls, config)
 
 
 # ----------------------------------------------------------------- activations
 _FUSABLE = {"relu", "relu6", "linear"}
 _FIXED = {"sigmoid", "softmax", "tanh"}
-_OWN_RANGE = {"silu", "swish", "hard_silu", "hard_swish", "hard_sigmoid", "leaky_relu", "relu"}
+_OWN_RANGE = {"silu", "swish", "hard_silu", "hard_swish", "hard_sigmoid", "leaky_relu", "relu", "gelu"}
 
 
 def activation_name(fn: Any) -> str | None:
@@ -185,6 +190,10 @@ def _default_table(weight_bits: int, dense_per_channel: bool) -> dict[type, Conf
 
     def weighted_channels_last(kernel: WeightQuantizer) -> ConfigFactory:
         def factory(layer: keras.Operation) -> QuantizeConfig | None:
+            from kopt.quantization.decompose import is_depthwise_grouped_conv
+
+            if is_depthwise_grouped_conv(layer):  # becomes a DepthwiseConv2D (decompose.grouped_convs_as_depthwise)
+                return QuantizeConfig(weights={"kernel": depthwise_kernel}, output="range", fuses_activation=True)
             if not channels_last(layer) or getattr(layer, "groups", 1) != 1:
                 return None
             return weighted(kernel)(layer)
@@ -247,6 +256,16 @@ def _default_table(weight_bits: int, dense_per_channel: bool) -> dict[type, Conf
     def raw_activation(op: keras.Operation) -> QuantizeConfig:
         return QuantizeConfig(output="range")
 
+    def layer_norm(layer: keras.layers.LayerNormalization) -> QuantizeConfig | None:
+        from kopt.quantization.decompose import is_last_axis_layer_norm
+
+        # written as MEAN/SUB/MUL/RSQRT ops + ScaleShift by decompose.decompose_layer_norms
+        return QuantizeConfig(output="range") if is_last_axis_layer_norm(layer) else None
+
+    def scale_shift(layer: keras.Operation) -> QuantizeConfig:
+        return QuantizeConfig(weights={"kernel": WeightQuantizer(weight_bits, per_channel=True)}, output="range",
+                              fuses_activation=True)
+
     passthrough = QuantizeConfig(output="passthrough")
     shared = QuantizeConfig(output="shared")
     own = QuantizeConfig(output="range")
@@ -258,6 +277,8 @@ def _default_table(weight_bits: int, dense_per_channel: bool) -> dict[type, Conf
         L.Conv2D: weighted_channels_last(conv_kernel),
         L.DepthwiseConv2D: weighted_channels_last(depthwise_kernel),
         L.Dense: weighted(dense_kernel),
+        L.EinsumDense: weighted(tensor_kernel),  # a Dense when it contracts trailing axes (decompose.py)
+        L.LayerNormalization: layer_norm,
         L.Conv1D: conv1d,
         L.Conv2DTranspose: conv2d_transpose,
         L.SeparableConv2D: separable,
@@ -329,7 +350,18 @@ def _default_table(weight_bits: int, dense_per_channel: bool) -> dict[type, Conf
         ops_nn.HardSigmoid: raw_activation,  # lowered as ADD + RELU6 + MUL (kopt.quantization.hard_activations)
         ops_nn.LeakyRelu: raw_activation,
         ops_image.Resize: resize,
+        ops_numpy.Pad: lambda op: passthrough if getattr(op, "mode", "constant") == "constant" else None,
+        ops_numpy.Einsum: own,  # attention scores / context: BATCH_MATMUL of two activations
+        ops_numpy.Matmul: own,
+        ops_math.Rsqrt: own,
+        ops_nn.Gelu: raw_activation,
     }
+    from kopt.graph.parameter import Constant, Parameter
+    from kopt.quantization.decompose import ScaleShift
+
+    table[Parameter] = QuantizeConfig(weights={"value": tensor_kernel}, output="range")
+    table[Constant] = QuantizeConfig(output="none")
+    table[ScaleShift] = scale_shift
     return table
 
 

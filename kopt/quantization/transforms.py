@@ -31,6 +31,7 @@ from kopt.core.errors import InvalidArgumentError
 from kopt.core.layers import is_foldable
 from kopt.graph import ModelGraph, Pattern, find_matches, find_nodes
 from kopt.quantization.config import QuantizeConfig
+from kopt.quantization.decompose import decompose_layer_norms, einsum_dense_as_dense, grouped_convs_as_depthwise
 from kopt.quantization.hard_activations import decompose_hard_activations
 from kopt.quantization.registry import activation_name, layer_activation_fusable
 from kopt.quantization.wrapper import FoldedBatchNorm
@@ -234,6 +235,9 @@ def fold_batch_norms(ctx: TransformContext) -> None:
 
 #: The transforms of the default 8-bit scheme, in order.
 DEFAULT_TRANSFORMS: tuple[Transform, ...] = (
+    grouped_convs_as_depthwise,
+    einsum_dense_as_dense,
+    decompose_layer_norms,
     split_separable_convs,
     split_activations,
     decompose_hard_activations,

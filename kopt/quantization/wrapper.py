@@ -310,6 +310,8 @@ class ChannelAffine(QuantizeWrapper):
             variance = ops.broadcast_to(ops.reshape(ops.cast(layer.variance, "float32"), (-1,)), (channels,))
             a = 1.0 / ops.maximum(ops.sqrt(variance), keras.config.epsilon())
             return a, -mean * a
+        if hasattr(layer, "coefficients"):  # kopt.quantization.decompose.ScaleShift
+            return layer.coefficients()
         raise InvalidArgumentTypeError(f"ChannelAffine cannot compute {type(layer).__name__} layers.")
 
     def _quantized_scale(self, a: Any, training: bool) -> Any:

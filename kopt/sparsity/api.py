@@ -128,17 +128,18 @@ def _prune_model(
     layer_filter: Callable[[keras.layers.Layer], bool] | None = None,
 ) -> tuple[keras.Model, PruningReport]:
     graph = analyze(model)
+    flat = graph.flat_names()  # map_layers hands fn a copy under this name when names clash
     report = PruningReport()
-    calls: dict[int, int] = {}
+    calls: dict[str, int] = {}
     for node in graph.layer_nodes():
-        key = id(graph.layer(node))
+        key = flat[id(graph.layer(node))]
         calls[key] = calls.get(key, 0) + 1
 
-    decisions: dict[int, Any] = {}
+    decisions: dict[str, Any] = {}
     unknown: list[str] = []
     for layer in graph.layers():
         decision = _decide(layer, m_by_n, block_size, report, layer_filter)
-        decisions[id(layer)] = decision
+        decisions[flat[id(layer)]] = decision
         if decision is None and is_unknown_with_weights(layer) and not isinstance(layer, KoptWrapper):
             unknown.append(f"{layer.name} ({type(layer).__name__})")
     if not report.wrapped:
@@ -164,18 +165,18 @@ def _prune_model(
         )
 
     def wrap(layer: keras.layers.Layer) -> keras.layers.Layer | None:
-        if decisions.get(id(layer)) is None:
+        if decisions.get(layer.name) is None:
             return None
         return PruneWrapper(
             clone_layer(layer),
             schedule=schedule,
             m_by_n=m_by_n,
             block_size=block_size,
-            calls_per_step=calls[id(layer)],
+            calls_per_step=calls[layer.name],
             name=f"prune_{layer.name}",
         )
 
-    pruned = like_input(model, map_layers(model, wrap), "prune_low_magnitude")
+    pruned = like_input(model, map_layers(model, wrap, graph=graph), "prune_low_magnitude")
     reasons = {**report.skipped}
     reasons.update({f"{layer}.{weight}": why for layer, dense in report.dense_weights.items() for weight, why in dense.items()})
     report.coverage = coverage.warn_pruning(pruned, reasons=reasons, stacklevel=4)

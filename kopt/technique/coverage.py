@@ -2,7 +2,7 @@
 
 A technique wraps the layers it knows; kernels it cannot see (a Conv2D inside a custom
 composite layer, a layer without a config) stay as they were. This module counts, over every
-kernel of the wrapped model (each float trainable weight of rank >= 2, found through all
+kernel of the wrapped model (each float trainable weight of rank >= 2 but a bias, found through all
 sublayers, so kernels hidden inside composite layers count), which ones the technique's wrappers
 reach, and says which are left and why:
 
@@ -94,6 +94,8 @@ def _own_variables(layer: keras.layers.Layer) -> list[keras.Variable]:
 
 
 def _is_kernel(variable: keras.Variable) -> bool:
+    if variable.name == "bias":  # an EinsumDense bias has rank 2 (heads, key_dim) but is no kernel
+        return False
     return bool(variable.trainable) and len(variable.shape) >= 2 and "float" in str(variable.dtype)
 
 

@@ -32,6 +32,7 @@ SLOW_SECTIONS = (
     "### Custom layers",
     "### Distributed fine-tuning",
     "### Per-layer sensitivity",
+    "### keras-hub backbones",
 )
 
 

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.backends
 
 @keras.saving.register_keras_serializable(package="kopt_tests")
 class ConvDenseBlock(layers.Layer):
-    """A composite layer: owns a Conv2D and a Dense that no technique can see from the graph."""
+    """A composite layer kopt cannot open: its call reads the batch size (``None`` when traced
+    symbolically), so the Conv2D and Dense it owns stay hidden from the graph."""
 
     def __init__(self, filters: int = 32, **kwargs):
         super().__init__(**kwargs)
@@ -28,7 +29,8 @@ class ConvDenseBlock(layers.Layer):
         self.dense.build(tuple(input_shape[:-1]) + (self.filters,))
 
     def call(self, x):
-        return self.dense(keras.ops.relu(self.conv(x)))
+        batch_ones = keras.ops.ones((keras.ops.shape(x)[0], 1, 1, 1))
+        return self.dense(keras.ops.relu(self.conv(x))) * batch_ones
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters}
