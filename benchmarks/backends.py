@@ -179,18 +179,27 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
         "targets": table.TARGETS,
         "backends": {},
     }
-    for backend in args.backends:
-        print(f"[backends] {backend}", flush=True)
-        with tempfile.TemporaryDirectory() as directory:
-            out = Path(directory) / "result.json"
+    results["side_by_side"] = args.parallel
+    with tempfile.TemporaryDirectory() as directory:
+        running = {}
+        for backend in args.backends:
+            print(f"[backends] {backend}", flush=True)
+            out = Path(directory) / f"{backend}.json"
+            jit = not args.no_jit and backend in args.jit_backends
             command = [sys.executable, __file__, "--backend", backend, "--rounds", str(args.rounds),
-                       "--steps", str(args.steps), "--out", str(out)] + (["--no-jit"] if args.no_jit else [])
+                       "--steps", str(args.steps), "--out", str(out)] + ([] if jit else ["--no-jit"])
             env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-            proc = subprocess.run(command, env=env)
-            if proc.returncode != 0 or not out.exists():
-                results["backends"][backend] = {"error": f"exit code {proc.returncode}"}
+            running[backend] = (subprocess.Popen(command, env=env), out, jit)
+            if not args.parallel:
+                running[backend][0].wait()
+        for backend, (proc, out, jit) in running.items():
+            code = proc.wait()
+            if code != 0 or not out.exists():
+                results["backends"][backend] = {"error": f"exit code {code}"}
                 continue
             results["backends"][backend] = json.loads(out.read_text())
+            if not jit:
+                results["backends"][backend]["errors"]["float_jit"] = "not run (--jit-backends / --no-jit)"
     results["environment"]["load_average_end"] = load_average()
     results["misses"] = table.verdicts(results["backends"])
     return results
@@ -214,7 +223,8 @@ def markdown(results: dict[str, Any]) -> str:
         "compile setting (TensorFlow: graph, no XLA on CPU; JAX: jit; PyTorch: eager) and with `jit_compile=True` "
         "(XLA; PyTorch: `torch.compile`). Overheads: variant step / float step of the same backend (default "
         f"setting), median of {rounds} alternated rounds of {steps} batches, in brackets the middle half of the "
-        "per-round ratios.",
+        "per-round ratios." + (" The three backends ran side by side (each process alternates its own variants)."
+                               if results.get("side_by_side") else ""),
         "",
         table.backend_table(results["backends"]),
         "",
@@ -344,6 +354,10 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=0.05, help="--mobilenet: wanted half spread of the QAT ratio")
     parser.add_argument("--steps", type=int, default=3, help="batches per round")
     parser.add_argument("--no-jit", action="store_true", help="skip the jit_compile=True float step")
+    parser.add_argument("--jit-backends", nargs="*", default=list(table.BACKENDS), choices=table.BACKENDS,
+                        help="with --all-backends: where to time the jit_compile=True float step")
+    parser.add_argument("--parallel", action="store_true",
+                        help="with --all-backends: run the backends side by side (each its own paired rounds)")
     parser.add_argument("--out", help="--backend: write the result JSON here")
     args = parser.parse_args()
     if args.mobilenet:
