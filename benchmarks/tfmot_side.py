@@ -15,6 +15,7 @@ Run by compare.py: ``python benchmarks/tfmot_side.py --out <json> [--quick] [--m
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import traceback
@@ -269,7 +270,10 @@ def run_cnn(name: str, protocol: setup.Protocol) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ MobileNetV2 (speed only)
-def run_mobilenet(protocol: setup.Protocol) -> dict[str, Any]:
+MOBILENET_VARIANTS = ("prune", "prune_2x4", "cluster", "qat")
+
+
+def run_mobilenet(protocol: setup.Protocol, variants: tuple[str, ...] = MOBILENET_VARIANTS) -> dict[str, Any]:
     name = "mobilenetv2"
     rng = np.random.default_rng(setup.SEED)
     count = protocol.timing_batch * (protocol.timing_steps + 4)
@@ -289,6 +293,8 @@ def run_mobilenet(protocol: setup.Protocol) -> dict[str, Any]:
         "cluster": lambda m: cluster_wrapped(m),
         "qat": lambda m: quantize_wrapped(m, "default_8bit"),
     }.items():
+        if key not in variants:
+            continue
         try:
             models[key] = compiled(wrap(float_model(name)), protocol.finetune_lr)
             callbacks[key] = stage_callbacks("prune" if key.startswith("prune") else key)
@@ -310,9 +316,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--models", nargs="*", default=list(setup.BUILDERS))
     parser.add_argument("--work", default=str(setup.WORK), help="directory of the data, weights and .tflite files")
+    parser.add_argument("--mobilenet-variants", nargs="*", default=list(MOBILENET_VARIANTS), choices=MOBILENET_VARIANTS,
+                        help="MobileNetV2: the variants to time (benchmarks/backends.py --mobilenet: qat)")
+    for field in ("timing_batch", "timing_rounds", "timing_steps"):
+        parser.add_argument(f"--{field.replace('_', '-')}", type=int, help="override the protocol's (every model)")
     args = parser.parse_args()
     setup.WORK = Path(args.work)
-    protocols = setup.protocols(args.quick)
+    overrides = {f: getattr(args, f) for f in ("timing_batch", "timing_rounds", "timing_steps") if getattr(args, f)}
+    protocols = {k: dataclasses.replace(p, **overrides) for k, p in setup.protocols(args.quick).items()}
     results: dict[str, Any] = {
         "side": "tfmot",
         "versions": {"tensorflow": tf.__version__, "tf_keras": keras.__version__, "tfmot": tfmot.__version__},
@@ -320,7 +331,10 @@ def main() -> None:
         "models": {},
     }
     for name in args.models:
-        results["models"][name] = run_mobilenet(protocols[name]) if name == "mobilenetv2" else run_cnn(name, protocols[name])
+        if name == "mobilenetv2":
+            results["models"][name] = run_mobilenet(protocols[name], tuple(args.mobilenet_variants))
+        else:
+            results["models"][name] = run_cnn(name, protocols[name])
         write_json(os.path.basename(args.out), results, directory=os.path.dirname(os.path.abspath(args.out)))
     print(f"[tfmot] wrote {args.out}")
 

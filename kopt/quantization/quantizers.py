@@ -110,9 +110,11 @@ def fake_quant(
     low, high = ops.stop_gradient(low), ops.stop_gradient(high)
 
     def quantize(values: Any, lo: Any, hi: Any) -> Any:
-        return keras.quantizers.fake_quant_with_min_max_vars(
-            values, lo, hi, num_bits=num_bits, narrow_range=narrow_range, axis=-1 if per_channel else None
-        )
+        if keras.backend.backend() == "tensorflow":  # the FakeQuant op the TFLite converter reads
+            return keras.quantizers.fake_quant_with_min_max_vars(
+                values, lo, hi, num_bits=num_bits, narrow_range=narrow_range, axis=-1 if per_channel else None
+            )
+        return grid_fake_quant(values, lo, hi, num_bits=num_bits, narrow_range=narrow_range, nonnegative=nonnegative)
 
     if not training:
         return quantize(x, low, high)
@@ -129,7 +131,7 @@ def fake_quant(
                 (upstream,) = args
 
             def masked() -> Any:
-                return upstream * ops.cast(inside(values, lo, hi), upstream.dtype)
+                return ops.where(inside(values, lo, hi), upstream, ops.zeros((), upstream.dtype))
 
             if bounds is None:
                 gradient = masked()
@@ -143,6 +145,34 @@ def fake_quant(
     # Without bounds the range stands in for them: the custom gradient takes a fixed set of tensors.
     lower, upper = (low, high) if bounds is None else (ops.stop_gradient(ops.cast(b, "float32")) for b in bounds)
     return straight_through(x, low, high, lower, upper)
+
+
+def grid_fake_quant(
+    x: Any, min_value: Any, max_value: Any, *, num_bits: int = 8, narrow_range: bool = False, nonnegative: bool = False
+) -> Any:
+    """TF FakeQuant's forward arithmetic in ``keras.ops``, for the JAX and PyTorch backends.
+
+    ``keras.quantizers.fake_quant_with_min_max_vars`` off TensorFlow also builds the gradient
+    masks of the range in its forward pass (three more passes over ``x``, unused: kopt supplies
+    its own straight-through gradient) and rounds through the zero point; this is the TF
+    kernel's own sequence: nudge (a no-op on a nudged range, as the op re-nudges too), clamp,
+    shift, ``floor(v / scale + 0.5)``, back to floats as ``(code - zero_point) * scale`` (one rounding,
+    as Keras' generic op does). Ranges broadcast against ``x`` (per last-axis
+    channel when they are vectors). ``nonnegative`` (``x >= 0`` and ``min_value`` exactly 0, a
+    ReLU output's range): the shift by the minimum is skipped, as it adds and subtracts 0.0.
+    """
+    qmin, qmax = quant_bounds(num_bits, narrow_range)
+    low, high = ops.cast(min_value, "float32"), ops.cast(max_value, "float32")
+    steps = float(qmax - qmin)
+    values = ops.convert_to_tensor(x)
+    if nonnegative:  # minimum 0: the zero point is qmin, the nudged maximum steps * scale
+        scale, inverse = high / steps, steps / high
+        return ops.floor(ops.clip(values, 0.0, scale * steps) * inverse + 0.5) * scale
+    scale, inverse = (high - low) / steps, steps / (high - low)
+    zero_point = ops.floor(ops.clip(float(qmin) - low / scale, float(qmin), float(qmax)) + 0.5)
+    offset = float(qmin) - zero_point  # an integer: (code + offset) * scale rounds once
+    low, high = offset * scale, (float(qmax) - zero_point) * scale
+    return (ops.floor((ops.clip(values, low, high) - low) * inverse + 0.5) + offset) * scale
 
 
 class Quantizer:
