@@ -32,7 +32,6 @@ SLOW_SECTIONS = (
     "### Custom layers",
     "### Distributed fine-tuning",
     "### Per-layer sensitivity",
-    "### keras-hub backbones",
 )
 
 
