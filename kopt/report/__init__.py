@@ -5,30 +5,7 @@
 :mod:`~kopt.report.pareto` (the search's Pareto chart). Metrics themselves live in :mod:`kopt.metrics`.
 """
 
-from kopt.report import plots
-from kopt.report.summary import (
-    DeployedLayer,
-    LayerStats,
-    Report,
-    StageReport,
-    compression,
-    deployed_layers,
-    keras_stage,
-    layer_stats,
-    tflite_stage,
-    zipped_bytes,
-)
+from kopt.report import plots, summary
+from kopt.report.summary import *  # noqa: F403  the package's public names are the summary's (kept in one list)
 
-__all__ = [
-    "DeployedLayer",
-    "LayerStats",
-    "Report",
-    "StageReport",
-    "compression",
-    "deployed_layers",
-    "keras_stage",
-    "layer_stats",
-    "plots",
-    "tflite_stage",
-    "zipped_bytes",
-]
+__all__ = ["plots", *summary.__all__]
