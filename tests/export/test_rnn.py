@@ -98,7 +98,8 @@ def test_an_rnn_without_a_fixed_length_is_refused_before_the_converter_runs():
 
 @keras.saving.register_keras_serializable(package="kopt_tests")
 class Encoder(layers.Layer):
-    """A composite layer owning an LSTM (rolled): kopt cannot replace it from the model graph."""
+    """A composite layer owning an LSTM (rolled) that kopt cannot open: its call reads the batch size
+    (``None`` when traced symbolically), so the LSTM stays hidden inside it."""
 
     def __init__(self, units=4, **kwargs):
         super().__init__(**kwargs)
@@ -109,7 +110,7 @@ class Encoder(layers.Layer):
         self.lstm.build(input_shape)
 
     def call(self, x):
-        return self.lstm(x)
+        return self.lstm(x) * keras.ops.ones((keras.ops.shape(x)[0], 1))
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.units)
@@ -127,3 +128,38 @@ def test_a_rolled_rnn_inside_a_composite_layer_fails_in_a_child_process_with_a_c
     x = np.random.default_rng(0).normal(size=(8, 5, 3)).astype("float32")
     with pytest.raises(ConversionError, match=r"(?s)exited with code.*\['lstm.*'\] inside custom layers.*unroll=True"):
         to_tflite(model, representative_data=x)  # this process survives: the converter crashed in a child
+
+
+@keras.saving.register_keras_serializable(package="kopt_tests")
+class OpenEncoder(layers.Layer):
+    """The same composite without the batch-size read: kopt opens it, so its LSTM is lowered unrolled."""
+
+    def __init__(self, units=4, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.lstm = layers.LSTM(units)
+
+    def build(self, input_shape):
+        self.lstm.build(input_shape)
+
+    def call(self, x):
+        return self.lstm(x)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+@pytest.mark.slow
+def test_a_rolled_rnn_inside_a_composite_kopt_opens_lowers_unrolled():
+    inp = keras.Input((5, 3))
+    model = keras.Model(inp, layers.Dense(2)(OpenEncoder(4, name="encoder")(inp)))
+    x = np.random.default_rng(0).normal(size=(8, 5, 3)).astype("float32")
+    try:
+        tflite = to_tflite(model, representative_data=x)
+    except NotFullyIntegerError as error:
+        assert_known_float_split(error)
+        return
+    assert_fully_int8(tflite)
+    output = load_tflite(tflite).main
+    step = float(output.tensors[output.outputs[0]].quantization.scales[0])
+    assert np.abs(run(tflite, x) - model.predict(x, verbose=0)).mean() < 4 * step
