@@ -97,42 +97,8 @@ def test_an_rnn_without_a_fixed_length_is_refused_before_the_converter_runs():
 
 
 @keras.saving.register_keras_serializable(package="kopt_tests")
-class Encoder(layers.Layer):
-    """A composite layer owning an LSTM (rolled) that kopt cannot open: its call reads the batch size
-    (``None`` when traced symbolically), so the LSTM stays hidden inside it."""
-
-    def __init__(self, units=4, **kwargs):
-        super().__init__(**kwargs)
-        self.units = units
-        self.lstm = layers.LSTM(units)
-
-    def build(self, input_shape):
-        self.lstm.build(input_shape)
-
-    def call(self, x):
-        return self.lstm(x) * keras.ops.ones((keras.ops.shape(x)[0], 1))
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.units)
-
-    def get_config(self):
-        return {**super().get_config(), "units": self.units}
-
-
-@pytest.mark.slow
-def test_a_rolled_rnn_inside_a_composite_layer_fails_in_a_child_process_with_a_clear_error():
-    from kopt.export import ConversionError
-
-    inp = keras.Input((5, 3))
-    model = keras.Model(inp, layers.Dense(2)(Encoder(4, name="encoder")(inp)))
-    x = np.random.default_rng(0).normal(size=(8, 5, 3)).astype("float32")
-    with pytest.raises(ConversionError, match=r"(?s)exited with code.*\['lstm.*'\] inside custom layers.*unroll=True"):
-        to_tflite(model, representative_data=x)  # this process survives: the converter crashed in a child
-
-
-@keras.saving.register_keras_serializable(package="kopt_tests")
 class OpenEncoder(layers.Layer):
-    """The same composite without the batch-size read: kopt opens it, so its LSTM is lowered unrolled."""
+    """A composite layer owning an LSTM (rolled) that kopt opens, so its LSTM is lowered unrolled."""
 
     def __init__(self, units=4, **kwargs):
         super().__init__(**kwargs)
@@ -147,6 +113,29 @@ class OpenEncoder(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
+
+
+@keras.saving.register_keras_serializable(package="kopt_tests")
+class Encoder(OpenEncoder):
+    """The same composite, but kopt cannot open it: its call reads the batch size (``None`` when traced
+    symbolically), so the LSTM stays hidden inside it."""
+
+    def call(self, x):
+        return self.lstm(x) * keras.ops.ones((keras.ops.shape(x)[0], 1))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.units)
+
+
+@pytest.mark.slow
+def test_a_rolled_rnn_inside_a_composite_layer_fails_in_a_child_process_with_a_clear_error():
+    from kopt.export import ConversionError
+
+    inp = keras.Input((5, 3))
+    model = keras.Model(inp, layers.Dense(2)(Encoder(4, name="encoder")(inp)))
+    x = np.random.default_rng(0).normal(size=(8, 5, 3)).astype("float32")
+    with pytest.raises(ConversionError, match=r"(?s)exited with code.*\['lstm.*'\] inside custom layers.*unroll=True"):
+        to_tflite(model, representative_data=x)  # this process survives: the converter crashed in a child
 
 
 @pytest.mark.slow
