@@ -62,6 +62,19 @@ def test_lstm_classifier_lowers_to_int8_and_keeps_its_accuracy_in_litert():
     assert np.mean(lite.argmax(-1) == model.predict(x[1400:], verbose=0).argmax(-1)) >= 0.97
 
 
+def assert_lowers_int8_close_to_keras(model, x):
+    """Fully int8 and within 4 output steps of Keras on average, or the converter's known float-SPLIT gap."""
+    try:
+        tflite = to_tflite(model, representative_data=x)
+    except NotFullyIntegerError as error:
+        assert_known_float_split(error)
+        return
+    assert_fully_int8(tflite)
+    output = load_tflite(tflite).main
+    step = float(output.tensors[output.outputs[0]].quantization.scales[0])
+    assert np.abs(run(tflite, x) - model.predict(x, verbose=0)).mean() < 4 * step
+
+
 def test_gru_and_bidirectional_lstm_lower_and_run_or_name_the_converters_float_split():
     """Fully int8 and close to Keras, or the one known converter gap, named (README: not every RNN lowers yet).
 
@@ -77,15 +90,7 @@ def test_gru_and_bidirectional_lstm_lower_and_run_or_name_the_converters_float_s
     assert rolled_recurrent_layers(unrolled) == []
     x = np.random.default_rng(0).normal(size=(40, 6, 3)).astype("float32")
     np.testing.assert_allclose(unrolled.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
-    try:
-        tflite = to_tflite(model, representative_data=x)
-    except NotFullyIntegerError as error:
-        assert_known_float_split(error)
-        return
-    assert_fully_int8(tflite)
-    output = load_tflite(tflite).main
-    step = float(output.tensors[output.outputs[0]].quantization.scales[0])
-    assert np.abs(run(tflite, x) - model.predict(x, verbose=0)).mean() < 4 * step
+    assert_lowers_int8_close_to_keras(model, x)
 
 
 def test_an_rnn_without_a_fixed_length_is_refused_before_the_converter_runs():
@@ -143,12 +148,4 @@ def test_a_rolled_rnn_inside_a_composite_kopt_opens_lowers_unrolled():
     inp = keras.Input((5, 3))
     model = keras.Model(inp, layers.Dense(2)(OpenEncoder(4, name="encoder")(inp)))
     x = np.random.default_rng(0).normal(size=(8, 5, 3)).astype("float32")
-    try:
-        tflite = to_tflite(model, representative_data=x)
-    except NotFullyIntegerError as error:
-        assert_known_float_split(error)
-        return
-    assert_fully_int8(tflite)
-    output = load_tflite(tflite).main
-    step = float(output.tensors[output.outputs[0]].quantization.scales[0])
-    assert np.abs(run(tflite, x) - model.predict(x, verbose=0)).mean() < 4 * step
+    assert_lowers_int8_close_to_keras(model, x)
