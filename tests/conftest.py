@@ -34,6 +34,12 @@ E2E_FILES = {
 }
 
 
+def pytest_configure(config):
+    # kopt's own warnings are errors unless a test expects them (``pytest.warns``) or says why it ignores them:
+    # a warning nobody asserted is a no-op, a coverage gap or a wrong model that went unnoticed.
+    config.addinivalue_line("filterwarnings", "error::kopt.core.errors.KoptWarning")
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("slow") or item.path.name in E2E_FILES:
@@ -52,3 +58,16 @@ def _seed():
     keras.utils.set_random_seed(1234)
     yield
     keras.backend.clear_session()
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_registrations():
+    """A test that registers a scheme or a technique by name must remove it: names are global, so a
+    leaked one changes what later tests see (the policy schema test once failed only in suite order)."""
+    import kopt
+    from kopt.technique.registry import technique_names
+
+    schemes, techniques = kopt.quantization.available_schemes(), technique_names()
+    yield
+    assert kopt.quantization.available_schemes() == schemes, "the test left a quantization scheme registered"
+    assert technique_names() == techniques, "the test left a technique registered"

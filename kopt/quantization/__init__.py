@@ -39,6 +39,7 @@ from kopt.quantization.schemes import (
     get_scheme,
     int16x8_scheme,
     register_scheme,
+    unregister_scheme,
 )
 from kopt.quantization.settings import QuantizeSettings
 from kopt.quantization.technique import QUANTIZATION
@@ -80,4 +81,5 @@ __all__ = [
     "quantize_model",
     "register",
     "register_scheme",
+    "unregister_scheme",
 ]

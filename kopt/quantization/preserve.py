@@ -47,7 +47,7 @@ from kopt.core.errors import InvalidArgumentError, InvalidArgumentTypeError, Not
 from kopt.core.initializers import HostArray
 from kopt.core.layers import channel_axes_of
 from kopt.quantization.quantizers import Quantizer, WeightQuantizer, deserialize, serialize
-from kopt.quantization.schemes import Scheme, get_scheme, register_scheme
+from kopt.quantization.schemes import Scheme, get_scheme, register_built_in_scheme
 
 #: Most distinct values per channel a kernel may have and still count as clustered (an int8
 #: channel holds at most 255 values, so preserving more would be meaningless).
@@ -352,9 +352,9 @@ def prune_cluster_preserve_scheme(
     return cluster_preserve_scheme(base, preserve_sparsity=True, max_clusters=max_clusters, per_channel=per_channel)
 
 
-register_scheme("prune_preserve", prune_preserve_scheme)
-register_scheme("cluster_preserve", cluster_preserve_scheme)
-register_scheme("prune_cluster_preserve", prune_cluster_preserve_scheme)
+register_built_in_scheme("prune_preserve", prune_preserve_scheme)
+register_built_in_scheme("cluster_preserve", cluster_preserve_scheme)
+register_built_in_scheme("prune_cluster_preserve", prune_cluster_preserve_scheme)
 
 __all__ = [
     "MAX_CLUSTERS",

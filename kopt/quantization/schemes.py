@@ -114,7 +114,8 @@ def int16x8_scheme() -> Scheme:
     return default_8bit_scheme(activation_bits=16)
 
 
-_SCHEMES: dict[str, Callable[[], Scheme]] = {"default_8bit": default_8bit_scheme, "int16x8": int16x8_scheme}
+_BUILT_IN_SCHEMES: dict[str, Callable[[], Scheme]] = {"default_8bit": default_8bit_scheme, "int16x8": int16x8_scheme}
+_SCHEMES: dict[str, Callable[[], Scheme]] = dict(_BUILT_IN_SCHEMES)
 
 
 def register_scheme(name: str, factory: Callable[[], Scheme]) -> None:
@@ -122,6 +123,21 @@ def register_scheme(name: str, factory: Callable[[], Scheme]) -> None:
     if not isinstance(name, str) or not name:
         raise InvalidArgumentError(f"A scheme name must be a non-empty string, got {name!r}.")
     _SCHEMES[name] = factory
+
+
+def register_built_in_scheme(name: str, factory: Callable[[], Scheme]) -> None:
+    """Register a scheme kopt itself ships (``unregister_scheme`` refuses to remove it)."""
+    register_scheme(name, factory)
+    _BUILT_IN_SCHEMES[name] = factory
+
+
+def unregister_scheme(name: str) -> None:
+    """Forget a scheme added with :func:`register_scheme` (built-in schemes stay)."""
+    if name in _BUILT_IN_SCHEMES:
+        raise InvalidArgumentError(f"{name!r} is a built-in scheme and cannot be unregistered.")
+    if name not in _SCHEMES:
+        raise InvalidArgumentError(f"No scheme named {name!r} is registered. Registered: {available_schemes()}.")
+    del _SCHEMES[name]
 
 
 def available_schemes() -> list[str]:

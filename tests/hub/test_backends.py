@@ -35,7 +35,7 @@ def test_prune_cluster_and_qat_train_and_change_the_kernels(build):
     y = np.arange(8) % 4
     wrapped = {
         "prune": kopt.sparsity.prune_low_magnitude(model, ConstantSparsity(0.5, begin_step=0, frequency=1)),
-        "cluster": kopt.clustering.cluster_weights(model, 8),
+        "cluster": kopt.clustering.cluster_weights(model, 8, per_channel=True),  # BN-fed convs: per channel
         "qat": kopt.quantization.quantize_model(model),
     }
     for technique, trained in wrapped.items():

@@ -85,8 +85,7 @@ def test_cluster_preserving_qat_checks_each_layer_against_its_planned_clusters()
 
 
 def test_a_registered_scheme_can_be_named_in_a_policy(tmp_path):
-    from kopt.quantization import default_8bit_scheme, register_scheme
-    from kopt.quantization.schemes import _SCHEMES
+    from kopt.quantization import default_8bit_scheme, register_scheme, unregister_scheme
 
     with pytest.raises(PolicyError, match=r"Unknown quantize.scheme 'per_channel_dense'.*register_scheme"):
         QuantizeSettings(scheme="per_channel_dense")
@@ -101,4 +100,4 @@ def test_a_registered_scheme_can_be_named_in_a_policy(tmp_path):
         assert not any(q.per_channel for layer in kopt.quantization.quantize_model(model).layers
                        if hasattr(layer, "quantize_config") for q in layer.quantize_config.weights.values())
     finally:
-        _SCHEMES.pop("per_channel_dense")
+        unregister_scheme("per_channel_dense")

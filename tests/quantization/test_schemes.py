@@ -78,10 +78,20 @@ def test_scheme_options():
     assert "default_8bit" in kq.available_schemes()
 
 
-def test_register_scheme_by_name():
+def test_register_scheme_by_name_and_unregister_it():
     kq.register_scheme("test_last_value", lambda: kq.default_8bit_scheme(activation_mode="last_value"))
-    inp = keras.Input((4,))
-    q = quantize_model(keras.Model(inp, layers.Dense(2)(inp)), scheme="test_last_value")
-    assert all(l.quantizer.mode == "last_value" for l in q.layers if isinstance(l, kq.ActivationQuantize))
+    try:
+        inp = keras.Input((4,))
+        q = quantize_model(keras.Model(inp, layers.Dense(2)(inp)), scheme="test_last_value")
+        assert all(l.quantizer.mode == "last_value" for l in q.layers if isinstance(l, kq.ActivationQuantize))
+    finally:
+        kq.unregister_scheme("test_last_value")
+    assert "test_last_value" not in kq.available_schemes()
+    with pytest.raises(ValueError, match="test_last_value"):
+        kq.get_scheme("test_last_value")
+    with pytest.raises(ValueError, match="built-in"):
+        kq.unregister_scheme("default_8bit")
+    with pytest.raises(ValueError, match="built-in"):
+        kq.unregister_scheme("prune_cluster_preserve")
     with pytest.raises(ValueError, match="name"):
         kq.register_scheme("", lambda: None)

@@ -6,6 +6,7 @@ import pytest
 
 from kopt.core.errors import InvalidArgumentError, UnsupportedLayerError, UnsupportedModelError
 from kopt.sparsity import ConstantSparsity, PruneWrapper, PruningReport, prune_low_magnitude
+from kopt.technique.coverage import CoverageWarning
 from tests.sparsity.sparsity_testing import MyDense, Scale
 
 
@@ -60,7 +61,8 @@ def test_m_by_n_report_for_a_cnn():
     x = keras.layers.Conv2D(8, 3, name="stem")(inputs)  # 3 input channels: cannot be 2:4
     x = keras.layers.SeparableConv2D(8, 3, name="sep")(x)
     outputs = keras.layers.Dense(4, name="head")(keras.layers.Flatten()(x))
-    _, report = prune_low_magnitude(keras.Model(inputs, outputs), m_by_n=(2, 4), return_report=True)
+    with pytest.warns(CoverageWarning, match=r"(?s)576/864 kernel weights.*'stem'.*'sep'"):
+        _, report = prune_low_magnitude(keras.Model(inputs, outputs), m_by_n=(2, 4), return_report=True)
     assert "input-channel count 3" in report.skipped["stem"]
     assert report.wrapped == {"sep": ["pointwise_kernel"], "head": ["kernel"]}
     assert "no input-channel" in report.dense_weights["sep"]["depthwise_kernel"]

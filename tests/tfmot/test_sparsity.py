@@ -13,6 +13,7 @@ import kopt
 from kopt import tfmot
 from kopt.core.errors import KoptError, UnsupportedLayerError
 from kopt.sparsity import PruneWrapper
+from kopt.technique.coverage import CoverageWarning
 from tests.tfmot.tfmot_testing import (
     UnknownWeighted,
     compile_model,
@@ -148,7 +149,8 @@ def xnnpack_model(middle: keras.layers.Layer | None = None) -> keras.Model:
 
 
 def test_prune_for_latency_on_xnnpack_prunes_only_1x1_convs():
-    pruned = sk.prune_low_magnitude(xnnpack_model(), pruning_policy=sk.PruneForLatencyOnXNNPack())
+    with pytest.warns(CoverageWarning, match="excluded by layer_filter"):  # the policy leaves 3 kernels dense: said
+        pruned = sk.prune_low_magnitude(xnnpack_model(), pruning_policy=sk.PruneForLatencyOnXNNPack())
     wrapped = sorted(layer.layer.name for layer in pruned.layers if isinstance(layer, PruneWrapper))
     assert wrapped == ["expand", "project"]
 
@@ -219,6 +221,7 @@ def test_a_custom_pruning_policy_is_checked_then_picks_layers():
         def ensure_model_supports_pruning(self, model):
             DenseOnly.checked = True
 
-    pruned = sk.prune_low_magnitude(small_cnn(), pruning_policy=DenseOnly())
+    with pytest.warns(CoverageWarning, match=r"(?s)'conv' Conv2D.*excluded by layer_filter"):
+        pruned = sk.prune_low_magnitude(small_cnn(), pruning_policy=DenseOnly())
     assert DenseOnly.checked
     assert [isinstance(layer, PruneWrapper) for layer in pruned.layers] == [False, False, False, True]
