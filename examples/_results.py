@@ -18,8 +18,10 @@ def environment_line() -> str:
         import tensorflow as tf
 
         versions.insert(1, f"TensorFlow {tf.__version__}")
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     return (f"Measured with {', '.join(versions)}, Python {platform.python_version()} on "
-            f"{platform.machine()}, {os.cpu_count()} CPU(s).")
+            f"{platform.machine()}, {os.cpu_count()} CPU(s); load average (1, 5, 15 min) at the end: {load}"
+            " (wall times grow with it).")
 
 
 def write_results(name: str, title: str, table: str, notes: str = "") -> Path:

@@ -24,6 +24,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from kopt.core.backend import branches_on_host
 from kopt.core.errors import InvalidArgumentError, KoptWarning, UnsupportedLayerError
 from kopt.core.substitution import call_with_weights
 from kopt.sparsity.masks import check_m_by_n, m_by_n_mask, magnitude_mask
@@ -145,9 +146,13 @@ class PruneWrapper(KoptWrapper):
         """One training call: update masks if the schedule says so, count the step, return masks."""
         count = ops.convert_to_tensor(self.pruning_step)
         step = ops.floor_divide(count, self.calls_per_step) if self.calls_per_step > 1 else count
-        update, sparsity = self.schedule(step)
+        update = self.schedule.update_tensor(step)
         if self.calls_per_step > 1:
             update = ops.logical_and(update, ops.equal(ops.mod(count, self.calls_per_step), 0))
+        if branches_on_host() and not bool(ops.convert_to_numpy(update)):
+            self.pruning_step.assign(count + 1)
+            return [ops.convert_to_tensor(mask) for mask in self.masks]  # PyTorch: no mask is due, nothing to copy
+        sparsity = self.schedule.sparsity_tensor(step)
         current = [ops.convert_to_tensor(mask) for mask in self.masks]
         new_masks = ops.cond(
             update,
@@ -157,7 +162,7 @@ class PruneWrapper(KoptWrapper):
         new_masks = [ops.stop_gradient(m) for m in new_masks]
         for variable, value in zip(self.masks, new_masks):
             variable.assign(value)
-        self.pruning_step.assign(count + 1)
+        self.pruning_step.assign(count + 1)  # last: on PyTorch `count` (and `step`) may view the variable
         return new_masks
 
     def transformed_weights(self, training: bool = False) -> list[tuple[keras.Variable, Any]]:
