@@ -114,6 +114,18 @@ def test_layer_norm_on_a_constant_token_trains_finite_and_matches_int8_tflite(tm
     assert steps.max() <= 2.0 + 1e-3, steps.max()
     assert steps[:, :2].max() <= 1.0 + 1e-3, steps[:, :2].max()
 
+    # TFLite's rule itself: a zero input code gives the output maximum, not the value of the smallest code.
+    # With an input step of 1.0 (code 1 -> rsqrt 1.0) and an output range up to 100 the two are far apart: token 1
+    # becomes its centered values (0.1 - 0.2) times 100, clipped to the range of the normalized tensor.
+    (epsilon_quant,) = [l for l in qat.layers if isinstance(l, ActivationQuantize) and l.name.endswith("epsilon_quant")]
+    epsilon_quant.weights[0].assign(np.array([0.0, 255.0, 1.0], "float32"))
+    rsqrt_quant.weights[0].assign(np.array([0.0, 100.0, 1.0], "float32"))
+    wide = np.asarray(qat.predict(x, verbose=0))
+    assert np.abs(wide[:, 1]).max() > 1.0  # code 1's rsqrt (1.0) would give at most |centered| ~ 0.3
+    np.testing.assert_allclose(run(to_tflite(qat), x)[:, :2], wide[:, :2], atol=step + 1e-6)
+
     qat.save(tmp_path / "qat.keras")  # SaturatingRsqrt and the saturating quantizer round-trip
     loaded = keras.saving.load_model(tmp_path / "qat.keras")
-    np.testing.assert_allclose(np.asarray(loaded.predict(x, verbose=0)), out, atol=1e-6)
+    assert any(isinstance(l, SaturatingRsqrt) for l in loaded.layers)
+    assert any(isinstance(l, ActivationQuantize) and l.quantizer.saturating for l in loaded.layers)
+    np.testing.assert_allclose(np.asarray(loaded.predict(x, verbose=0)), wide, atol=1e-6)
