@@ -7,8 +7,8 @@
   (MultiHeadAttention's projections) -> ``Reshape`` + ``Dense`` + ``Reshape``, so the
   converter emits one FULLY_CONNECTED whose kernel and bias are int8/int32;
 * :func:`decompose_layer_norms` — ``LayerNormalization`` over the last axis -> MEAN, SUB,
-  MUL, MEAN, ADD, RSQRT, MUL and a per-channel :class:`ScaleShift` (gamma, beta), each
-  output with its own range: the converter's fused form leaves a float NEG.
+  MUL, MEAN, ADD, RSQRT (:class:`SaturatingRsqrt`), MUL and a per-channel :class:`ScaleShift`
+  (gamma, beta), each output with its own range: the converter's fused form leaves a float NEG.
 
 Each keeps the float function (up to float rounding).
 """
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 
-from kopt.core.keras_compat import ops_math, ops_numpy
+from kopt.core.keras_compat import ops_numpy
 from kopt.graph import find_nodes
 
 if TYPE_CHECKING:
@@ -58,6 +58,44 @@ class ScaleShift(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "channels": self.channels, "center": self.center, "scale": self.scale}
+
+
+@keras.saving.register_keras_serializable(package="kopt")
+class SaturatingRsqrt(keras.layers.Layer):
+    """``1 / sqrt(x)`` of a decomposed LayerNormalization, saturating where TFLite's int8 RSQRT does.
+
+    Its input (variance + epsilon) is fake-quantized, so it is either 0 or at least one step
+    of the input range. A near-constant token (DeiT's class and distillation tokens) has a
+    variance + epsilon far below that step: it quantizes to 0. TFLite's int8 RSQRT kernel
+    (``RsqrtEvalQuantized``) maps an input code equal to the zero point to the output's
+    maximum code ("any value close to 0 represents the max output value"); a plain float
+    ``rsqrt(0)`` is ``inf``, whose range and gradient turn QAT into NaN.
+
+    * Inference (what the converter reads): ``rsqrt(x)``, one RSQRT op. ``rsqrt(0) = inf``,
+      and the output's fake-quant clamps it to the range maximum — TFLite's saturation.
+    * Training: the same values, ``inf`` where ``x <= 0``, written so that the gradient stays
+      finite (``rsqrt`` is never evaluated at 0; a saturated entry gets gradient 0, as
+      TFLite's output there does not depend on the input). The output's activation
+      quantizer is ``saturating`` (:mod:`kopt.quantization.ranges` sets it from
+      :attr:`saturating_output`): it quantizes ``inf`` to its maximum and learns its range
+      from the finite values only.
+
+    Away from 0 the values are those of ``keras.ops.rsqrt``, bit for bit.
+    """
+
+    #: The output holds ``+inf`` where the int8 kernel saturates to the output's maximum.
+    saturating_output = True
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        x = keras.ops.convert_to_tensor(inputs)
+        if not training:
+            return keras.ops.rsqrt(x)
+        positive = keras.ops.greater(x, 0.0)
+        finite = keras.ops.rsqrt(keras.ops.where(positive, x, keras.ops.ones_like(x)))
+        return keras.ops.where(positive, finite, keras.ops.full_like(x, float("inf")))
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
 
 
 # ------------------------------------------------------------ grouped convs
@@ -179,7 +217,7 @@ def _layer_norm_functional(layer: keras.layers.LayerNormalization, spec: keras.K
     squared = ops_numpy.Multiply(name=f"{name}_squared")(centered, centered)
     variance = ops_numpy.Mean(axis=-1, keepdims=True, name=f"{name}_variance")(squared)
     variance = ops_numpy.Add(name=f"{name}_epsilon")(variance, float(layer.epsilon))
-    inverse = ops_math.Rsqrt(name=f"{name}_rsqrt")(variance)
+    inverse = SaturatingRsqrt(name=f"{name}_rsqrt")(variance)
     normalized = ops_numpy.Multiply(name=f"{name}_normalized")(centered, inverse)
     affine = ScaleShift(channels, center=layer.center, scale=layer.scale, name=layer.name)
     affine.set_weights([np.asarray(keras.ops.convert_to_numpy(w)) for w in (layer.gamma, layer.beta) if w is not None])

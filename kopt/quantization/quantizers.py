@@ -292,6 +292,13 @@ class ActivationQuantizer(Quantizer):
     per tensor in each forward pass, the batch ranges of the calls are united, and the
     stored range is updated once, on the last call.
 
+    ``saturating=True`` serves the output of an op whose int8 TFLite kernel saturates where its float
+    result is infinite (:class:`~kopt.quantization.decompose.SaturatingRsqrt`: TFLite's int8 RSQRT maps an
+    input code of 0 to the output's maximum code). A ``+inf`` entry then stands for the range maximum: in
+    training it is quantized to it (no gradient) and left out of the range update, which learns from the
+    finite values only (an infinite maximum would turn every later step into NaN); in inference the
+    fake-quant op clamps it to the maximum by itself, so no op is added to what the converter reads.
+
     ``symmetric=True`` quantizes to ``[-m, m]`` with ``m`` the larger magnitude of the range, on
     the narrow grid (zero point 0): TFLite's 16x8 scheme, whose int16 activations are symmetric.
     ``num_bits=16`` requires it (the ``"int16x8"`` scheme); the converter then writes int16
@@ -314,6 +321,7 @@ class ActivationQuantizer(Quantizer):
         num_calls: int = 1,
         nonnegative: bool = False,
         symmetric: bool = False,
+        saturating: bool = False,
     ):
         if isinstance(num_bits, bool) or not isinstance(num_bits, int) or not (2 <= num_bits <= 8 or num_bits == 16):
             raise InvalidArgumentError(f"ActivationQuantizer num_bits must be an int in [2, 8] or 16, got {num_bits!r}.")
@@ -338,12 +346,17 @@ class ActivationQuantizer(Quantizer):
         self.num_calls = num_calls
         self.nonnegative = bool(nonnegative)
         self.symmetric = bool(symmetric)
+        self.saturating = bool(saturating)
 
-    def with_calls(self, num_calls: int, nonnegative: bool | None = None) -> "ActivationQuantizer":
+    def with_calls(
+        self, num_calls: int, nonnegative: bool | None = None, saturating: bool | None = None
+    ) -> "ActivationQuantizer":
         """The same quantizer serving ``num_calls`` tensors that share one range."""
-        changes = {"num_calls": num_calls}
+        changes: dict[str, Any] = {"num_calls": num_calls}
         if nonnegative is not None:
             changes["nonnegative"] = nonnegative
+        if saturating is not None:
+            changes["saturating"] = saturating
         return ActivationQuantizer(**{**self.get_config(), **changes})
 
     # Layout of the single state variable: one variable (not six) keeps model building and
@@ -382,15 +395,23 @@ class ActivationQuantizer(Quantizer):
                 low, high = symmetric_nudged_range(ops.maximum(-low, high), self.num_bits)
                 return fake_quant(x, low, high, num_bits=self.num_bits, narrow_range=True, nudged=True)
             return fake_quant(x, low, high, num_bits=self.num_bits, narrow_range=False)
-        low, high, bounds = self._update(x, state)
+        saturated = None
+        if self.saturating:
+            x = ops.convert_to_tensor(x)
+            saturated = ops.equal(x, float("inf"))
+            # 0.0 is inside every range (_containing_zero): the range is learnt from the finite values only.
+            low, high, bounds = self._update(ops.where(saturated, ops.zeros_like(x), x), state)
+        else:
+            low, high, bounds = self._update(x, state)
         if self.symmetric:
             low, high = symmetric_nudged_range(ops.maximum(-low, high), self.num_bits)
-            return fake_quant(x, low, high, num_bits=self.num_bits, narrow_range=True, nonnegative=self.nonnegative,
-                              nudged=True, training=True, bounds=bounds)
+            return fake_quant(_saturate(x, saturated, high), low, high, num_bits=self.num_bits, narrow_range=True,
+                              nonnegative=self.nonnegative, nudged=True, training=True, bounds=bounds)
         if self.nonnegative:  # the updated minimum is exactly 0.0 (see _update)
             low, high = nonnegative_nudged_range(high, self.num_bits)
         else:
             low, high = nudged_range(low, high, self.num_bits, narrow_range=False)
+        x = _saturate(x, saturated, high)
         return fake_quant(
             x,
             low,
@@ -477,7 +498,17 @@ class ActivationQuantizer(Quantizer):
             "num_calls": self.num_calls,
             "nonnegative": self.nonnegative,
             "symmetric": self.symmetric,
+            "saturating": self.saturating,
         }
+
+
+def _saturate(x: Any, saturated: Any, high: Any) -> Any:
+    """``x`` with its saturated (``+inf``) entries replaced by the range maximum ``high``, as a constant:
+    they get no gradient (the int8 kernel's output there does not depend on its input). Inside the range,
+    the straight-through mask keeps them, so ``fake_quant``'s ``bounds`` shortcut gives the same gradient."""
+    if saturated is None:
+        return x
+    return ops.where(saturated, ops.cast(ops.stop_gradient(high), x.dtype), x)
 
 
 def _containing_zero(low: Any, high: Any) -> tuple[Any, Any]:

@@ -16,6 +16,8 @@ an :class:`ActivationQuantize` and which must share one:
   needs no requantization and the trained ranges are what the converter uses
   (TFMOT issue #1053);
 * a ``"fixed"`` node's output (softmax, sigmoid, tanh) gets none: TFLite imposes it;
+* a tensor whose producer has ``saturating_output`` (a decomposed LayerNorm's RSQRT) gets a
+  ``saturating`` quantizer, which reads ``+inf`` as its range maximum;
 * a tensor produced by a float (unquantized) node or a model input gets a fake-quant
   when a quantized node consumes it, so the quantized op has an input scale.
 """
@@ -44,6 +46,7 @@ class RangePlan:
     groups: list[list[Tensor]]
     fused: list[str]
     nonnegative: list[bool] = field(default_factory=list)
+    saturating: list[bool] = field(default_factory=list)
 
     @property
     def shared(self) -> list[list[Tensor]]:
@@ -130,7 +133,8 @@ def plan_ranges(
         planned.append(sorted(sites, key=lambda t: (dag.nodes[t[0]]["order"], t[1])))
     planned.sort(key=lambda g: (dag.nodes[g[0][0]]["order"], g[0][1]))
     nonnegative = [all(has_nonnegative_output(graph.layer(node)) for node, _ in group) for group in planned]
-    return RangePlan(groups=planned, fused=fused, nonnegative=nonnegative)
+    saturating = [any(_has_saturating_output(graph.layer(node)) for node, _ in group) for group in planned]
+    return RangePlan(groups=planned, fused=fused, nonnegative=nonnegative, saturating=saturating)
 
 
 def insert_activation_quantizers(graph: ModelGraph, plan: RangePlan, quantizer: ActivationQuantizer) -> list[str]:
@@ -145,10 +149,17 @@ def insert_activation_quantizers(graph: ModelGraph, plan: RangePlan, quantizer: 
             name, k = f"{base}_{k}", k + 1
         used_names.add(name)
         nonnegative = plan.nonnegative[position] if plan.nonnegative else False
-        layer = ActivationQuantize(quantizer.with_calls(len(group), nonnegative), name=name)
+        saturating = plan.saturating[position] if plan.saturating else False
+        layer = ActivationQuantize(quantizer.with_calls(len(group), nonnegative, saturating), name=name)
         for node, index in group:
             inserted.append(graph.insert_after(node, layer, output_index=index, name=name))
     return inserted
+
+
+def _has_saturating_output(layer: keras.Operation) -> bool:
+    """The layer writes ``+inf`` where its int8 TFLite kernel saturates (``saturating_output``, e.g.
+    :class:`~kopt.quantization.decompose.SaturatingRsqrt`): its range must be learnt from finite values."""
+    return bool(getattr(layer, "saturating_output", False))
 
 
 def _is_float(tensor: keras.KerasTensor) -> bool:

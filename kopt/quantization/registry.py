@@ -357,11 +357,12 @@ def _default_table(weight_bits: int, dense_per_channel: bool) -> dict[type, Conf
         ops_nn.Gelu: raw_activation,
     }
     from kopt.graph.parameter import Constant, Parameter
-    from kopt.quantization.decompose import ScaleShift
+    from kopt.quantization.decompose import SaturatingRsqrt, ScaleShift
 
     table[Parameter] = QuantizeConfig(weights={"value": tensor_kernel}, output="range")
     table[Constant] = QuantizeConfig(output="none")
     table[ScaleShift] = scale_shift
+    table[SaturatingRsqrt] = own  # a decomposed LayerNormalization's RSQRT (its output range is saturating)
     return table
 
 
