@@ -25,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 from _results import write_results  # noqa: E402
-from collaborative_mnist1d import build_model, float_tflite, keras_accuracy, load_data  # noqa: E402
+from collaborative_mnist1d import build_model, float_tflite, keras_accuracy, load_data, train_baseline  # noqa: E402
 
 import kopt  # noqa: E402
 from kopt.export import evaluate, zipped_size  # noqa: E402
@@ -49,8 +49,7 @@ def main() -> None:
     x_train, y_train = x_all[: -args.validation], y_all[: -args.validation]
     x_val, y_val = x_all[-args.validation :], y_all[-args.validation :]
     model = build_model(x_train.shape[1])
-    model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x_train, y_train, epochs=args.baseline_epochs, batch_size=64, verbose=0)
+    train_baseline(model, x_train, y_train, args.baseline_epochs)
     float_test = keras_accuracy(model, x_test, y_test)
     float_zipped = zipped_size(float_tflite(model))
     print(f"float: {model.count_params():,} parameters, held-out accuracy {float_test:.2%}, zipped .tflite "

@@ -2,16 +2,22 @@
 # The test suite: ruff, then every test under the TensorFlow backend and the backend-agnostic tests
 # (marker `backends`) under JAX and PyTorch. The three passes run side by side (each leaves cores idle
 # for long stretches: compilation, subprocesses); a progress line per backend is printed every minute,
-# and the full logs in order when all are done. Extra arguments go to every pytest run.
+# and the full logs in order when all are done. The TensorFlow pass, which runs every test, is split over
+# KOPT_TEST_WORKERS pytest-xdist workers (default 2; a file's tests stay in one worker). Extra arguments go
+# to every pytest run.
 KOPT_EXTRAS=test,examples,jax,torch source "$(dirname "$0")/_env.sh"
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-3}"
 echo "=== ruff check"
 ruff check kopt tests benchmarks examples
 status=0
 backends=(tensorflow jax torch)
 logs="$(mktemp -d)"
 pids=()
+workers="${KOPT_TEST_WORKERS:-2}"
 for backend in "${backends[@]}"; do
-  KERAS_BACKEND=$backend python -m pytest -q -p no:cacheprovider "$@" > "$logs/$backend.log" 2>&1 &
+  split=()
+  if [ "$backend" = tensorflow ] && [ "$workers" -gt 1 ]; then split=(-n "$workers" --dist loadfile); fi
+  KERAS_BACKEND=$backend python -m pytest -q -p no:cacheprovider "${split[@]}" "$@" > "$logs/$backend.log" 2>&1 &
   pids+=($!)
 done
 progress() {

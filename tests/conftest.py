@@ -10,6 +10,7 @@ quick loop.
 """
 
 import os
+import pathlib
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -19,19 +20,20 @@ import pytest  # noqa: E402
 
 BACKEND = keras.backend.backend()
 
-#: Test files that exercise whole paths (optimize, the search, the CLI, TFLite round trips of real models).
+#: Test files (paths from the repository root) that exercise whole paths (optimize, the search, the CLI, TFLite round trips of real models).
 E2E_FILES = {
-    "test_api.py",
-    "test_cli.py",
-    "test_reliability.py",
-    "test_guides.py",
-    "test_runner.py",
-    "test_search.py",
-    "test_budget.py",
-    "test_edgetpu_kopt_models.py",
-    "test_collaborative_tflite.py",
-    "test_distributed.py",
+    "tests/test_api.py",
+    "tests/test_cli.py",
+    "tests/test_reliability.py",
+    "tests/tfmot/test_guides.py",
+    "tests/pipeline/test_runner.py",
+    "tests/search/test_search.py",
+    "tests/search/test_budget.py",
+    "tests/export/test_edgetpu_kopt_models.py",
+    "tests/quantization/test_collaborative_tflite.py",
+    "tests/distributed/test_distributed.py",
 }
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def pytest_configure(config):
@@ -41,8 +43,11 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
+    missing = sorted(path for path in E2E_FILES if not (ROOT / path).is_file())
+    if missing:  # a renamed file would silently join the quick loop
+        raise pytest.UsageError(f"tests/conftest.py E2E_FILES names files that do not exist: {missing}")
     for item in items:
-        if item.get_closest_marker("slow") or item.path.name in E2E_FILES:
+        if item.get_closest_marker("slow") or item.path.relative_to(ROOT).as_posix() in E2E_FILES:
             item.add_marker(pytest.mark.e2e)
     if BACKEND == "tensorflow":
         return
