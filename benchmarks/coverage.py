@@ -198,7 +198,7 @@ def measure(name: str) -> dict:
 
     try:
         rebuilt = kopt.graph.analyze(model).rebuild(clone=True)
-        pairs = zip(keras.tree.flatten(model(x)), keras.tree.flatten(rebuilt(x)))
+        pairs = zip(keras.tree.flatten(model(x, training=False)), keras.tree.flatten(rebuilt(x, training=False)))
         row["rebuild_max_diff"] = float(max(np.abs(np.asarray(a) - np.asarray(b)).max() for a, b in pairs))
     except Exception as error:  # noqa: BLE001 - tabulated
         row["rebuild_max_diff"] = _error(error)
