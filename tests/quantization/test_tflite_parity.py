@@ -169,3 +169,20 @@ def test_conv1d_lowers_with_per_channel_weights():
     graph = _check_lowered(qat, x)
     convs = [op for op in graph.operators if op.name == "CONV_2D"]
     assert [graph.tensor(op.inputs[1]).quantization.scales.size for op in convs] == [8, 6]
+
+
+def test_minus_inf_padding_before_max_pooling_lowers_fully_int8():
+    """keras-hub's pre-activation ResNet pads with ``ops.pad(..., constant_values=-inf)`` before its max pool.
+    A constant-mode pad keeps its input's range (passthrough): TFLite's PADV2 writes -inf as the range's
+    lowest code, which never wins the max, so the pooled values are those of the float model."""
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((8, 8, 3))
+    x = layers.Conv2D(8, 3, padding="same")(inp)  # negative outputs: a zero pad would change the max
+    x = keras.ops.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], constant_values=float("-inf"))
+    x = layers.MaxPooling2D(3, strides=2)(x)
+    out = layers.Conv2D(4, 1)(x)
+    qat = quantize_model(keras.Model(inp, out))
+    x = np.random.default_rng(0).uniform(-1, 1, (16, 8, 8, 3)).astype("float32")
+    _ranges_from(qat, x)
+    ops = [op.name for op in _check_lowered(qat, x).operators]
+    assert "PADV2" in ops and "MAX_POOL_2D" in ops, ops
