@@ -351,6 +351,8 @@ def _default_table(weight_bits: int, dense_per_channel: bool) -> dict[type, Conf
         ops_nn.LeakyRelu: raw_activation,
         ops_image.Resize: resize,
         ops_numpy.Pad: lambda op: passthrough if getattr(op, "mode", "constant") == "constant" else None,
+        # every piece keeps the input's range: TFLite's int8 SPLIT requires equal scales (CSPNet's cross stage)
+        ops_numpy.Split: passthrough,
         ops_numpy.Einsum: own,  # attention scores / context: BATCH_MATMUL of two activations
         ops_numpy.Matmul: own,
         ops_math.Rsqrt: own,

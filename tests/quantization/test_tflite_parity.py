@@ -186,3 +186,19 @@ def test_minus_inf_padding_before_max_pooling_lowers_fully_int8():
     _ranges_from(qat, x)
     ops = [op.name for op in _check_lowered(qat, x).operators]
     assert "PADV2" in ops and "MAX_POOL_2D" in ops, ops
+
+
+def test_split_pieces_keep_the_input_range_and_lower_fully_int8():
+    """CSPNet's cross stage splits its channels in two (``ops.split``); TFLite's int8 SPLIT needs every piece
+    at the input's scale, which the passthrough config gives (no requantize op)."""
+    keras.utils.set_random_seed(4)
+    inp = keras.Input((8, 8, 3))
+    x = layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    left, right = keras.ops.split(x, 2, axis=-1)
+    right = layers.Conv2D(4, 1, activation="relu")(right)
+    out = layers.Conv2D(4, 1)(layers.Concatenate()([left, right]))
+    qat = quantize_model(keras.Model(inp, out))
+    x = np.random.default_rng(0).uniform(-1, 1, (16, 8, 8, 3)).astype("float32")
+    _ranges_from(qat, x)
+    ops = [op.name for op in _check_lowered(qat, x).operators]
+    assert "SPLIT" in ops, ops
