@@ -202,3 +202,22 @@ def test_split_pieces_keep_the_input_range_and_lower_fully_int8():
     _ranges_from(qat, x)
     ops = [op.name for op in _check_lowered(qat, x).operators]
     assert "SPLIT" in ops, ops
+
+
+def test_a_cast_to_the_same_dtype_is_passthrough_and_a_dtype_changing_cast_is_refused():
+    """keras-hub's DeepLabV3 pyramid pooling casts each branch to the dtype it has (an identity); a cast
+    from integers has no range to pass on and stays unsupported, named in the error."""
+    from kopt.core.errors import UnsupportedLayerError
+
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((8, 8, 3))
+    x = keras.ops.cast(layers.Conv2D(4, 3, padding="same")(inp), "float32")
+    qat = quantize_model(keras.Model(inp, layers.Conv2D(4, 1)(x)))
+    x = np.random.default_rng(0).uniform(-1, 1, (16, 8, 8, 3)).astype("float32")
+    _ranges_from(qat, x)
+    assert [op.name for op in _check_lowered(qat, x).operators] == ["CONV_2D", "CONV_2D"]
+
+    ints = keras.Input((8, 8, 3), dtype="int32")
+    model = keras.Model(ints, layers.Conv2D(4, 1)(keras.ops.cast(ints, "float32")))
+    with pytest.raises(UnsupportedLayerError, match=r"\(Cast\)"):
+        quantize_model(model)
