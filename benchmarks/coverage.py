@@ -105,7 +105,9 @@ def _hub_deeplab():
     from keras_hub.models import DeepLabV3Backbone
 
     encoder = _hub_resnet_small()
-    return DeepLabV3Backbone(image_encoder=encoder, spatial_pyramid_pooling_key="P3", upsampling_size=4,
+    # The pyramid level doubles per key (P2 16x16, P3 8x8 at 64x64): upsampling the P3 features by 2 meets P2,
+    # which the decoder concatenates with them; the head then upsamples by 2**3 // 2 back to the image size.
+    return DeepLabV3Backbone(image_encoder=encoder, spatial_pyramid_pooling_key="P3", upsampling_size=2,
                              dilation_rates=[2, 4], low_level_feature_key="P2", image_shape=(64, 64, 3))
 
 
@@ -145,7 +147,10 @@ HUB = {
     "keras-hub CSPNet (detector backbone)": _hub(
         "CSPNetBackbone", stem_filters=16, stem_kernel_size=3, stem_strides=2, stackwise_depth=[1, 1],
         stackwise_strides=[2, 2], stackwise_num_filters=[16, 32], block_type="bottleneck_block",
-        stage_type="csp", image_shape=(32, 32, 3)),
+        # CSP-ResNet's ratios (timm's cspresnet50): the cross stage expands to 2x filters and splits them in
+        # half, so the bottleneck's residual add sees equal channels; ratios of 1.0 leave them mismatched.
+        stage_type="csp", expand_ratio=2.0, bottle_ratio=0.5, block_ratio=1.0, cross_linear=True,
+        image_shape=(32, 32, 3)),
     "keras-hub Swin Transformer": _hub("SwinTransformerBackbone", image_shape=(32, 32, 3), embed_dim=16,
                                        depths=[1, 1], num_heads=[1, 2], window_size=4, patch_size=4),
     "keras-hub DeepLabV3 (segmenter)": _hub_deeplab,
@@ -158,7 +163,7 @@ APPLICATIONS = {
         ("MobileNetV3Small", 64), ("MobileNetV3Large", 64), ("MobileNet", 32), ("MobileNetV2", 32),
         ("ResNet50", 32), ("ResNet50V2", 32), ("DenseNet121", 32), ("EfficientNetB0", 32), ("EfficientNetV2B0", 32),
         ("VGG16", 32), ("Xception", 71), ("InceptionV3", 75), ("InceptionResNetV2", 75), ("NASNetMobile", 32),
-        ("ConvNeXtTiny", 32), ("RegNetX002", 32),
+        ("ConvNeXtTiny", 32),  # no RegNet: Keras 3 (3.15) does not ship keras.applications' RegNet models
     ]
 }
 
@@ -193,7 +198,7 @@ def measure(name: str) -> dict:
 
     try:
         rebuilt = kopt.graph.analyze(model).rebuild(clone=True)
-        pairs = zip(keras.tree.flatten(model(x)), keras.tree.flatten(rebuilt(x)))
+        pairs = zip(keras.tree.flatten(model(x, training=False)), keras.tree.flatten(rebuilt(x, training=False)))
         row["rebuild_max_diff"] = float(max(np.abs(np.asarray(a) - np.asarray(b)).max() for a, b in pairs))
     except Exception as error:  # noqa: BLE001 - tabulated
         row["rebuild_max_diff"] = _error(error)
@@ -275,7 +280,19 @@ def main() -> None:
 
 
 def write(rows: list[dict]) -> None:
+    """Write the results; a ``--models`` subset replaces its own rows and keeps the earlier runs' others.
+
+    The sweep takes hours on a shared machine, so it is rerun per model: overwriting the file with the
+    subset would drop the rows measured before (the README table must stay the whole table).
+    """
     os.makedirs(RESULTS, exist_ok=True)
+    path = os.path.join(RESULTS, "coverage.json")
+    earlier = {}
+    if os.path.exists(path):
+        with open(path) as handle:
+            earlier = {row["model"]: row for row in json.load(handle) if row["model"] in MODELS}
+    earlier.update({row["model"]: row for row in rows})
+    rows = [earlier[name] for name in MODELS if name in earlier]
     with open(os.path.join(RESULTS, "coverage.json"), "w") as handle:
         json.dump(rows, handle, indent=2)
     with open(os.path.join(RESULTS, "coverage.md"), "w") as handle:

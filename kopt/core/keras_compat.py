@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from keras.src.backend.common.stateless_scope import get_stateless_scope
 from keras.src.models.functional import Functional
+from keras.src.ops import core as ops_core
 from keras.src.ops import image as ops_image
 from keras.src.ops import math as ops_math
 from keras.src.ops import nn as ops_nn
 from keras.src.ops import numpy as ops_numpy
 
-__all__ = ["Functional", "get_stateless_scope", "ops_image", "ops_math", "ops_nn", "ops_numpy"]
+__all__ = ["Functional", "get_stateless_scope", "ops_core", "ops_image", "ops_math", "ops_nn", "ops_numpy"]

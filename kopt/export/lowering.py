@@ -278,10 +278,21 @@ def write_saved_model(model: keras.Model, signature: list, path: str) -> None:
 
 def _lean_saved_model(model: keras.Model, signature: list, path: str) -> None:
     """What ``model.export`` saves (``tf.function(model.__call__)`` as ``serving_default``), with
-    a bare ``tf.Module`` holding only the variables the traced function reads."""
+    a bare ``tf.Module`` holding only the variables the traced function reads.
+
+    The model is called with ``training=False`` explicitly (as Keras' own LiteRT export does): left
+    unset, a layer whose ``call`` defaults to ``training=True`` (``keras.layers.Resizing`` and the other
+    image preprocessing layers) resolves it to True and Keras passes that on to every layer called after
+    it. A SegFormer or DeepLabV3 head after its Resizing then traced BatchNorm and fake-quant range
+    updates (AssignVariableOp): the converter cannot freeze such variables and leaves the FakeQuant ops
+    unconverted (``'tf.FakeQuantWithMinMaxVars' op is neither a custom op nor a flex op``).
+    """
+    import functools
+
     import tensorflow as tf
 
-    function = tf.function(model.__call__, input_signature=signature, autograph=False)
+    inference = functools.partial(model.__call__, training=False)
+    function = tf.function(inference, input_signature=signature, autograph=False)
     concrete = function.get_concrete_function()
     root = tf.Module()
     root.model_variables = list(concrete.variables)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import TYPE_CHECKING
 
 import keras
+import numpy as np
 from keras import tree
 
 from kopt.core.errors import GraphRewriteError
@@ -15,17 +17,46 @@ if TYPE_CHECKING:
 
 
 def clone_layer(layer: keras.layers.Layer, name: str | None = None) -> keras.layers.Layer:
-    """A new layer with the same config (``name`` if given), built to the same shapes, holding copies of the weights."""
-    config = layer.get_config()
-    if name is not None:
-        config["name"] = name
-    copy = layer.__class__.from_config(config)
-    build_config = layer.get_build_config()
-    if build_config is not None and not copy.built:
-        copy.build_from_config(build_config)
-    if layer.weights:
-        copy.set_weights(layer.get_weights())
+    """A new layer with the same config (``name`` if given), built to the same shapes, holding copies of the weights.
+
+    Not every layer round-trips through its config: a composite whose ``build`` does not build its sublayers
+    (keras-hub's ``SwinTransformerBlock``) has no weights after ``build_from_config``. Such a copy is run
+    once on zeros of the recorded input shape, which creates them. A layer that still cannot be copied
+    raises :class:`GraphRewriteError` naming it (``rebuild(clone=True)`` then reuses the layer itself) rather
+    than a copy that computes something else.
+    """
+    try:
+        config = layer.get_config()
+        if name is not None:
+            config["name"] = name
+        copy = layer.__class__.from_config(config)
+        build_config = layer.get_build_config()
+        if build_config is not None and not copy.built:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Keras' "does not have a build() method" (handled below)
+                copy.build_from_config(build_config)
+        if not _same_weight_shapes(copy, layer):
+            _run_once(copy, build_config)
+        if layer.weights:
+            copy.set_weights(layer.get_weights())
+    except Exception as error:  # noqa: BLE001 - re-raised with the layer's name
+        raise GraphRewriteError(
+            f"Layer {layer.name!r} ({type(layer).__name__}) cannot be copied from its config: {error}"
+        ) from error
     return copy
+
+
+def _same_weight_shapes(copy: keras.layers.Layer, layer: keras.layers.Layer) -> bool:
+    return [tuple(w.shape) for w in copy.weights] == [tuple(w.shape) for w in layer.weights]
+
+
+def _run_once(copy: keras.layers.Layer, build_config: dict | None) -> None:
+    """Call ``copy`` on zeros (batch 1) of its recorded input shape: sublayers create their weights on call."""
+    shapes = (build_config or {}).get("input_shape")
+    if shapes is None:
+        raise ValueError("no recorded input shape")
+    zeros = tree.map_shape_structure(lambda shape: np.zeros([1 if d is None else d for d in shape], "float32"), shapes)
+    copy(zeros)
 
 
 def _accepted_kwargs(layer: keras.Operation, kwargs: dict) -> dict:
@@ -62,7 +93,11 @@ def rebuild_model(graph: "ModelGraph", name: str | None = None, clone: bool = Fa
         if not clone or not isinstance(layer, keras.layers.Layer):
             return layer
         if id(layer) not in clones:
-            clones[id(layer)] = clone_layer(layer, name=flat_names[id(layer)])
+            try:
+                clones[id(layer)] = clone_layer(layer, name=flat_names[id(layer)])
+            except GraphRewriteError:
+                # Never rebuilt from a config that does not round-trip: the model shares this one layer.
+                clones[id(layer)] = layer
         return clones[id(layer)]
 
     for node in graph.topological_nodes():

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, Union
 import keras
 
 from kopt.core.errors import InvalidArgumentTypeError
-from kopt.core.keras_compat import ops_image, ops_math, ops_nn, ops_numpy
+from kopt.core.keras_compat import ops_core, ops_image, ops_math, ops_nn, ops_numpy
 from kopt.graph.composite import keep_closed
 from kopt.quantization.config import QuantizeConfig
 from kopt.quantization.quantizers import WeightQuantizer
@@ -266,6 +266,12 @@ def _default_table(weight_bits: int, dense_per_channel: bool) -> dict[type, Conf
         return QuantizeConfig(weights={"kernel": WeightQuantizer(weight_bits, per_channel=True)}, output="range",
                               fuses_activation=True)
 
+    def identity_cast(op: keras.Operation) -> QuantizeConfig | None:
+        # keras-hub's DeepLabV3 pyramid pooling casts each branch to the dtype it already has: no op in TFLite.
+        # A cast that changes the dtype (an int8 / uint8 image to float) has no input range to pass on.
+        dtypes = {str(t.dtype) for node in getattr(op, "_inbound_nodes", []) for t in node.input_tensors}
+        return passthrough if dtypes == {str(keras.backend.standardize_dtype(op.dtype))} else None
+
     passthrough = QuantizeConfig(output="passthrough")
     shared = QuantizeConfig(output="shared")
     own = QuantizeConfig(output="range")
@@ -351,6 +357,9 @@ def _default_table(weight_bits: int, dense_per_channel: bool) -> dict[type, Conf
         ops_nn.LeakyRelu: raw_activation,
         ops_image.Resize: resize,
         ops_numpy.Pad: lambda op: passthrough if getattr(op, "mode", "constant") == "constant" else None,
+        # every piece keeps the input's range: TFLite's int8 SPLIT requires equal scales (CSPNet's cross stage)
+        ops_numpy.Split: passthrough,
+        ops_core.Cast: identity_cast,
         ops_numpy.Einsum: own,  # attention scores / context: BATCH_MATMUL of two activations
         ops_numpy.Matmul: own,
         ops_math.Rsqrt: own,

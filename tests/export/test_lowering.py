@@ -359,3 +359,24 @@ def test_mobilenet_v2_ptq_is_fully_int8_and_fully_mapped():
     sg = load(tflite).main
     assert {sg.tensors[i].dtype for op in sg.operators for i in op.outputs} == {"INT8"}
     assert report.num_ops == len(sg.operators) >= 60
+
+
+def test_a_resizing_layer_does_not_put_the_layers_after_it_in_training_mode():
+    """keras.layers.Resizing's ``call`` defaults to ``training=True``, and Keras hands a resolved value on to
+    the layers called after it: traced without ``training=False``, the folded BatchNorm and fake-quants of a
+    segmentation head (SegFormer, DeepLabV3) updated their variables and the FakeQuant ops did not convert."""
+    from kopt.quantization import quantize_model
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    x = layers.Conv2D(4, 1)(inp)
+    x = layers.Resizing(16, 16, interpolation="bilinear")(x)
+    x = layers.Conv2D(4, 1, use_bias=False)(x)
+    x = layers.ReLU()(layers.BatchNormalization()(x))
+    qat = quantize_model(keras.Model(inp, x))
+    qat(uniform((4, 8, 8, 3), seed=1), training=True)  # ranges and BN statistics
+    before = [np.copy(keras.ops.convert_to_numpy(v)) for v in qat.non_trainable_variables]
+    sg = load(to_tflite(qat)).main
+    assert {op.name for op in sg.operators} <= {"CONV_2D", "RESIZE_BILINEAR"}, [op.name for op in sg.operators]
+    after = [keras.ops.convert_to_numpy(v) for v in qat.non_trainable_variables]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))  # lowering changes no statistic or range

@@ -205,3 +205,51 @@ def test_views_follow_every_rewrite_and_a_direct_edit_after_changed():
     graph.dag.nodes[node]["layer"] = other
     graph.changed()
     assert graph.nodes_of(hidden_layer) == [] and graph.nodes_of(other) == [node]
+
+
+class _BlockWithoutBuild(layers.Layer):
+    """Like keras-hub's SwinTransformerBlock: sublayers made in __init__, no build(), a call not traceable
+    with a None batch (so the analyzer keeps it closed and the rebuild must clone it)."""
+
+    def __init__(self, units=4, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.dense = layers.Dense(units)
+
+    def call(self, x):
+        batch = ops.shape(x)[0]
+        return ops.reshape(self.dense(x), (batch // 1, self.units))
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+class _NoConfigRoundTrip(_BlockWithoutBuild):
+    def get_config(self):
+        return {**super().get_config(), "unknown_argument": 1}  # from_config raises TypeError
+
+
+@pytest.mark.parametrize("cls", [_BlockWithoutBuild, _NoConfigRoundTrip])
+def test_clone_rebuild_copies_a_layer_whose_build_makes_no_weights_and_reuses_one_that_does_not_round_trip(cls):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((3,))
+    block = cls(name="block")
+    model = keras.Model(inp, block(layers.Dense(3)(inp)))
+    rebuilt = analyze(model).rebuild(clone=True)
+    x = np.random.default_rng(0).normal(size=(2, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(rebuilt(x)), np.asarray(model(x)), atol=1e-6)
+    copy = rebuilt.get_layer("block")
+    if cls is _BlockWithoutBuild:
+        assert copy is not block and len(copy.weights) == 2  # a copy, run once to create the Dense's weights
+    else:
+        assert copy is block  # reused: a copy from its config cannot be made
+
+
+def test_clone_layer_names_a_layer_that_does_not_round_trip():
+    from kopt.core.errors import GraphRewriteError
+    from kopt.graph import clone_layer
+
+    block = _NoConfigRoundTrip(name="block")
+    block(np.zeros((1, 3), "float32"))
+    with pytest.raises(GraphRewriteError, match="'block' \\(_NoConfigRoundTrip\\) cannot be copied"):
+        clone_layer(block)

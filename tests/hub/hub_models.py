@@ -29,6 +29,11 @@ def mit(image_shape=(32, 32, 3)):
     )
 
 
+
+def segformer(image_shape=(32, 32, 3)):
+    """SegFormer's head on the tiny MiT: Dense projections, one shared bilinear Resizing, Concatenate, Conv+BN+ReLU."""
+    return keras_hub.models.SegFormerBackbone(image_encoder=mit(image_shape), projection_filters=32)
+
 def resnet(image_shape=(32, 32, 3)):
     return keras_hub.models.ResNetBackbone(
         input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 32],

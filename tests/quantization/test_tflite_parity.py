@@ -169,3 +169,55 @@ def test_conv1d_lowers_with_per_channel_weights():
     graph = _check_lowered(qat, x)
     convs = [op for op in graph.operators if op.name == "CONV_2D"]
     assert [graph.tensor(op.inputs[1]).quantization.scales.size for op in convs] == [8, 6]
+
+
+def test_minus_inf_padding_before_max_pooling_lowers_fully_int8():
+    """keras-hub's pre-activation ResNet pads with ``ops.pad(..., constant_values=-inf)`` before its max pool.
+    A constant-mode pad keeps its input's range (passthrough): TFLite's PADV2 writes -inf as the range's
+    lowest code, which never wins the max, so the pooled values are those of the float model."""
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((8, 8, 3))
+    x = layers.Conv2D(8, 3, padding="same")(inp)  # negative outputs: a zero pad would change the max
+    x = keras.ops.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], constant_values=float("-inf"))
+    x = layers.MaxPooling2D(3, strides=2)(x)
+    out = layers.Conv2D(4, 1)(x)
+    qat = quantize_model(keras.Model(inp, out))
+    x = np.random.default_rng(0).uniform(-1, 1, (16, 8, 8, 3)).astype("float32")
+    _ranges_from(qat, x)
+    ops = [op.name for op in _check_lowered(qat, x).operators]
+    assert "PADV2" in ops and "MAX_POOL_2D" in ops, ops
+
+
+def test_split_pieces_keep_the_input_range_and_lower_fully_int8():
+    """CSPNet's cross stage splits its channels in two (``ops.split``); TFLite's int8 SPLIT needs every piece
+    at the input's scale, which the passthrough config gives (no requantize op)."""
+    keras.utils.set_random_seed(4)
+    inp = keras.Input((8, 8, 3))
+    x = layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    left, right = keras.ops.split(x, 2, axis=-1)
+    right = layers.Conv2D(4, 1, activation="relu")(right)
+    out = layers.Conv2D(4, 1)(layers.Concatenate()([left, right]))
+    qat = quantize_model(keras.Model(inp, out))
+    x = np.random.default_rng(0).uniform(-1, 1, (16, 8, 8, 3)).astype("float32")
+    _ranges_from(qat, x)
+    ops = [op.name for op in _check_lowered(qat, x).operators]
+    assert "SPLIT" in ops, ops
+
+
+def test_a_cast_to_the_same_dtype_is_passthrough_and_a_dtype_changing_cast_is_refused():
+    """keras-hub's DeepLabV3 pyramid pooling casts each branch to the dtype it has (an identity); a cast
+    from integers has no range to pass on and stays unsupported, named in the error."""
+    from kopt.core.errors import UnsupportedLayerError
+
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((8, 8, 3))
+    x = keras.ops.cast(layers.Conv2D(4, 3, padding="same")(inp), "float32")
+    qat = quantize_model(keras.Model(inp, layers.Conv2D(4, 1)(x)))
+    x = np.random.default_rng(0).uniform(-1, 1, (16, 8, 8, 3)).astype("float32")
+    _ranges_from(qat, x)
+    assert [op.name for op in _check_lowered(qat, x).operators] == ["CONV_2D", "CONV_2D"]
+
+    ints = keras.Input((8, 8, 3), dtype="int32")
+    model = keras.Model(ints, layers.Conv2D(4, 1)(keras.ops.cast(ints, "float32")))
+    with pytest.raises(UnsupportedLayerError, match=r"\(Cast\)"):
+        quantize_model(model)
