@@ -15,7 +15,12 @@ an :class:`ActivationQuantize` and which must share one:
   fake-quant. The concat inputs then have equal scales by construction, so TFLite
   needs no requantization and the trained ranges are what the converter uses
   (TFMOT issue #1053);
-* a ``"fixed"`` node's output (softmax, sigmoid, tanh) gets none: TFLite imposes it;
+* a ``"fixed"`` node's output (softmax, sigmoid, tanh) has its parameters imposed by TFLite: when a
+  quantized node consumes it, it gets a fake-quant with exactly that range (``fixed_range``; softmax:
+  ``[0, 255/256]``, scale 1/256), so in inference the next op sees the int8 kernel's rounded values,
+  not the float ones (a ViT's attention weights were up to half a step off in every BATCH_MATMUL); the converter
+  still writes the imposed parameters, as the range is theirs. A fixed output read only by float
+  nodes or by nothing (a classifier's final softmax) gets none;
 * a tensor whose producer has ``saturating_output`` (a decomposed LayerNorm's RSQRT) gets a
   ``saturating`` quantizer, which reads ``+inf`` as its range maximum;
 * a tensor produced by a float (unquantized) node or a model input gets a fake-quant
@@ -33,7 +38,7 @@ import networkx as nx
 from kopt.graph import ModelGraph
 from kopt.quantization.config import QuantizeConfig
 from kopt.quantization.quantizers import ActivationQuantizer
-from kopt.quantization.registry import has_nonnegative_output
+from kopt.quantization.registry import fixed_output_range, has_nonnegative_output
 from kopt.quantization.wrapper import ActivationQuantize
 
 Tensor = tuple[str, int]  # (producer node, output index)
@@ -47,6 +52,7 @@ class RangePlan:
     fused: list[str]
     nonnegative: list[bool] = field(default_factory=list)
     saturating: list[bool] = field(default_factory=list)
+    fixed: list[tuple[float, float] | None] = field(default_factory=list)
 
     @property
     def shared(self) -> list[list[Tensor]]:
@@ -128,13 +134,19 @@ def plan_ranges(
         fixed = [t for t in members if kinds.get(t) == "fixed"]
         if fixed and sites:
             sites += fixed  # a fixed-range tensor inside a shared group must adopt the group's range
+        elif fixed and consumed and len(fixed) == 1 and fixed_output_range(graph.layer(fixed[0][0])) is not None:
+            sites = fixed  # the imposed range, fake-quantized for the op that reads it
         if not sites:
             continue
         planned.append(sorted(sites, key=lambda t: (dag.nodes[t[0]]["order"], t[1])))
     planned.sort(key=lambda g: (dag.nodes[g[0][0]]["order"], g[0][1]))
     nonnegative = [all(has_nonnegative_output(graph.layer(node)) for node, _ in group) for group in planned]
     saturating = [any(_has_saturating_output(graph.layer(node)) for node, _ in group) for group in planned]
-    return RangePlan(groups=planned, fused=fused, nonnegative=nonnegative, saturating=saturating)
+    fixed_ranges = [
+        fixed_output_range(graph.layer(group[0][0])) if len(group) == 1 and kinds.get(group[0]) == "fixed" else None
+        for group in planned
+    ]
+    return RangePlan(groups=planned, fused=fused, nonnegative=nonnegative, saturating=saturating, fixed=fixed_ranges)
 
 
 def insert_activation_quantizers(graph: ModelGraph, plan: RangePlan, quantizer: ActivationQuantizer) -> list[str]:
@@ -150,7 +162,10 @@ def insert_activation_quantizers(graph: ModelGraph, plan: RangePlan, quantizer: 
         used_names.add(name)
         nonnegative = plan.nonnegative[position] if plan.nonnegative else False
         saturating = plan.saturating[position] if plan.saturating else False
-        layer = ActivationQuantize(quantizer.with_calls(len(group), nonnegative, saturating), name=name)
+        fixed = plan.fixed[position] if plan.fixed else None
+        if fixed is not None and (quantizer.num_bits != 8 or quantizer.symmetric):
+            continue  # the imposed ranges are the int8 kernels' (16x8 has its own): leave it to TFLite
+        layer = ActivationQuantize(quantizer.with_calls(len(group), nonnegative, saturating, fixed), name=name)
         for node, index in group:
             inserted.append(graph.insert_after(node, layer, output_index=index, name=name))
     return inserted

@@ -140,6 +140,21 @@ def relu_variant(layer: keras.Operation) -> str | None:
     return None
 
 
+#: The output range TFLite's int8 kernels impose (``real = scale * (q - zero_point)`` over int8 codes):
+#: SOFTMAX and LOGISTIC write scale 1/256, zero point -128; TANH scale 1/128, zero point 0.
+FIXED_OUTPUT_RANGES = {"softmax": (0.0, 255.0 / 256.0), "sigmoid": (0.0, 255.0 / 256.0), "tanh": (-1.0, 127.0 / 128.0)}
+
+
+def fixed_output_range(layer: keras.Operation) -> tuple[float, float] | None:
+    """The int8 output range TFLite imposes on this ``"fixed"`` layer (softmax, sigmoid, tanh), if known."""
+    inner = getattr(layer, "layer", None)
+    if inner is not None and not isinstance(layer, keras.Model):
+        return fixed_output_range(inner)
+    if isinstance(layer, keras.layers.Activation):
+        return FIXED_OUTPUT_RANGES.get(activation_name(layer.activation) or "")
+    return FIXED_OUTPUT_RANGES.get(type(layer).__name__.lower())
+
+
 def has_nonnegative_output(layer: keras.Operation) -> bool:
     """The layer ends in a ReLU / ReLU6 (its own or its ``activation``): its output is never negative."""
     if relu_variant(layer) is not None:
