@@ -105,7 +105,10 @@ def register(cls: type, config: ConfigEntry | None = None) -> Any:
 
 # ----------------------------------------------------------------- activations
 _FUSABLE = {"relu", "relu6", "linear"}
-_FIXED = {"sigmoid", "softmax", "tanh"}
+#: The output range TFLite's int8 kernels impose (``real = scale * (q - zero_point)`` over int8 codes):
+#: SOFTMAX and LOGISTIC write scale 1/256, zero point -128; TANH scale 1/128, zero point 0.
+FIXED_OUTPUT_RANGES = {"softmax": (0.0, 255.0 / 256.0), "sigmoid": (0.0, 255.0 / 256.0), "tanh": (-1.0, 127.0 / 128.0)}
+_FIXED = set(FIXED_OUTPUT_RANGES)  # activations whose output parameters TFLite imposes
 _OWN_RANGE = {"silu", "swish", "hard_silu", "hard_swish", "hard_sigmoid", "leaky_relu", "relu", "gelu"}
 
 
@@ -138,11 +141,6 @@ def relu_variant(layer: keras.Operation) -> str | None:
     if type(layer) is ops_nn.Relu6:
         return "relu6"
     return None
-
-
-#: The output range TFLite's int8 kernels impose (``real = scale * (q - zero_point)`` over int8 codes):
-#: SOFTMAX and LOGISTIC write scale 1/256, zero point -128; TANH scale 1/128, zero point 0.
-FIXED_OUTPUT_RANGES = {"softmax": (0.0, 255.0 / 256.0), "sigmoid": (0.0, 255.0 / 256.0), "tanh": (-1.0, 127.0 / 128.0)}
 
 
 def fixed_output_range(layer: keras.Operation) -> tuple[float, float] | None:
