@@ -183,7 +183,16 @@ def open_composites(graph: Any, max_rounds: int = 16) -> dict[str, str]:
                 continue
             new_nodes = graph.inline(node, functional)
             _fold_constant_lookups(graph, new_nodes)
+            _drop_identities(graph, new_nodes)
     return closed
+
+
+def _drop_identities(graph: Any, nodes: list[str]) -> None:
+    """``Identity`` sublayers (keras-hub's Swin blocks use one for a zero drop-path rate) compute nothing;
+    some cannot be copied from their config (a dtype policy object), so they are wired through."""
+    for node in nodes:
+        if node in graph.dag and type(graph.layer(node)) is keras.layers.Identity:
+            graph.bypass(node)
 
 
 def _fold_constant_lookups(graph: Any, nodes: list[str]) -> None:
@@ -203,33 +212,77 @@ def _fold_constant_lookups(graph: Any, nodes: list[str]) -> None:
         graph.fuse([constant_node, node], parameter, name=node)
 
 
+class BatchSize:
+    """Stands for the unknown batch size while a call is traced.
+
+    ``ops.shape(x)[0]`` of a symbolic tensor is ``None``, so ``batch // windows`` or
+    ``batch * heads`` (keras-hub's Swin blocks) fail. Traced calls get this instead: products and
+    floor divisions by known integers stay a ``BatchSize``, and a reshape reads it as ``-1``
+    (the only unknown size). Any other use (comparisons, ``int()``, shapes of new tensors) raises,
+    which keeps the block whole.
+    """
+
+    def __mul__(self, other: Any) -> "BatchSize":
+        if isinstance(other, int):
+            return self
+        return NotImplemented
+
+    __rmul__ = __mul__
+
+    def __floordiv__(self, other: Any) -> "BatchSize":
+        if isinstance(other, int) and other > 0:
+            return self
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return "<batch size>"
+
+
+def _unknown(size: Any) -> bool:
+    return size is None or isinstance(size, BatchSize)
+
+
 @contextlib.contextmanager
 def _batch_free_reshapes() -> Iterator[None]:
-    """While tracing, ``ops.reshape(x, (ops.shape(x)[0], ...))`` reads ``None`` for the batch size:
-    reshape to ``-1`` there, and to its size any other ``-1`` (from ``x``'s known sizes)."""
-    original = keras.ops.reshape
+    """While tracing, ``ops.shape(x)[0]`` is a :class:`BatchSize` and ``ops.reshape`` reads it
+    (or ``None``) as ``-1``, and any other ``-1`` as its size (from ``x``'s known sizes).
+
+    Only the public ``keras.ops`` functions (what the traced call itself uses) are replaced; Keras'
+    own layers call ``keras.src.ops`` and are unaffected.
+    """
+    original_reshape, original_shape = keras.ops.reshape, keras.ops.shape
 
     def reshape(x: Any, newshape: Any) -> Any:
-        if isinstance(x, keras.KerasTensor) and isinstance(newshape, (list, tuple)) and None in list(newshape):
-            newshape = _batch_free_shape(tuple(x.shape), list(newshape))
-        return original(x, newshape)
+        if isinstance(x, keras.KerasTensor) and isinstance(newshape, (list, tuple)):
+            if any(_unknown(d) for d in newshape):
+                newshape = _batch_free_shape(tuple(x.shape), list(newshape))
+        return original_reshape(x, newshape)
 
-    modules = (keras.ops, keras.ops.numpy)
-    for module in modules:
-        module.reshape = reshape
+    def shape(x: Any) -> Any:
+        sizes = original_shape(x)
+        if isinstance(x, keras.KerasTensor) and sizes and sizes[0] is None:
+            return (BatchSize(), *sizes[1:])
+        return sizes
+
+    replaced = {"reshape": reshape, "shape": shape}
+    modules = [m for m in (keras.ops, keras.ops.numpy) if any(hasattr(m, f) for f in replaced)]
+    saved = [(m, f, getattr(m, f)) for m in modules for f in replaced if hasattr(m, f)]
+    for module, function, _ in saved:
+        setattr(module, function, replaced[function])
     try:
         yield
     finally:
-        for module in modules:
-            module.reshape = original
+        for module, function, original in saved:
+            setattr(module, function, original)
 
 
 def _batch_free_shape(sizes: tuple, shape: list) -> tuple:
-    if shape.count(None) != 1 or shape[0] is not None:
+    unknown = [_unknown(d) for d in shape]
+    if unknown.count(True) != 1 or not unknown[0]:
         raise CannotOpen(f"it reshapes to {tuple(shape)} (unknown sizes besides the batch)")
     if -1 in shape:
         if shape.count(-1) != 1 or any(d is None for d in sizes[1:]):
             raise CannotOpen(f"it reshapes a tensor of sizes {sizes} to {tuple(shape)}")
         total = math.prod(sizes[1:]) // math.prod(d for d in shape[1:] if d != -1)
         shape = [total if d == -1 else d for d in shape]
-    return tuple(-1 if d is None else d for d in shape)
+    return tuple(-1 if _unknown(d) else d for d in shape)

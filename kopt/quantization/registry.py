@@ -372,6 +372,9 @@ def _default_table(weight_bits: int, dense_per_channel: bool) -> dict[type, Conf
         ops_numpy.Pad: lambda op: passthrough if getattr(op, "mode", "constant") == "constant" else None,
         # every piece keeps the input's range: TFLite's int8 SPLIT requires equal scales (CSPNet's cross stage)
         ops_numpy.Split: passthrough,
+        ops_core.Unstack: passthrough,
+        ops_numpy.Take: passthrough,  # rows of a table (Swin's relative position bias): GATHER moves values
+        ops_numpy.Roll: passthrough,  # Swin's shifted windows
         ops_core.Cast: identity_cast,
         ops_numpy.Einsum: own,  # attention scores / context: BATCH_MATMUL of two activations
         ops_numpy.Matmul: own,

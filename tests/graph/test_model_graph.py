@@ -208,8 +208,9 @@ def test_views_follow_every_rewrite_and_a_direct_edit_after_changed():
 
 
 class _BlockWithoutBuild(layers.Layer):
-    """Like keras-hub's SwinTransformerBlock: sublayers made in __init__, no build(), a call not traceable
-    with a None batch (so the analyzer keeps it closed and the rebuild must clone it)."""
+    """Like keras-hub's SwinTransformerBlock: sublayers made in __init__, no build(); its call reads the
+    batch size as a Python int, which tracing cannot give (so the analyzer keeps it closed and the
+    rebuild must clone it)."""
 
     def __init__(self, units=4, **kwargs):
         super().__init__(**kwargs)
@@ -217,8 +218,8 @@ class _BlockWithoutBuild(layers.Layer):
         self.dense = layers.Dense(units)
 
     def call(self, x):
-        batch = ops.shape(x)[0]
-        return ops.reshape(self.dense(x), (batch // 1, self.units))
+        batch = int(ops.shape(x)[0])
+        return ops.reshape(self.dense(x), (batch, self.units))
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}

@@ -34,6 +34,13 @@ def segformer(image_shape=(32, 32, 3)):
     """SegFormer's head on the tiny MiT: Dense projections, one shared bilinear Resizing, Concatenate, Conv+BN+ReLU."""
     return keras_hub.models.SegFormerBackbone(image_encoder=mit(image_shape), projection_filters=32)
 
+def swin(image_shape=(32, 32, 3)):
+    """Two stages; the first has two blocks, the second of them shifted (``ops.roll`` and a window mask)."""
+    return keras_hub.models.SwinTransformerBackbone(
+        image_shape=image_shape, patch_size=4, embed_dim=16, depths=[2, 1], num_heads=[1, 2], window_size=4
+    )
+
+
 def resnet(image_shape=(32, 32, 3)):
     return keras_hub.models.ResNetBackbone(
         input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 32],

@@ -10,9 +10,9 @@ import pytest
 import kopt
 from kopt.sparsity import ConstantSparsity, UpdatePruningStep
 from kopt.technique.coverage import CoverageWarning
-from tests.hub.hub_models import deit, kernels, mit, mobilenet_v3, resnet, vit
+from tests.hub.hub_models import deit, kernels, mit, mobilenet_v3, resnet, swin, vit
 
-BACKBONES = {"resnet": resnet, "mobilenet_v3": mobilenet_v3, "vit": vit, "deit": deit, "mit": mit}
+BACKBONES = {"resnet": resnet, "mobilenet_v3": mobilenet_v3, "vit": vit, "deit": deit, "mit": mit, "swin": swin}
 tf_only = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="int8 lowering needs TensorFlow")
 
 
@@ -25,7 +25,7 @@ def first_output(model, x):
 
 
 @pytest.mark.backends
-@pytest.mark.parametrize("name", ["mobilenet_v3", "vit", "deit", "mit"])
+@pytest.mark.parametrize("name", ["mobilenet_v3", "vit", "deit", "mit", "swin"])
 def test_every_composite_block_opens_and_the_rebuilt_model_computes_the_same(name):
     model = BACKBONES[name]()
     graph = kopt.graph.analyze(model)
