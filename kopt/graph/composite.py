@@ -32,6 +32,12 @@ from kopt.graph.parameter import Constant, Parameter
 
 #: Keras' own layers built from sublayers that are opened too (their call is sublayers + ops).
 OPENED_KERAS_LAYERS: tuple[type, ...] = (keras.layers.MultiHeadAttention,)
+#: Custom layers of ``keras.applications`` whose call is ``keras.ops`` on their inputs (and a weight):
+#: InceptionResNetV2's residual scaling, ConvNeXt's per-channel layer scale.
+OPENED_KERAS_CLASS_NAMES = frozenset({
+    "keras.src.applications.inception_resnet_v2.CustomScaleLayer",
+    "keras.src.applications.convnext.LayerScale",
+})
 
 
 class CannotOpen(Exception):
@@ -69,7 +75,7 @@ def is_composite(layer: Any) -> bool:
         return False
     if isinstance(layer, (keras.Model, keras.layers.Wrapper, keras.layers.RNN, Parameter, Constant)):
         return False
-    if isinstance(layer, OPENED_KERAS_LAYERS) and type(layer) in OPENED_KERAS_LAYERS:
+    if type(layer) in OPENED_KERAS_LAYERS or _class_key(type(layer)) in OPENED_KERAS_CLASS_NAMES:
         return True
     module = type(layer).__module__
     if module.startswith(("keras.", "kopt.")) or module == "keras":

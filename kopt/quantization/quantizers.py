@@ -26,6 +26,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from kopt.core.backend import fused
 from kopt.core.distribute import cross_replica_extremes
 from kopt.core.errors import InvalidArgumentError
 
@@ -120,9 +121,7 @@ def fake_quant(
         return quantize(x, low, high)
 
     def inside(values: Any, lo: Any, hi: Any) -> Any:
-        if nonnegative:
-            return ops.less_equal(values, hi)
-        return ops.logical_and(ops.greater_equal(values, lo), ops.less_equal(values, hi))
+        return _inside(values, lo, hi, nonnegative)
 
     @ops.custom_gradient
     def straight_through(values: Any, lo: Any, hi: Any, lower: Any, upper: Any) -> Any:
@@ -131,7 +130,7 @@ def fake_quant(
                 (upstream,) = args
 
             def masked() -> Any:
-                return ops.where(inside(values, lo, hi), upstream, ops.zeros((), upstream.dtype))
+                return masked_gradient(values, lo, hi, upstream, nonnegative=nonnegative)
 
             if bounds is None:
                 gradient = masked()
@@ -145,6 +144,18 @@ def fake_quant(
     # Without bounds the range stands in for them: the custom gradient takes a fixed set of tensors.
     lower, upper = (low, high) if bounds is None else (ops.stop_gradient(ops.cast(b, "float32")) for b in bounds)
     return straight_through(x, low, high, lower, upper)
+
+
+def _inside(values: Any, lo: Any, hi: Any, nonnegative: bool) -> Any:
+    if nonnegative:
+        return ops.less_equal(values, hi)
+    return ops.logical_and(ops.greater_equal(values, lo), ops.less_equal(values, hi))
+
+
+@fused
+def masked_gradient(values: Any, lo: Any, hi: Any, upstream: Any, *, nonnegative: bool = False) -> Any:
+    """The straight-through gradient: ``upstream`` where ``values`` lie in ``[lo, hi]``, else 0."""
+    return ops.where(_inside(values, lo, hi, nonnegative), upstream, ops.zeros((), upstream.dtype))
 
 
 def grid_fake_quant(
@@ -167,11 +178,23 @@ def grid_fake_quant(
     values = ops.convert_to_tensor(x)
     if nonnegative:  # minimum 0: the zero point is qmin, the nudged maximum steps * scale
         scale, inverse = high / steps, steps / high
-        return ops.floor(ops.clip(values, 0.0, scale * steps) * inverse + 0.5) * scale
+        return _snap_nonnegative(values, ops.zeros_like(scale), scale * steps, inverse, scale)
     scale, inverse = (high - low) / steps, steps / (high - low)
     zero_point = ops.floor(ops.clip(float(qmin) - low / scale, float(qmin), float(qmax)) + 0.5)
     offset = float(qmin) - zero_point  # an integer: (code + offset) * scale rounds once
     low, high = offset * scale, (float(qmax) - zero_point) * scale
+    return _snap(values, low, high, inverse, scale, offset)
+
+
+# The passes over the tensor itself, apart from the scalar range arithmetic above: on PyTorch they
+# run as one fused kernel (every argument a tensor, so it compiles without graph breaks).
+@fused
+def _snap_nonnegative(values: Any, zero: Any, high: Any, inverse: Any, scale: Any) -> Any:
+    return ops.floor(ops.clip(values, zero, high) * inverse + 0.5) * scale
+
+
+@fused
+def _snap(values: Any, low: Any, high: Any, inverse: Any, scale: Any, offset: Any) -> Any:
     return (ops.floor((ops.clip(values, low, high) - low) * inverse + 0.5) + offset) * scale
 
 
