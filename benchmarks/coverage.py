@@ -152,7 +152,7 @@ HUB = {
         stage_type="csp", expand_ratio=2.0, bottle_ratio=0.5, block_ratio=1.0, cross_linear=True,
         image_shape=(32, 32, 3)),
     "keras-hub Swin Transformer": _hub("SwinTransformerBackbone", image_shape=(32, 32, 3), embed_dim=16,
-                                       depths=[1, 1], num_heads=[1, 2], window_size=4, patch_size=4),
+                                       depths=[2, 1], num_heads=[1, 2], window_size=4, patch_size=4),
     "keras-hub DeepLabV3 (segmenter)": _hub_deeplab,
     "keras-hub SegFormer (segmenter)": _hub_segformer,
 }

@@ -20,7 +20,8 @@ import pytest  # noqa: E402
 
 BACKEND = keras.backend.backend()
 
-#: Test files (paths from the repository root) that exercise whole paths (optimize, the search, the CLI, TFLite round trips of real models).
+#: Test files (paths from the repository root) that exercise whole paths (optimize, the search, the CLI, TFLite
+#: round trips of real models, README snippets, lowering in a child process, keras-hub backbones trained per backend).
 E2E_FILES = {
     "tests/test_api.py",
     "tests/test_cli.py",
@@ -32,6 +33,9 @@ E2E_FILES = {
     "tests/export/test_edgetpu_kopt_models.py",
     "tests/quantization/test_collaborative_tflite.py",
     "tests/distributed/test_distributed.py",
+    "tests/hub/test_backends.py",
+    "tests/docs/test_readme.py",
+    "tests/export/test_subprocess_lower.py",
 }
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -55,7 +55,7 @@ def fused(function: Callable[..., Any]) -> Callable[..., Any]:
         compiled = state.get("compiled")
         if compiled is None:
             compiled = state["compiled"] = _compile(function)
-        if compiled is function or math.prod(getattr(args[0], "shape", ())) < FUSE_MIN_ELEMENTS:
+        if compiled is function or not _worth_fusing(args[0]):
             return function(*args, **kwargs)
         import torch
 
@@ -70,6 +70,15 @@ def fused(function: Callable[..., Any]) -> Callable[..., Any]:
 
     run.runs_compiled = lambda: state.get("compiled") not in (None, function)  # type: ignore[attr-defined]
     return run
+
+
+def _worth_fusing(tensor: Any) -> bool:
+    """A concrete tensor (not a symbolic one: Keras infers shapes on PyTorch's ``meta`` device) of
+    at least :data:`FUSE_MIN_ELEMENTS` values."""
+    shape = tuple(getattr(tensor, "shape", ()))
+    if any(not isinstance(size, int) for size in shape) or str(getattr(tensor, "device", "")) == "meta":
+        return False
+    return math.prod(shape) >= FUSE_MIN_ELEMENTS
 
 
 class _Unfused(threading.local):

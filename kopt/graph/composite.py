@@ -27,17 +27,12 @@ from typing import Any, Callable, Iterator
 import keras
 from keras import tree
 
+from kopt.core.keras_compat import APPLICATION_OPS_LAYERS
 from kopt.core.layers import layout_of
 from kopt.graph.parameter import Constant, Parameter
 
 #: Keras' own layers built from sublayers that are opened too (their call is sublayers + ops).
 OPENED_KERAS_LAYERS: tuple[type, ...] = (keras.layers.MultiHeadAttention,)
-#: Custom layers of ``keras.applications`` whose call is ``keras.ops`` on their inputs (and a weight):
-#: InceptionResNetV2's residual scaling, ConvNeXt's per-channel layer scale.
-OPENED_KERAS_CLASS_NAMES = frozenset({
-    "keras.src.applications.inception_resnet_v2.CustomScaleLayer",
-    "keras.src.applications.convnext.LayerScale",
-})
 
 
 class CannotOpen(Exception):
@@ -75,7 +70,7 @@ def is_composite(layer: Any) -> bool:
         return False
     if isinstance(layer, (keras.Model, keras.layers.Wrapper, keras.layers.RNN, Parameter, Constant)):
         return False
-    if type(layer) in OPENED_KERAS_LAYERS or _class_key(type(layer)) in OPENED_KERAS_CLASS_NAMES:
+    if type(layer) in OPENED_KERAS_LAYERS or _class_key(type(layer)) in APPLICATION_OPS_LAYERS:
         return True
     module = type(layer).__module__
     if module.startswith(("keras.", "kopt.")) or module == "keras":
@@ -254,7 +249,7 @@ def _batch_free_reshapes() -> Iterator[None]:
     (or ``None``) as ``-1``, and any other ``-1`` as its size (from ``x``'s known sizes).
 
     Only the public ``keras.ops`` functions (what the traced call itself uses) are replaced; Keras'
-    own layers call ``keras.src.ops`` and are unaffected.
+    own layers call Keras' private ops module and are unaffected.
     """
     original_reshape, original_shape = keras.ops.reshape, keras.ops.shape
 

@@ -88,6 +88,7 @@ def test_unregistered_custom_layer_is_refused_with_the_registration_call_to_make
         prunable_weights(layer)
 
 
+@pytest.mark.slow  # the whole pcqat pipeline, through to the .tflite
 def test_a_custom_layer_registered_in_one_call_goes_through_pcqat(gated_dense_registered):
     keras.utils.set_random_seed(0)
     x, y, xv, yv = digits(train=480, val=160)
