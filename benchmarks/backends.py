@@ -217,7 +217,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# kopt's training-step overhead on every backend (benchmarks/backends.py)",
         "",
-        f"Measured {env['date_utc']} UTC on {env['cpu']} ({env['machine']}, shared with other jobs; load average "
+        f"Measured {env['date_utc']} UTC on {env['cpu']} ({env['machine']}, load average "
         f"{env.get('load_average_start')} at the start, {env.get('load_average_end')} at the end); "
         + ", ".join(f"{name} {version}" for name, version in sorted(versions.items())) + ".",
         "",
@@ -332,7 +332,7 @@ def mobilenet_markdown(result: dict[str, Any]) -> str:
     lines = [
         "# MobileNetV2 QAT training step on TensorFlow (benchmarks/backends.py --mobilenet)",
         "",
-        f"Measured {env['date_utc']} UTC on {env['cpu']} ({env['machine']}, shared; 1-min load "
+        f"Measured {env['date_utc']} UTC on {env['cpu']} ({env['machine']}; 1-min load "
         f"{env.get('load_average_1min')} at the start, {env.get('load_average_end')} at the end); kopt "
         f"{result['versions']['kopt']}, Keras {result['versions']['keras']}, TensorFlow {result['versions']['tensorflow']}.",
         "",

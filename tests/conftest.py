@@ -34,6 +34,7 @@ E2E_FILES = {
     "tests/quantization/test_collaborative_tflite.py",
     "tests/distributed/test_distributed.py",
     "tests/hub/test_backends.py",
+    "tests/hub/test_backbones.py",
     "tests/docs/test_readme.py",
     "tests/export/test_subprocess_lower.py",
 }
