@@ -27,7 +27,9 @@ TARGETS = {
     "tensorflow": {"prune": 1.08, "cluster": 1.04, "qat": 1.15, "pcqat": 1.13},
     "jax": {"prune": 1.02, "cluster": 1.01, "qat": 1.05, "pcqat": 1.06},
 }
-TARGETS["torch_tuned_malloc"] = TARGETS["torch"]
+TARGETS.update({name: TARGETS[backend] for name, (backend, _) in VARIANT_RUNS.items()})
+#: The Keras backends themselves (``--backend`` runs one in this process).
+KERAS_BACKENDS = tuple(b for b in BACKENDS if b not in VARIANT_RUNS)
 
 
 def half_spread(q1: float, q3: float) -> float:

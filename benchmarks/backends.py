@@ -228,10 +228,10 @@ def markdown(results: dict[str, Any]) -> str:
         "per-round ratios." + (" The three backends ran side by side (each process alternates its own variants)."
                                if results.get("side_by_side") else ""),
         *[f"{table.BACKEND_LABELS[name]}: the {table.BACKEND_LABELS[backend]} run in a process started with "
-          + " ".join(f"`{k}={v}`" for k, v in env.items()) + " (eager ops allocate a fresh buffer each; these "
+          + " ".join(f"`{k}={v}`" for k, v in settings.items()) + " (eager ops allocate a fresh buffer each; these "
           "settings stop glibc from returning freed activation-sized blocks to the system, so they are not "
           "page-faulted in again on every step)."
-          for name, (backend, env) in table.VARIANT_RUNS.items() if name in results["backends"]],
+          for name, (backend, settings) in table.VARIANT_RUNS.items() if name in results["backends"]],
         "",
         table.backend_table(results["backends"]),
         "",
@@ -349,7 +349,7 @@ def mobilenet_markdown(result: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backend", choices=[b for b in table.BACKENDS if b not in table.VARIANT_RUNS])
+    parser.add_argument("--backend", choices=table.KERAS_BACKENDS)
     parser.add_argument("--all-backends", action="store_true")
     parser.add_argument("--backends", nargs="*", default=list(table.BACKENDS), choices=table.BACKENDS,
                         help="with --all-backends: which ones")
@@ -361,7 +361,7 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=0.05, help="--mobilenet: wanted half spread of the QAT ratio")
     parser.add_argument("--steps", type=int, default=3, help="batches per round")
     parser.add_argument("--no-jit", action="store_true", help="skip the jit_compile=True float step")
-    parser.add_argument("--jit-backends", nargs="*", default=[b for b in table.BACKENDS if b not in table.VARIANT_RUNS],
+    parser.add_argument("--jit-backends", nargs="*", default=list(table.KERAS_BACKENDS),
                         choices=table.BACKENDS,
                         help="with --all-backends: where to time the jit_compile=True float step")
     parser.add_argument("--parallel", action="store_true",

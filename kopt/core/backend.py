@@ -55,11 +55,8 @@ def fused(function: Callable[..., Any]) -> Callable[..., Any]:
         compiled = state.get("compiled")
         if compiled is None:
             compiled = state["compiled"] = _compile(function)
-        if compiled is function or not _worth_fusing(args[0]):
-            return function(*args, **kwargs)
-        import torch
-
-        if torch.compiler.is_compiling():  # inside a compiled train step: let it trace through
+        # Inside a compiled train step (not branching on the host) the step's own compile traces through.
+        if compiled is function or not branches_on_host() or not _worth_fusing(args[0]):
             return function(*args, **kwargs)
         try:
             return compiled(*args, **kwargs)

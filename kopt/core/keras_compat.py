@@ -2,8 +2,9 @@
 
 Keras 3 has no public name for these, and kopt needs them: the raw ``keras.ops`` operation
 classes that appear as nodes of a Functional graph (to match and quantize ``x + y`` written with
-``keras.ops``), the names of keras.applications' custom layers, the ``Functional`` class (to tell a graph model from a subclassed one) and the JAX
-trainer's stateless scope (to substitute variables inside it). When a Keras release moves one of
+``keras.ops``), the names of keras.applications' own custom layers (to open them), the ``Functional``
+class (to tell a graph model from a subclassed one) and the JAX trainer's stateless scope (to
+substitute variables inside it). When a Keras release moves one of
 them, this module is the only one to change.
 """
 

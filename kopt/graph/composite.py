@@ -110,7 +110,7 @@ def trace(layer: keras.layers.Layer, data: dict, name: str) -> keras.Model:
     opener = OPENERS.get(_class_key(type(layer)))
     swapped = {} if opener is not None else _swap_attributes(layer, inputs[0], name)
     try:
-        with _batch_free_reshapes():
+        with _batch_free_tracing():
             outputs = opener(layer, name, *args, **kwargs) if opener is not None else layer.call(*args, **kwargs)
     except CannotOpen:
         raise
@@ -244,7 +244,7 @@ def _unknown(size: Any) -> bool:
 
 
 @contextlib.contextmanager
-def _batch_free_reshapes() -> Iterator[None]:
+def _batch_free_tracing() -> Iterator[None]:
     """While tracing, ``ops.shape(x)[0]`` is a :class:`BatchSize` and ``ops.reshape`` reads it
     (or ``None``) as ``-1``, and any other ``-1`` as its size (from ``x``'s known sizes).
 
@@ -266,8 +266,7 @@ def _batch_free_reshapes() -> Iterator[None]:
         return sizes
 
     replaced = {"reshape": reshape, "shape": shape}
-    modules = [m for m in (keras.ops, keras.ops.numpy) if any(hasattr(m, f) for f in replaced)]
-    saved = [(m, f, getattr(m, f)) for m in modules for f in replaced if hasattr(m, f)]
+    saved = [(m, f, getattr(m, f)) for m in (keras.ops, keras.ops.numpy) for f in replaced if hasattr(m, f)]
     for module, function, _ in saved:
         setattr(module, function, replaced[function])
     try:

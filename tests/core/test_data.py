@@ -47,9 +47,9 @@ def corrupt(kind: str, index: int, x: np.ndarray, y: np.ndarray, w: np.ndarray):
     return x, y, w
 
 
-def short_length(index):
-    """1 to 63 labels for the 64 samples (index 63 would keep all 64: not short)."""
-    return index % 63 + 1
+def short_length(index, samples=64):
+    """1 to ``samples - 1`` labels (``index + 1`` labels would keep them all for the largest index: not short)."""
+    return index % (samples - 1) + 1
 
 
 KINDS = ["nan_x", "inf_weight", "label_range", "negative_label", "empty", "short_labels", "sample_shape", "text",
@@ -200,7 +200,7 @@ def test_evaluate_refuses_corrupted_data_before_running_the_interpreter(tflite, 
     x, y, _, _ = digits(train=32)
     y = y.astype("float32")
     if kind == "short_labels":
-        y = y[: index % 31 + 1]  # 1 to 31 labels: index 31 would keep all 32
+        y = y[: short_length(index, samples=32)]
     elif kind == "nan_label":
         y[index] = np.nan
     elif kind == "text_labels":
@@ -211,7 +211,7 @@ def test_evaluate_refuses_corrupted_data_before_running_the_interpreter(tflite, 
     monkeypatch.setattr(runtime, "run", interpreter)
     with pytest.raises(InvalidArgumentError) as error:
         evaluate(tflite, x, y)
-    expected = {"short_labels": f"{index % 31 + 1} labels for 32 input samples", "nan_label": f"first in sample {index}",
+    expected = {"short_labels": f"{short_length(index, samples=32)} labels for 32 input samples", "nan_label": f"first in sample {index}",
                 "text_labels": "evaluate y has dtype <U"}.get(kind) or INPUT_MESSAGES[kind].format(i=index)
     if kind == "sample_shape":
         expected = "samples of shape (8, 7, 1) do not fit the model's input shape (8, 8, 1)"  # the .tflite's shape
