@@ -10,6 +10,7 @@ Integer outputs are dequantized back to float.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -107,9 +108,19 @@ def _io(model: TFLiteModel) -> tuple[list[str], list[int], list[int]]:
     """Input names, input and output tensor indices: from the signature if there is one."""
     if model.signatures:
         sig = model.signatures[0]
-        return [n for n, _ in sig.inputs], [i for _, i in sig.inputs], [i for _, i in sig.outputs]
+        return [n for n, _ in sig.inputs], [i for _, i in sig.inputs], [i for _, i in _in_model_order(sig.outputs)]
     sg = model.main
     return [sg.tensors[i].name for i in sg.inputs], list(sg.inputs), list(sg.outputs)
+
+
+def _in_model_order(outputs: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Signature outputs in the Keras model's order. The converter names them ``output_0`` ...
+    ``output_N`` and the signature lists them sorted as text, so from 11 outputs on ``output_10``
+    would come before ``output_2``: sort by the number instead."""
+    numbers = [re.fullmatch(r"output_(\d+)", name) for name, _ in outputs]
+    if not all(numbers):
+        return list(outputs)
+    return [output for _, output in sorted(zip((int(n.group(1)) for n in numbers), outputs))]
 
 
 def _arrange(x: Any, names: list[str]) -> list[np.ndarray]:

@@ -380,3 +380,31 @@ def test_a_resizing_layer_does_not_put_the_layers_after_it_in_training_mode():
     assert {op.name for op in sg.operators} <= {"CONV_2D", "RESIZE_BILINEAR"}, [op.name for op in sg.operators]
     after = [keras.ops.convert_to_numpy(v) for v in qat.non_trainable_variables]
     assert all(np.array_equal(a, b) for a, b in zip(before, after))  # lowering changes no statistic or range
+
+
+def test_the_converters_garbage_collection_scans_only_the_conversions_own_objects(monkeypatch):
+    """TF's converter runs gc.collect() on every conversion; to_tflite freezes the objects alive before it
+    (so the collection skips them) and unfreezes them after. An application's own frozen set is left alone."""
+    import gc
+
+    frozen_at_collect = []
+    collect = gc.collect
+    monkeypatch.setattr(gc, "collect", lambda *a: frozen_at_collect.append(gc.get_freeze_count()) or collect(*a))
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, layers.Dense(2)(inputs))
+    data = uniform((8, 4))
+    already_frozen = gc.get_freeze_count()  # tests/conftest.py freezes the test process at start
+    gc.unfreeze()
+    try:
+        to_tflite(model, representative_data=data)
+        assert frozen_at_collect and min(frozen_at_collect) > 0
+        assert gc.get_freeze_count() == 0  # everything is back
+        gc.freeze()
+        application_frozen, frozen_at_collect[:] = gc.get_freeze_count(), []
+        to_tflite(model, representative_data=data)
+        assert frozen_at_collect and max(frozen_at_collect) <= application_frozen  # nothing more frozen...
+        assert gc.get_freeze_count() > 0.9 * application_frozen  # ...and the application's set not unfrozen
+    finally:
+        gc.unfreeze()
+        if already_frozen:
+            gc.freeze()

@@ -58,6 +58,19 @@ def test_dynamic_batch_and_multiple_outputs():
         assert np.max(np.abs(got - want)) < 0.05
 
 
+def test_outputs_come_back_in_the_keras_models_order_past_ten_outputs():
+    # The signature lists output_0 ... output_11 sorted as text (output_10 before output_2).
+    inp = keras.Input((5,))
+    h = layers.Dense(8, activation="relu")(inp)
+    model = keras.Model(inp, [layers.Dense(width, name=f"head_{width}")(h) for width in range(2, 14)])
+    x = uniform((6, 5))
+    outputs = run(to_tflite(model, representative_data=x, batch_size=None), x)
+    expected = model.predict(x, verbose=0)
+    assert [o.shape[-1] for o in outputs] == list(range(2, 14))
+    for got, want in zip(outputs, expected):
+        assert np.max(np.abs(got - want)) < 0.1
+
+
 def test_evaluate_accepts_int_and_one_hot_labels(int8_and_float_io):
     model, tflite, _ = int8_and_float_io
     x = uniform((20, 8, 8, 3), seed=5)
