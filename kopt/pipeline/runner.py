@@ -107,25 +107,30 @@ def run_stages(
         if representative_data is None:  # only used when the model did not go through QAT
             representative_data = features(training.train_data)
         metrics = result.stages[-1].report.keras_metrics if result.stages else {}
-        several_outputs = len(current.outputs) > 1  # top-1 accuracy of "the" int8 output is undefined
-        measurable = not several_outputs and (not metrics or accuracy_key(metrics) is not None)
-        eval_data = training.eval_arrays(current) if measurable else None
+        if len(current.outputs) > 1:  # no single accuracy: one per output Keras measures accuracy for
+            eval_data = training.eval_arrays_per_output(current)
+            classified = classified_outputs(current, metrics)
+        else:
+            measurable = not metrics or accuracy_key(metrics) is not None
+            eval_data, classified = (training.eval_arrays(current) if measurable else None), None
         result.stages.append(
             lower_stage(
                 current,
                 plan,
                 representative_data=representative_data,
                 eval_data=eval_data,
+                classified_outputs=classified,
                 strict=strict,
                 log=log,
             )
         )
-        if several_outputs:
-            result.stages[-1].report.notes.append(
-                f"int8 accuracy not measured: the model has {len(current.outputs)} outputs (Keras' per-output "
-                "metrics of each stage are in keras_metrics)"
-            )
     return result
+
+
+def classified_outputs(model: keras.Model, metrics: dict[str, float]) -> list[str]:
+    """The outputs with an accuracy metric in Keras' per-output results (``<output>_accuracy``):
+    top-1 accuracy means something for them, not for a regression output."""
+    return [name for name in model.output_names if any(k.startswith(f"{name}_") and "acc" in k for k in metrics)]
 
 
 __all__ = ["PipelineResult", "run_stages"]

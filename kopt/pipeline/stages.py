@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import keras
 import numpy as np
@@ -302,12 +302,15 @@ def lower_stage(
     accuracy: bool = True,
     strict: bool = False,
     log: Log = _quiet,
+    classified_outputs: Sequence[str] | None = None,
 ) -> StageResult:
     """Convert to int8 TFLite (int8 I/O, batch 1), check it for the Edge TPU, measure it.
 
     A quantization-aware model lowers from its trained ranges; any other model is calibrated
     post-training on ``representative_data``. With ``target="edgetpu"`` a model that is not fully
     mapped gets a warning naming the first op left on the CPU (an error with ``strict``).
+    A multi-output model's ``eval_data`` holds one label array per output; the int8 accuracy is
+    measured for the ``classified_outputs`` (names) and reported per output.
     """
     from kopt.export import check_edgetpu, evaluate, to_tflite
 
@@ -337,11 +340,16 @@ def lower_stage(
         tflite = to_tflite(model, representative_data=representative_data, int8_io=True, batch_size=1)
         notes.append("int8 ranges calibrated post-training on representative data")
     edgetpu = check_edgetpu(tflite)
-    int8_accuracy = None
-    if accuracy and eval_data is not None:
+    int8_accuracy, per_output = None, {}
+    if accuracy and eval_data is not None and classified_outputs is not None:
+        per_output = _accuracy_per_output(tflite, model, eval_data, classified_outputs)
+        if not per_output:
+            notes.append("int8 accuracy not measured: no output of the model has an accuracy metric")
+    elif accuracy and eval_data is not None:
         int8_accuracy = evaluate(tflite, eval_data[0], eval_data[1])
     names = list(plan.layers)
     report = tflite_stage("int8", tflite, layer_names=names, int8_accuracy=int8_accuracy, edgetpu=edgetpu, notes=notes)
+    report.int8_output_accuracies, report.outputs = per_output, len(model.outputs)
     if plan.policy.target == "edgetpu" and not edgetpu.fully_mapped:
         message = edgetpu_problem(edgetpu)
         if strict:
@@ -359,6 +367,22 @@ def lower_stage(
         if layer is not None and values.ndim >= 2 and values.size > kernels.get(layer, np.zeros(0)).size:
             kernels[layer] = values
     return StageResult("int8", None, report, kernels=kernels, tflite=tflite, edgetpu=edgetpu)
+
+
+def _accuracy_per_output(
+    tflite: bytes, model: keras.Model, eval_data: tuple[Any, list[Any]], classified: Sequence[str]
+) -> dict[str, float]:
+    """Top-1 accuracy of each classified output of the int8 file (outputs come back in the model's order)."""
+    from kopt.export import run
+    from kopt.metrics import top1_accuracy
+
+    x, labels = eval_data
+    outputs = run(tflite, x)
+    return {
+        name: top1_accuracy(outputs[index], labels[index])
+        for index, name in enumerate(model.output_names)
+        if name in classified
+    }
 
 
 def _micro_file(tflite: bytes, data: tuple, report: Any) -> bytes:

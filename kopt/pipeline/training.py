@@ -80,17 +80,24 @@ def _split_element(element: Any) -> tuple[Any, Any]:
     )
 
 
-def as_arrays(data: Any, limit: int | None = None, sample_rank: int | None = None) -> tuple[Any, np.ndarray]:
+def as_arrays(
+    data: Any, limit: int | None = None, sample_rank: int | None = None, *, structured_labels: bool = False
+) -> tuple[Any, Any]:
     """Up to ``limit`` samples of ``data`` as NumPy ``(x, y)`` (x may be a list/dict for several inputs).
 
     ``sample_rank`` is the rank of one input sample (without batch); a dataset whose elements
-    have that rank is unbatched, otherwise each element is a batch.
+    have that rank is unbatched, otherwise each element is a batch. ``structured_labels``: ``y``
+    keeps its structure (a tuple or dict of label arrays, one per output of a multi-output model);
+    otherwise it is one array.
     """
+    def labels(y: Any, convert: Callable[[Any], np.ndarray]) -> Any:
+        return keras.tree.map_structure(convert, y) if structured_labels else convert(y)
+
     kind = data_kind(data)
     if kind == "arrays":
         x, y = data[0], data[1]
         cut = slice(None) if limit is None else slice(0, limit)
-        return keras.tree.map_structure(lambda a: np.asarray(a)[cut], x), np.asarray(y)[cut]
+        return keras.tree.map_structure(lambda a: np.asarray(a)[cut], x), labels(y, lambda a: np.asarray(a)[cut])
     if kind == "pydataset":
         elements: Any = (data[i] for i in range(len(data)))
     elif kind == "dataset":
@@ -101,22 +108,22 @@ def as_arrays(data: Any, limit: int | None = None, sample_rank: int | None = Non
     for element in elements:
         x, y = _split_element(element)
         x = keras.tree.map_structure(lambda a: np.asarray(keras.ops.convert_to_numpy(a)), x)
-        y = np.asarray(keras.ops.convert_to_numpy(y))
+        y = labels(y, lambda a: np.asarray(keras.ops.convert_to_numpy(a)))
         if sample_rank is not None and np.ndim(_first_leaf(x)) == sample_rank:
             x = keras.tree.map_structure(lambda a: a[None], x)
-            y = y[None]
+            y = labels(y, lambda a: a[None])
         xs.append(x)
         ys.append(y)
-        taken += len(y)
+        taken += len(_first_leaf(x))
         if limit is not None and taken >= limit:
             break
     if not xs:
         raise InvalidArgumentError("The data yielded no samples.")
     x = keras.tree.map_structure(lambda *parts: np.concatenate(parts), *xs)
-    y = np.concatenate(ys)
+    y = keras.tree.map_structure(lambda *parts: np.concatenate(parts), *ys) if structured_labels else np.concatenate(ys)
     if limit is not None:
         x = keras.tree.map_structure(lambda a: a[:limit], x)
-        y = y[:limit]
+        y = labels(y, lambda a: a[:limit])
     return x, y
 
 
@@ -243,12 +250,22 @@ class Training:
 
     def eval_arrays(self, model: keras.Model) -> tuple[Any, np.ndarray]:
         """Up to ``eval_limit`` evaluation samples as arrays, for running the int8 TFLite model."""
-        rank = None
-        try:
-            rank = len(model.inputs[0].shape) - 1
-        except (AttributeError, IndexError, ValueError, TypeError):
-            pass
-        return as_arrays(self.eval_data, self.eval_limit, sample_rank=rank)
+        return as_arrays(self.eval_data, self.eval_limit, sample_rank=_sample_rank(model))
+
+    def eval_arrays_per_output(self, model: keras.Model) -> tuple[Any, list[np.ndarray]]:
+        """:meth:`eval_arrays` of a multi-output model: one label array per output, in output order
+        (labels given as a dict are looked up by output name)."""
+        x, y = as_arrays(self.eval_data, self.eval_limit, sample_rank=_sample_rank(model), structured_labels=True)
+        if isinstance(y, dict):
+            return x, [y[name] for name in model.output_names]
+        return x, list(y)
+
+
+def _sample_rank(model: keras.Model) -> int | None:
+    try:
+        return len(model.inputs[0].shape) - 1
+    except (AttributeError, IndexError, ValueError, TypeError):
+        return None
 
 
 Log = Callable[[str], None]

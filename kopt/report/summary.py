@@ -175,6 +175,7 @@ class StageReport:
     edgetpu: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     outputs: int = 1  # model outputs: several have one accuracy each, none of them "the" accuracy
+    int8_output_accuracies: dict[str, float] = field(default_factory=dict)  # by output name, several outputs
 
     @property
     def keras_accuracy(self) -> float | None:
@@ -212,6 +213,8 @@ class StageReport:
             parts.append(f"loss {self.keras_metrics['loss']:.4f}")
         if self.int8_accuracy is not None:
             parts.append(f"int8 acc {self.int8_accuracy:.4f}")
+        elif self.int8_output_accuracies:
+            parts.append("int8 " + ", ".join(f"{k} acc {v:.4f}" for k, v in self.int8_output_accuracies.items()))
         parts.append(f"sparsity {self.sparsity:.1%}")
         parts.append(f"unique values/channel <= {self.max_unique_values}")
         if self.tflite_bytes is not None:

@@ -255,8 +255,14 @@ def test_optimize_a_multi_output_model_with_a_preset_reports_accuracy_per_output
     assert set(baseline.output_accuracies) == {"digit_accuracy", "parity_accuracy"}
     assert len(quantized.output_accuracies) == 2 and baseline.keras_accuracy is None
     assert "keras digit_accuracy" in baseline.summary()
-    assert int8.int8_accuracy is None and any("the model has 2 outputs" in note for note in int8.notes)
-    assert result.tflite is not None
+    assert int8.int8_accuracy is None and int8.accuracy is None
+    # int8 accuracy per output, against NumPy's top-1 of the same file's outputs (in the Keras model's order)
+    outputs = kopt.export.run(result.tflite, xv)
+    assert [o.shape[-1] for o in outputs] == [10, 2]
+    names = result.model.output_names
+    expected = {names[0]: np.mean(outputs[0].argmax(-1) == yv), names[1]: np.mean(outputs[1].argmax(-1) == yv % 2)}
+    assert int8.int8_output_accuracies == pytest.approx(expected)
+    assert f"int8 {names[0]} acc" in int8.summary()
 
 
 def test_a_single_output_model_keeps_its_accuracy_beside_other_accuracy_metrics():
@@ -267,3 +273,12 @@ def test_a_single_output_model_keeps_its_accuracy_beside_other_accuracy_metrics(
     two = StageReport("s", keras_metrics={"digit_accuracy": 0.8, "parity_accuracy": 0.7}, outputs=2)
     assert two.keras_accuracy is None and two.accuracy is None
     assert "keras digit_accuracy 0.8000, parity_accuracy 0.7000" in two.summary()
+
+
+def test_int8_accuracy_is_measured_only_for_outputs_keras_measures_accuracy_for():
+    from kopt.pipeline.runner import classified_outputs
+
+    model = two_output_model()
+    metrics = {"loss": 1.0, "digit_loss": 0.5, "digit_accuracy": 0.9, "parity_loss": 0.2}  # parity: a regression
+    assert classified_outputs(model, metrics) == ["digit"]
+    assert classified_outputs(model, {"loss": 1.0}) == []
