@@ -28,6 +28,7 @@ with quantization-aware training (detected in the exported graph), otherwise fro
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import os
 import re
@@ -280,19 +281,23 @@ def write_saved_model(model: keras.Model, signature: list, path: str) -> None:
 
     The same traced function ``model.export`` writes, without its extra traces and trackable
     walk; a model whose function captures more than variables (e.g. a lookup table, which
-    ``tf.saved_model.save`` refuses as untracked) goes through ``model.export`` instead.
+    ``tf.saved_model.save`` refuses as untracked) goes through Keras' ``ExportArchive`` instead
+    (what ``model.export`` uses, which tracks such resources), with the same ``training=False`` call.
     """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             _lean_saved_model(model, signature, path)
         return
-    except Exception:  # noqa: BLE001 - model.export below reports the error if it fails too
+    except Exception:  # noqa: BLE001 - the ExportArchive below reports the error if it fails too
         shutil.rmtree(path, ignore_errors=True)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model.export(path, format="tf_saved_model", input_signature=signature, verbose=False)
+            archive = keras.export.ExportArchive()
+            archive.track(model)
+            archive.add_endpoint("serve", _inference(model), input_signature=signature)
+            archive.write_out(path, verbose=False)
     except Exception as error:  # noqa: BLE001 - re-raised with context
         message = f"exporting model '{model.name}' to a TensorFlow SavedModel failed: {error}"
         raise ConversionError(message) from error
@@ -309,16 +314,18 @@ def _lean_saved_model(model: keras.Model, signature: list, path: str) -> None:
     updates (AssignVariableOp): the converter cannot freeze such variables and leaves the FakeQuant ops
     unconverted (``'tf.FakeQuantWithMinMaxVars' op is neither a custom op nor a flex op``).
     """
-    import functools
-
     import tensorflow as tf
 
-    inference = functools.partial(model.__call__, training=False)
-    function = tf.function(inference, input_signature=signature, autograph=False)
+    function = tf.function(_inference(model), input_signature=signature, autograph=False)
     concrete = function.get_concrete_function()
     root = tf.Module()
     root.model_variables = list(concrete.variables)
     tf.saved_model.save(root, path, signatures={"serving_default": concrete})
+
+
+def _inference(model: keras.Model) -> Any:
+    """``model(x, training=False)``: see :func:`_lean_saved_model` for why it is explicit."""
+    return functools.partial(model.__call__, training=False)
 
 
 def has_fake_quant(saved_model_dir: str) -> bool:

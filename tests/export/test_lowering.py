@@ -361,11 +361,20 @@ def test_mobilenet_v2_ptq_is_fully_int8_and_fully_mapped():
     assert report.num_ops == len(sg.operators) >= 60
 
 
-def test_a_resizing_layer_does_not_put_the_layers_after_it_in_training_mode():
+@pytest.mark.parametrize("path", ["lean SavedModel", "Keras export fallback"])
+def test_a_resizing_layer_does_not_put_the_layers_after_it_in_training_mode(path, monkeypatch):
     """keras.layers.Resizing's ``call`` defaults to ``training=True``, and Keras hands a resolved value on to
     the layers called after it: traced without ``training=False``, the folded BatchNorm and fake-quants of a
-    segmentation head (SegFormer, DeepLabV3) updated their variables and the FakeQuant ops did not convert."""
+    segmentation head (SegFormer, DeepLabV3) updated their variables and the FakeQuant ops did not convert.
+    The fallback for models the lean SavedModel cannot hold (captured lookup tables) must trace the same way."""
+    from kopt.export import lowering
     from kopt.quantization import quantize_model
+
+    if path == "Keras export fallback":
+        def refuse(*args):
+            raise ValueError("untracked resource")
+
+        monkeypatch.setattr(lowering, "_lean_saved_model", refuse)
 
     keras.utils.set_random_seed(0)
     inp = keras.Input((8, 8, 3))

@@ -132,24 +132,24 @@ def test_report_maps_renamed_weights_to_the_right_layers(ptq_model):
     assert kernels == {layer: int(np.prod(shape)) for layer, shape in KERNEL_SHAPES.items()}
 
 
-def test_lean_saved_model_gives_the_same_file_as_model_export(ptq_model, monkeypatch):
-    """write_saved_model's own SavedModel and its model.export fallback convert to equal bytes."""
+def test_lean_saved_model_gives_the_same_file_as_keras_export(ptq_model, monkeypatch):
+    """write_saved_model's own SavedModel and its Keras ExportArchive fallback convert to equal bytes."""
     data = uniform((32, 8, 8, 2))
     lean = to_tflite(ptq_model, representative_data=data)
     exports = []
-    real_export = keras.Model.export
+    real_archive = keras.export.ExportArchive
 
     def lean_fails(model, signature, path):
         raise ValueError("untracked resource")  # what tf.saved_model.save says of a lookup table
 
-    def counted_export(self, *args, **kwargs):
-        exports.append(self.name)
-        return real_export(self, *args, **kwargs)
+    def counted_archive():
+        exports.append(real_archive())
+        return exports[-1]
 
     monkeypatch.setattr(lowering, "_lean_saved_model", lean_fails)
-    monkeypatch.setattr(keras.Model, "export", counted_export)
+    monkeypatch.setattr(keras.export, "ExportArchive", counted_archive)
     exported = to_tflite(ptq_model, representative_data=data)
-    assert exports == ["two_conv"]
+    assert len(exports) == 1
     assert exported == lean
 
 
@@ -160,7 +160,7 @@ def test_export_failure_is_a_conversion_error(ptq_model, monkeypatch):
         raise ValueError("disk full")
 
     monkeypatch.setattr(lowering, "_lean_saved_model", broken)
-    monkeypatch.setattr(keras.Model, "export", broken)
+    monkeypatch.setattr(keras.export, "ExportArchive", broken)
     with pytest.raises(ConversionError, match="two_conv.*disk full"):
         to_tflite(ptq_model, representative_data=uniform((8, 8, 8, 2)))
 
