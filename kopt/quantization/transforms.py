@@ -28,10 +28,16 @@ import keras
 import numpy as np
 
 from kopt.core.errors import InvalidArgumentError
+from kopt.core.keras_compat import ops_math
 from kopt.core.layers import is_foldable
 from kopt.graph import ModelGraph, Pattern, find_matches, find_nodes
 from kopt.quantization.config import QuantizeConfig
-from kopt.quantization.decompose import decompose_layer_norms, einsum_dense_as_dense, grouped_convs_as_depthwise
+from kopt.quantization.decompose import (
+    SaturatingRsqrt,
+    decompose_layer_norms,
+    einsum_dense_as_dense,
+    grouped_convs_as_depthwise,
+)
 from kopt.quantization.hard_activations import decompose_hard_activations
 from kopt.quantization.registry import activation_name, layer_activation_fusable
 from kopt.quantization.wrapper import FoldedBatchNorm
@@ -233,10 +239,25 @@ def fold_batch_norms(ctx: TransformContext) -> None:
     graph.changed()
 
 
+# ---------------------------------------------------------------- rsqrt
+def saturating_rsqrts(ctx: TransformContext) -> None:
+    """A model's own ``keras.ops.rsqrt`` -> :class:`~kopt.quantization.decompose.SaturatingRsqrt`: the
+    same single RSQRT op in the file, but training saturates where TFLite's int8 kernel does (an input
+    that quantizes to 0 gives the output maximum) instead of reaching ``rsqrt(0) = inf`` and NaN."""
+    nodes = [n for n in find_nodes(ctx.graph, lambda layer: type(layer) is ops_math.Rsqrt) if ctx.quantized(n)]
+    for node in nodes:
+        saturating = SaturatingRsqrt(name=node.replace("/", "_").replace(":", "_"))
+        replace_calls(ctx.graph, [node], saturating)
+        ctx.set_config(node, saturating)
+    if nodes:
+        ctx.notes.append(f"made {len(nodes)} rsqrt op(s) saturate at 0 as TFLite's int8 RSQRT does")
+
+
 #: The transforms of the default 8-bit scheme, in order.
 DEFAULT_TRANSFORMS: tuple[Transform, ...] = (
     grouped_convs_as_depthwise,
     einsum_dense_as_dense,
+    saturating_rsqrts,
     decompose_layer_norms,
     split_separable_convs,
     split_activations,

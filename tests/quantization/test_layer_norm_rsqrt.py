@@ -129,3 +129,30 @@ def test_layer_norm_on_a_constant_token_trains_finite_and_matches_int8_tflite(tm
     assert any(isinstance(l, SaturatingRsqrt) for l in loaded.layers)
     assert any(isinstance(l, ActivationQuantize) and l.quantizer.saturating for l in loaded.layers)
     np.testing.assert_allclose(np.asarray(loaded.predict(x, verbose=0)), wide, atol=1e-6)
+
+
+def test_a_models_own_rsqrt_saturates_too():
+    """``keras.ops.rsqrt`` written by the user (an RMS-style normalisation) gets the same treatment: the
+    op becomes SaturatingRsqrt (still one RSQRT in the file) and QAT stays finite where inputs quantize to 0."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((TOKENS, CHANNELS))
+    energy = ops.mean(inp * inp, axis=-1, keepdims=True)
+    out = keras.layers.Dense(CHANNELS, name="proj")(inp * ops.rsqrt(energy + 1e-6))
+    qat = quantize_model(keras.Model(inp, out))
+    assert sum(isinstance(layer, SaturatingRsqrt) for layer in qat.layers) == 1
+    x = tokens()
+    x[:, 0, :] = 0.0  # a silent token: its energy quantizes to 0
+    qat.compile(keras.optimizers.Adam(1e-2), "mse")
+    history = qat.fit(x, np.zeros_like(x), epochs=2, batch_size=16, verbose=0)
+    assert np.isfinite(history.history["loss"]).all(), history.history
+    assert all(np.isfinite(as_np(w)).all() for w in qat.weights)
+    predicted = np.asarray(qat.predict(x, verbose=0))
+    assert np.isfinite(predicted).all()
+    if keras.backend.backend() != "tensorflow":
+        return  # lowering from the other backends is tested in tests/export/test_subprocess_lower.py
+    tflite = to_tflite(qat)
+    graph = load_tflite(tflite).main
+    names = [op.name for op in graph.operators]
+    assert names.count("RSQRT") == 1 and not {"QUANTIZE", "DEQUANTIZE"} & set(names), names
+    step = float(graph.tensors[graph.outputs[0]].quantization.scales[0])
+    assert (np.abs(run(tflite, x) - predicted) / step).max() <= 2.0 + 1e-3
