@@ -56,13 +56,13 @@ def fused(function: Callable[..., Any] | None = None, *, min_elements: int = FUS
 
     @functools.wraps(function)
     def run(*args: Any, **kwargs: Any) -> Any:
-        if _UNFUSED.active:
+        # Inside a compiled train step or kernel (not branching on the host) the enclosing compile traces through.
+        if _UNFUSED.active or not branches_on_host():
             return function(*args, **kwargs)
         compiled = state.get("compiled")
         if compiled is None:
             compiled = state["compiled"] = _compile(function)
-        # Inside a compiled train step (not branching on the host) the step's own compile traces through.
-        if compiled is function or not branches_on_host() or not _worth_fusing(args[0], min_elements):
+        if compiled is function or not _worth_fusing(args[0], min_elements):
             return function(*args, **kwargs)
         try:
             return compiled(*args, **kwargs)

@@ -195,24 +195,38 @@ def _snapper(num_bits: int, narrow_range: bool, nonnegative: bool) -> Callable[.
     """:func:`grid_fake_quant`'s arithmetic for one grid: ``(values, low, high) -> snapped values``.
 
     On PyTorch, for a large tensor, one fused kernel: its passes over the tensor and the scalar range
-    arithmetic before them (a dozen eager dispatches otherwise). One function per grid, so that its
-    bounds are constants of the compiled kernel."""
-    qmin, qmax = quant_bounds(num_bits, narrow_range)
-    steps = float(qmax - qmin)
+    arithmetic before them; for a small one, that arithmetic alone (a dozen eager dispatches otherwise).
+    One function per grid, so that its bounds are constants of the compiled kernel."""
+    parameters = _grid_parameters(num_bits, narrow_range, nonnegative)
 
     @fused
     def snap(values: Any, min_value: Any, max_value: Any) -> Any:
+        if nonnegative:
+            return _snap_nonnegative(values, *parameters(min_value, max_value))
+        return _snap(values, *parameters(min_value, max_value))
+
+    return snap
+
+
+@functools.lru_cache(maxsize=None)
+def _grid_parameters(num_bits: int, narrow_range: bool, nonnegative: bool) -> Callable[..., Any]:
+    """``(low, high) ->`` the arguments of :func:`_snap` (``_snap_nonnegative``) after ``values``."""
+    qmin, qmax = quant_bounds(num_bits, narrow_range)
+    steps = float(qmax - qmin)
+
+    @fused(min_elements=0)
+    def grid(min_value: Any, max_value: Any) -> tuple[Any, ...]:
         low, high = ops.cast(min_value, "float32"), ops.cast(max_value, "float32")
         if nonnegative:  # minimum 0: the zero point is qmin, the nudged maximum steps * scale
             scale, inverse = high / steps, steps / high
-            return _snap_nonnegative(values, ops.zeros_like(scale), scale * steps, inverse, scale)
+            return ops.zeros_like(scale), scale * steps, inverse, scale
         scale, inverse = (high - low) / steps, steps / (high - low)
         zero_point = ops.floor(ops.clip(float(qmin) - low / scale, float(qmin), float(qmax)) + 0.5)
         offset = float(qmin) - zero_point  # an integer: (code + offset) * scale rounds once
         low, high = offset * scale, (float(qmax) - zero_point) * scale
-        return _snap(values, low, high, inverse, scale, offset)
+        return low, high, inverse, scale, offset
 
-    return snap
+    return grid
 
 
 # The passes over the tensor itself, after the scalar range arithmetic of _snapper.
@@ -291,7 +305,9 @@ class WeightQuantizer(Quantizer):
 
     def __call__(self, x: Any, state: dict[str, keras.Variable] | None = None, training: bool = False) -> Any:
         # A value, not the variable itself (TF's custom gradient refuses functions that read variables).
-        x = ops.copy(ops.convert_to_tensor(x)) if training else ops.convert_to_tensor(x)
+        x = ops.convert_to_tensor(x)
+        if training and keras.backend.backend() == "tensorflow":
+            x = ops.copy(x)
         if not self.per_channel:
             return self._quantize(x, None, training)
         if self.channel_dims == 1:
@@ -302,9 +318,7 @@ class WeightQuantizer(Quantizer):
         return ops.reshape(self._quantize(flat, tuple(range(flat.ndim - 1)), training), shape)
 
     def _quantize(self, x: Any, reduce_axes: tuple | None, training: bool) -> Any:
-        magnitude = ops.max(ops.abs(x), axis=reduce_axes)
-        magnitude = ops.where(magnitude < MIN_WEIGHT_MAGNITUDE, ops.ones_like(magnitude), magnitude)
-        low, high = symmetric_nudged_range(magnitude, self.num_bits)
+        low, high = _weight_range(self.num_bits)(ops.max(ops.abs(x), axis=reduce_axes))
         return fake_quant(
             x,
             low,
@@ -318,6 +332,19 @@ class WeightQuantizer(Quantizer):
 
     def get_config(self) -> dict[str, Any]:
         return {"num_bits": self.num_bits, "per_channel": self.per_channel, "channel_dims": self.channel_dims}
+
+
+@functools.lru_cache(maxsize=None)
+def _weight_range(num_bits: int) -> Callable[..., Any]:
+    """``magnitude -> (low, high)``: a weight's symmetric nudged range from its largest magnitudes
+    (per channel or not); an all-zero channel gets magnitude 1. One fused function (scalar ops)."""
+
+    @fused(min_elements=0)
+    def weight_range(magnitude: Any) -> tuple[Any, Any]:
+        magnitude = ops.where(magnitude < MIN_WEIGHT_MAGNITUDE, ops.ones_like(magnitude), magnitude)
+        return symmetric_nudged_range(magnitude, num_bits)
+
+    return weight_range
 
 
 @keras.saving.register_keras_serializable(package="kopt")
