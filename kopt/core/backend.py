@@ -34,7 +34,7 @@ def branches_on_host() -> bool:
 FUSE_MIN_ELEMENTS = 1 << 16
 
 
-def fused(function: Callable[..., Any]) -> Callable[..., Any]:
+def fused(function: Callable[..., Any] | None = None, *, min_elements: int = FUSE_MIN_ELEMENTS) -> Any:
     """``function`` (written in ``keras.ops``) run as one compiled kernel where the backend would
     otherwise run it op by op.
 
@@ -45,18 +45,24 @@ def fused(function: Callable[..., Any]) -> Callable[..., Any]:
     itself (TensorFlow runs its own fused FakeQuant op, JAX's jit fuses already). If compiling
     fails (no C++ compiler on the machine, an unsupported platform) or ``KOPT_FUSE=0`` is set, the
     function runs eagerly, with the same results.
+
+    ``min_elements``: the size of the first argument from which compiling pays. A chain of scalar
+    ops (a range update: some twenty eager dispatches of a few microseconds each) pays at any size:
+    ``@fused(min_elements=0)``.
     """
+    if function is None:
+        return functools.partial(fused, min_elements=min_elements)
     state: dict[str, Any] = {}
 
     @functools.wraps(function)
     def run(*args: Any, **kwargs: Any) -> Any:
-        if _UNFUSED.active:
+        # Inside a compiled train step or kernel (not branching on the host) the enclosing compile traces through.
+        if _UNFUSED.active or not branches_on_host():
             return function(*args, **kwargs)
         compiled = state.get("compiled")
         if compiled is None:
             compiled = state["compiled"] = _compile(function)
-        # Inside a compiled train step (not branching on the host) the step's own compile traces through.
-        if compiled is function or not branches_on_host() or not _worth_fusing(args[0]):
+        if compiled is function or not _worth_fusing(args[0], min_elements):
             return function(*args, **kwargs)
         try:
             return compiled(*args, **kwargs)
@@ -69,13 +75,13 @@ def fused(function: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-def _worth_fusing(tensor: Any) -> bool:
+def _worth_fusing(tensor: Any, min_elements: int) -> bool:
     """A concrete tensor (not a symbolic one: Keras infers shapes on PyTorch's ``meta`` device) of
-    at least :data:`FUSE_MIN_ELEMENTS` values."""
+    at least ``min_elements`` values."""
     shape = tuple(getattr(tensor, "shape", ()))
-    if any(not isinstance(size, int) for size in shape) or str(getattr(tensor, "device", "")) == "meta":
+    if any(not isinstance(size, int) for size in shape) or getattr(tensor, "is_meta", False):
         return False
-    return math.prod(shape) >= FUSE_MIN_ELEMENTS
+    return math.prod(shape) >= min_elements
 
 
 class _Unfused(threading.local):

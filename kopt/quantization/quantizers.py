@@ -21,12 +21,13 @@ TFLite QUANTIZE kernel rounds them away from zero. Only exact negative ties diff
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Callable
 
 import keras
 from keras import ops
 
-from kopt.core.backend import fused
+from kopt.core.backend import branches_on_host, fused
 from kopt.core.distribute import cross_replica_extremes
 from kopt.core.errors import InvalidArgumentError
 
@@ -89,6 +90,7 @@ def fake_quant(
     nonnegative: bool = False,
     nudged: bool = False,
     bounds: tuple[Any, Any] | None = None,
+    unclipped: Any = None,
 ) -> Any:
     """Fake-quantize ``x`` to the grid of ``[min_value, max_value]`` (per last-axis channel if asked).
 
@@ -105,7 +107,9 @@ def fake_quant(
     the range) that the caller already has (an activation quantizer's batch extremes). When
     they lie inside the nudged range nothing was clipped, so the gradient passes through
     unmasked: the same values, without the mask's three passes over ``x`` (half of an
-    activation fake-quant's cost).
+    activation fake-quant's cost). ``unclipped``: that test's boolean result, when the caller
+    computed it already (with ``bounds``); where branches are taken on the host (eager PyTorch)
+    it is read once in the forward pass, and the backward pass dispatches no op for it.
     """
     low, high = (min_value, max_value) if nudged else nudged_range(min_value, max_value, num_bits, narrow_range)
     low, high = ops.stop_gradient(low), ops.stop_gradient(high)
@@ -123,6 +127,10 @@ def fake_quant(
     def inside(values: Any, lo: Any, hi: Any) -> Any:
         return _inside(values, lo, hi, nonnegative)
 
+    # Eager PyTorch: the branch is decided here, on the host, and the range gets no gradient (None).
+    on_host = branches_on_host()
+    passes_through = on_host and bounds is not None and unclipped is not None and bool(unclipped)
+
     @ops.custom_gradient
     def straight_through(values: Any, lo: Any, hi: Any, lower: Any, upper: Any) -> Any:
         def grad(*args: Any, upstream: Any = None) -> Any:
@@ -132,6 +140,9 @@ def fake_quant(
             def masked() -> Any:
                 return masked_gradient(values, lo, hi, upstream, nonnegative=nonnegative)
 
+            if on_host:
+                gradient = upstream if passes_through else masked()
+                return gradient, None, None, None, None
             if bounds is None:
                 gradient = masked()
             else:
@@ -142,7 +153,10 @@ def fake_quant(
         return quantize(values, lo, hi), grad
 
     # Without bounds the range stands in for them: the custom gradient takes a fixed set of tensors.
-    lower, upper = (low, high) if bounds is None else (ops.stop_gradient(ops.cast(b, "float32")) for b in bounds)
+    if bounds is None or on_host:
+        lower, upper = low, high
+    else:
+        lower, upper = (ops.stop_gradient(ops.cast(b, "float32")) for b in bounds)
     return straight_through(x, low, high, lower, upper)
 
 
@@ -172,28 +186,54 @@ def grid_fake_quant(
     channel when they are vectors). ``nonnegative`` (``x >= 0`` and ``min_value`` exactly 0, a
     ReLU output's range): the shift by the minimum is skipped, as it adds and subtracts 0.0.
     """
-    qmin, qmax = quant_bounds(num_bits, narrow_range)
-    low, high = ops.cast(min_value, "float32"), ops.cast(max_value, "float32")
-    steps = float(qmax - qmin)
     values = ops.convert_to_tensor(x)
-    if nonnegative:  # minimum 0: the zero point is qmin, the nudged maximum steps * scale
-        scale, inverse = high / steps, steps / high
-        return _snap_nonnegative(values, ops.zeros_like(scale), scale * steps, inverse, scale)
-    scale, inverse = (high - low) / steps, steps / (high - low)
-    zero_point = ops.floor(ops.clip(float(qmin) - low / scale, float(qmin), float(qmax)) + 0.5)
-    offset = float(qmin) - zero_point  # an integer: (code + offset) * scale rounds once
-    low, high = offset * scale, (float(qmax) - zero_point) * scale
-    return _snap(values, low, high, inverse, scale, offset)
+    return _snapper(num_bits, narrow_range, nonnegative)(values, min_value, max_value)
 
 
-# The passes over the tensor itself, apart from the scalar range arithmetic above: on PyTorch they
-# run as one fused kernel (every argument a tensor, so it compiles without graph breaks).
-@fused
+@functools.lru_cache(maxsize=None)
+def _snapper(num_bits: int, narrow_range: bool, nonnegative: bool) -> Callable[..., Any]:
+    """:func:`grid_fake_quant`'s arithmetic for one grid: ``(values, low, high) -> snapped values``.
+
+    On PyTorch, for a large tensor, one fused kernel: its passes over the tensor and the scalar range
+    arithmetic before them; for a small one, that arithmetic alone (a dozen eager dispatches otherwise).
+    One function per grid, so that its bounds are constants of the compiled kernel."""
+    parameters = _grid_parameters(num_bits, narrow_range, nonnegative)
+
+    @fused
+    def snap(values: Any, min_value: Any, max_value: Any) -> Any:
+        if nonnegative:
+            return _snap_nonnegative(values, *parameters(min_value, max_value))
+        return _snap(values, *parameters(min_value, max_value))
+
+    return snap
+
+
+@functools.lru_cache(maxsize=None)
+def _grid_parameters(num_bits: int, narrow_range: bool, nonnegative: bool) -> Callable[..., Any]:
+    """``(low, high) ->`` the arguments of :func:`_snap` (``_snap_nonnegative``) after ``values``."""
+    qmin, qmax = quant_bounds(num_bits, narrow_range)
+    steps = float(qmax - qmin)
+
+    @fused(min_elements=0)
+    def grid(min_value: Any, max_value: Any) -> tuple[Any, ...]:
+        low, high = ops.cast(min_value, "float32"), ops.cast(max_value, "float32")
+        if nonnegative:  # minimum 0: the zero point is qmin, the nudged maximum steps * scale
+            scale, inverse = high / steps, steps / high
+            return ops.zeros_like(scale), scale * steps, inverse, scale
+        scale, inverse = (high - low) / steps, steps / (high - low)
+        zero_point = ops.floor(ops.clip(float(qmin) - low / scale, float(qmin), float(qmax)) + 0.5)
+        offset = float(qmin) - zero_point  # an integer: (code + offset) * scale rounds once
+        low, high = offset * scale, (float(qmax) - zero_point) * scale
+        return low, high, inverse, scale, offset
+
+    return grid
+
+
+# The passes over the tensor itself, after the scalar range arithmetic of _snapper.
 def _snap_nonnegative(values: Any, zero: Any, high: Any, inverse: Any, scale: Any) -> Any:
     return ops.floor(ops.clip(values, zero, high) * inverse + 0.5) * scale
 
 
-@fused
 def _snap(values: Any, low: Any, high: Any, inverse: Any, scale: Any, offset: Any) -> Any:
     return (ops.floor((ops.clip(values, low, high) - low) * inverse + 0.5) + offset) * scale
 
@@ -265,7 +305,9 @@ class WeightQuantizer(Quantizer):
 
     def __call__(self, x: Any, state: dict[str, keras.Variable] | None = None, training: bool = False) -> Any:
         # A value, not the variable itself (TF's custom gradient refuses functions that read variables).
-        x = ops.copy(ops.convert_to_tensor(x)) if training else ops.convert_to_tensor(x)
+        x = ops.convert_to_tensor(x)
+        if training and keras.backend.backend() == "tensorflow":
+            x = ops.copy(x)
         if not self.per_channel:
             return self._quantize(x, None, training)
         if self.channel_dims == 1:
@@ -276,9 +318,7 @@ class WeightQuantizer(Quantizer):
         return ops.reshape(self._quantize(flat, tuple(range(flat.ndim - 1)), training), shape)
 
     def _quantize(self, x: Any, reduce_axes: tuple | None, training: bool) -> Any:
-        magnitude = ops.max(ops.abs(x), axis=reduce_axes)
-        magnitude = ops.where(magnitude < MIN_WEIGHT_MAGNITUDE, ops.ones_like(magnitude), magnitude)
-        low, high = symmetric_nudged_range(magnitude, self.num_bits)
+        low, high = _weight_range(self.num_bits)(ops.max(ops.abs(x), axis=reduce_axes))
         return fake_quant(
             x,
             low,
@@ -292,6 +332,19 @@ class WeightQuantizer(Quantizer):
 
     def get_config(self) -> dict[str, Any]:
         return {"num_bits": self.num_bits, "per_channel": self.per_channel, "channel_dims": self.channel_dims}
+
+
+@functools.lru_cache(maxsize=None)
+def _weight_range(num_bits: int) -> Callable[..., Any]:
+    """``magnitude -> (low, high)``: a weight's symmetric nudged range from its largest magnitudes
+    (per channel or not); an all-zero channel gets magnitude 1. One fused function (scalar ops)."""
+
+    @fused(min_elements=0)
+    def weight_range(magnitude: Any) -> tuple[Any, Any]:
+        magnitude = ops.where(magnitude < MIN_WEIGHT_MAGNITUDE, ops.ones_like(magnitude), magnitude)
+        return symmetric_nudged_range(magnitude, num_bits)
+
+    return weight_range
 
 
 @keras.saving.register_keras_serializable(package="kopt")
@@ -455,28 +508,40 @@ class ActivationQuantizer(Quantizer):
             x = ops.convert_to_tensor(x)
             saturated = ops.equal(x, float("inf"))
             # 0.0 is inside every range (_containing_zero): the range is learnt from the finite values only.
-            low, high, bounds = self._update(ops.where(saturated, ops.zeros_like(x), x), state)
+            observed = ops.where(saturated, ops.zeros_like(x), x)
         else:
-            low, high, bounds = self._update(x, state)
-        if self.symmetric:
-            low, high = symmetric_nudged_range(ops.maximum(-low, high), self.num_bits)
-            return fake_quant(_saturate(x, saturated, high), low, high, num_bits=self.num_bits, narrow_range=True,
-                              nonnegative=self.nonnegative, nudged=True, training=True, bounds=bounds)
-        if self.nonnegative:  # the updated minimum is exactly 0.0 (see _update)
-            low, high = nonnegative_nudged_range(high, self.num_bits)
+            observed = x
+        if self.num_calls == 1:
+            low, high, bounds, unclipped = self._step(observed, state)
         else:
-            low, high = nudged_range(low, high, self.num_bits, narrow_range=False)
+            low, high, bounds = self._update(observed, state)
+            (low, high), unclipped = self._nudged(low, high), None
         x = _saturate(x, saturated, high)
-        return fake_quant(
-            x,
-            low,
-            high,
-            num_bits=self.num_bits,
-            nonnegative=self.nonnegative,
-            nudged=True,
-            training=True,
-            bounds=bounds,
-        )
+        return fake_quant(x, low, high, num_bits=self.num_bits, narrow_range=self.symmetric,
+                          nonnegative=self.nonnegative, nudged=True, training=True, bounds=bounds, unclipped=unclipped)
+
+    def _nudged(self, low: Any, high: Any) -> tuple[Any, Any]:
+        """The range a trained ``[low, high]`` quantizes with (0.0 on the grid; symmetric: ``[-m, m]``)."""
+        if self.symmetric:
+            return symmetric_nudged_range(ops.maximum(-low, high), self.num_bits)
+        if self.nonnegative:  # the updated minimum is exactly 0.0 (see _update)
+            return nonnegative_nudged_range(high, self.num_bits)
+        return nudged_range(low, high, self.num_bits, narrow_range=False)
+
+    def _step(self, x: Any, state: dict[str, keras.Variable]) -> tuple[Any, Any, tuple[Any, Any], Any]:
+        """:meth:`_update` and :meth:`_nudged` for a range of one tensor: the batch extremes are taken
+        here, the twenty-odd scalar ops after them run as one fused kernel (:func:`_range_step`), and
+        its new range vector is assigned. Returns the nudged range, the bounds of ``x`` and whether they
+        lie inside the nudged range (nothing clipped)."""
+        values = ops.stop_gradient(ops.cast(x, "float32"))
+        batch_max = ops.max(values)
+        batch_min = ops.zeros_like(batch_max) if self.nonnegative else ops.min(values)
+        # Under tf.distribute each replica sees a slice of the batch: use the global extremes.
+        batch_min, batch_max = cross_replica_extremes(batch_min, batch_max)
+        step = _range_step(self.mode, self.decay, self.num_bits, self.nonnegative, self.symmetric)
+        stored, low, high, lower, upper, unclipped = step(ops.convert_to_tensor(state["range"]), batch_min, batch_max)
+        state["range"].assign(stored)
+        return low, high, (lower, upper), unclipped
 
     def _update(self, x: Any, state: dict[str, keras.Variable]) -> tuple[Any, Any, tuple[Any, Any]]:
         """Fold this batch into the stored range; return the range to quantize with now and
@@ -490,8 +555,6 @@ class ActivationQuantizer(Quantizer):
         stored = ops.convert_to_tensor(state["range"])
         values = ops.stop_gradient(ops.cast(x, "float32"))
         batch_max = ops.max(values)
-        if self.nonnegative and self.num_calls == 1:
-            return self._update_nonnegative(stored, batch_max, state)
         batch_min = ops.zeros_like(batch_max) if self.nonnegative else ops.min(values)
         # Under tf.distribute each replica sees a slice of the batch: use the global extremes.
         batch_min, batch_max = cross_replica_extremes(batch_min, batch_max)
@@ -524,25 +587,7 @@ class ActivationQuantizer(Quantizer):
         return ops.where(settled, new_min, batch_min), ops.where(settled, new_max, batch_max), bounds
 
     def _fold(self, stored: Any, batch: Any, extreme: Any) -> Any:
-        """One range end after this batch, by ``mode`` (``extreme``: ops.minimum or ops.maximum)."""
-        if self.mode == "moving_average":
-            return stored * self.decay + batch * (1.0 - self.decay)
-        if self.mode == "all_values":
-            return extreme(stored, batch)
-        return batch
-
-    def _update_nonnegative(
-        self, stored: Any, batch_max: Any, state: dict[str, keras.Variable]
-    ) -> tuple[Any, Any, tuple[Any, Any]]:
-        """:meth:`_update` for one nonnegative tensor: only the maximum moves (half the ops)."""
-        zero = ops.zeros_like(batch_max)
-        batch_max = cross_replica_extremes(zero, batch_max)[1]
-        batch_max = ops.maximum(batch_max, MIN_RANGE_WIDTH)  # == _containing_zero(0, batch_max)[1]
-        new_max = self._fold(stored[self.MAX], batch_max, ops.maximum)
-        new_max = ops.where(ops.greater(stored[self.SEEN], 0.5), new_max, batch_max)
-        new_max = ops.maximum(new_max, MIN_RANGE_WIDTH)
-        state["range"].assign(ops.stack([zero, new_max, ops.ones_like(new_max)]))
-        return zero, new_max, (zero, batch_max)
+        return _fold(self.mode, self.decay, stored, batch, extreme)
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -556,6 +601,57 @@ class ActivationQuantizer(Quantizer):
             "saturating": self.saturating,
             "fixed_range": list(self.fixed_range) if self.fixed_range is not None else None,
         }
+
+
+def _fold(mode: str, decay: float, stored: Any, batch: Any, extreme: Any) -> Any:
+    """One range end after this batch, by ``mode`` (``extreme``: ops.minimum or ops.maximum)."""
+    if mode == "moving_average":
+        return stored * decay + batch * (1.0 - decay)
+    if mode == "all_values":
+        return extreme(stored, batch)
+    return batch
+
+
+@functools.lru_cache(maxsize=None)
+def _range_step(mode: str, decay: float, num_bits: int, nonnegative: bool, symmetric: bool) -> Callable[..., Any]:
+    """The scalar arithmetic of one training step of a one-tensor range, as one fused function
+    ``(stored, batch_min, batch_max) -> (new stored vector, nudged low, nudged high, lower bound,
+    upper bound, unclipped)``: the ops of :meth:`ActivationQuantizer._update` and ``_nudged``, in
+    their order (eagerly, the same values bit for bit). On PyTorch they would be some twenty eager
+    dispatches per quantizer and step; fused, one. One function per setting, so that the settings
+    are constants of the compiled kernel."""
+
+    def nudge(low: Any, high: Any) -> tuple[Any, Any]:
+        if symmetric:
+            return symmetric_nudged_range(ops.maximum(-low, high), num_bits)
+        if nonnegative:
+            return nonnegative_nudged_range(high, num_bits)
+        return nudged_range(low, high, num_bits, narrow_range=False)
+
+    @fused(min_elements=0)
+    def range_step(stored: Any, batch_min: Any, batch_max: Any) -> tuple[Any, ...]:
+        seen = ops.greater(stored[ActivationQuantizer.SEEN], 0.5)
+        if nonnegative:  # only the maximum moves; the minimum is exactly 0.0 from the first step on
+            lower = new_min = ops.zeros_like(batch_max)
+            # A tensor, as ops.maximum makes of a float (torch.compile would trace the float as a symbol).
+            width = ops.convert_to_tensor(MIN_RANGE_WIDTH, "float32")
+            upper = ops.maximum(batch_max, width)  # == _containing_zero(0, batch_max)[1]
+            new_max = _fold(mode, decay, stored[ActivationQuantizer.MAX], upper, ops.maximum)
+            new_max = ops.maximum(ops.where(seen, new_max, upper), width)
+            new_stored = ops.stack([new_min, new_max, ops.ones_like(new_max)])
+        else:
+            lower, upper = _containing_zero(batch_min, batch_max)
+            new_min = ops.where(seen, _fold(mode, decay, stored[ActivationQuantizer.MIN], lower, ops.minimum), lower)
+            new_max = ops.where(seen, _fold(mode, decay, stored[ActivationQuantizer.MAX], upper, ops.maximum), upper)
+            new_min, new_max = _containing_zero(new_min, new_max)
+            new_stored = ops.stack([new_min, new_max, ops.convert_to_tensor(1.0)])
+        low, high = nudge(new_min, new_max)
+        unclipped = ops.all(
+            ops.logical_and(_inside(lower, low, high, nonnegative), _inside(upper, low, high, nonnegative))
+        )
+        return new_stored, low, high, lower, upper, unclipped
+
+    return range_step
 
 
 def _saturate(x: Any, saturated: Any, high: Any) -> Any:

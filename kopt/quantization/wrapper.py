@@ -201,14 +201,19 @@ class FoldedBatchNorm(QuantizeWrapper):
 
     def folded_kernel_and_bias(self) -> tuple[Any, Any, Any]:
         """``(folded kernel view, folded bias, per-channel scale s)`` from the moving statistics."""
-        bn = self.batch_norm
-        gamma, beta = _bn_parameters(bn)
-        scale = gamma * ops.rsqrt(ops.cast(bn.moving_variance, "float32") + bn.epsilon)
+        gamma, beta = _bn_parameters(self.batch_norm)
+        folded, scale = self._folded_kernel(gamma)
+        return folded, self._folded_bias(beta, scale), scale
+
+    def _folded_kernel(self, gamma: Any) -> tuple[Any, Any]:
+        """``(folded kernel view, per-channel scale s)``."""
+        scale = gamma * ops.rsqrt(ops.cast(self.batch_norm.moving_variance, "float32") + self.batch_norm.epsilon)
         view = kernels.kernel_view(self.layer, self.source_weight("kernel"))
-        folded = kernels.scale_kernel(self.layer, view, scale)
+        return kernels.scale_kernel(self.layer, view, scale), scale
+
+    def _folded_bias(self, beta: Any, scale: Any) -> Any:
         bias = ops.convert_to_tensor(self.layer.bias) if self._has_bias() else 0.0
-        folded_bias = beta + (bias - ops.cast(bn.moving_mean, "float32")) * scale
-        return folded, folded_bias, scale
+        return beta + (bias - ops.cast(self.batch_norm.moving_mean, "float32")) * scale
 
     def _quantize_kernel(self, view: Any, training: bool) -> Any:
         if "kernel" not in self.quantize_config.weights:
@@ -229,12 +234,12 @@ class FoldedBatchNorm(QuantizeWrapper):
         return pairs
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
-        folded, folded_bias, scale = self.folded_kernel_and_bias()
-        quantized = self._quantize_kernel(folded, bool(training))
         bn = self.batch_norm
-        if not (training and bn.trainable):
-            return self._run(inputs, quantized, folded_bias)
         gamma, beta = _bn_parameters(bn)
+        folded, scale = self._folded_kernel(gamma)
+        quantized = self._quantize_kernel(folded, bool(training))
+        if not (training and bn.trainable):  # the folded bias: only inference uses it
+            return self._run(inputs, quantized, self._folded_bias(beta, scale))
         if self._has_bias():  # z = s * (conv(x, Q) / s + bias): the unfolded response, scaled
             z = kernels.run_linear(self.layer, inputs, quantized, ops.convert_to_tensor(self.layer.bias) * scale)
         else:
