@@ -32,7 +32,7 @@ def path_text(path: Path) -> str:
 def _attributes(layer: keras.layers.Layer) -> Iterator[tuple[str, Any]]:
     names = list(vars(layer)) + list(getattr(layer, "_modules", None) or {})  # PyTorch keeps modules apart
     for name in dict.fromkeys(names):
-        if name.startswith("__") or name in _BOOKKEEPING:
+        if name.startswith(("__", "_self_")) or name in _BOOKKEEPING:  # _self_*: TensorFlow's own tracking
             continue
         try:
             yield name, getattr(layer, name)

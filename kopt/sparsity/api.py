@@ -185,7 +185,10 @@ def _prune_model(
             try:
                 return wrap_sublayers(layer, choose, name=f"prune_{layer.name}")
             except GraphRewriteError as error:  # kept whole: coverage names its kernels with this reason
-                report.skipped[layer.name] = f"its sublayers cannot be wrapped in place ({error})"
+                report.skipped[layer.name] = (
+                    f"kopt keeps this composite layer whole and cannot wrap its sublayers in place ({error}); make "
+                    "its config round-trip (get_config / from_config) or give it a `get_prunable_weights()` method"
+                )
                 for path in planned:
                     report.wrapped.pop(f"{layer.name}/{path}", None)
                 return None

@@ -22,6 +22,7 @@ import numpy as np
 
 from kopt.core.errors import CoverageWarning, InvalidArgumentError
 from kopt.graph import analyze
+from kopt.technique.inplace import InPlaceWrapped
 
 #: Pruning must reach at least this share of the requested sparsity over all kernels.
 PRUNE_REACH = 0.9
@@ -99,6 +100,11 @@ def _is_kernel(variable: keras.Variable) -> bool:
     return bool(variable.trainable) and len(variable.shape) >= 2 and "float" in str(variable.dtype)
 
 
+def _in_place(layer: keras.layers.Layer) -> bool:
+    """A block kept whole whose sublayers a technique wrapped in place (:mod:`kopt.technique.inplace`)."""
+    return isinstance(layer, InPlaceWrapped)
+
+
 def _top_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return analyze(model).layers()
 
@@ -120,7 +126,7 @@ def kernels(model: keras.Model) -> dict[int, Kernel]:
                     path=variable.path,
                     top=wrapped.name,
                     top_class=type(wrapped).__name__,
-                    inside_composite=layer is not wrapped and not _kopt_layer(top),
+                    inside_composite=layer is not wrapped and (not _kopt_layer(top) or _in_place(top)),
                     size=int(np.prod(variable.shape)),
                 )
     return found
