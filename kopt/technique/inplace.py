@@ -155,9 +155,11 @@ class InPlaceWrapped(KoptWrapper):
         try:
             [get_at(self.layer, path) for path, _ in self._pending]
         except (AttributeError, IndexError, KeyError):
+            input_shape = _build_shape(self.layer) if input_shape is None else input_shape
             if input_shape is None:
                 return  # retried in build()
-            self.layer(tree.map_shape_structure(lambda s: np.zeros([1 if d is None else d for d in s], "float32"), input_shape))
+            zeros = tree.map_shape_structure(lambda s: np.zeros([1 if d is None else d for d in s], "float32"), input_shape)
+            self.layer(zeros)
         for path, config in self._pending:
             current = get_at(self.layer, path)
             if isinstance(current, KoptWrapper):
@@ -179,14 +181,14 @@ class InPlaceWrapped(KoptWrapper):
         self.built = True
 
     # ------------------------------------------------------------- calling
-    def call(self, *args: Any, training: bool | None = None, **kwargs: Any) -> Any:
+    def call(self, inputs: Any, *args: Any, training: bool | None = None, **kwargs: Any) -> Any:
         # ``training`` also reaches the nested wrappers through Keras' call context.
         if training is not None and getattr(self.layer, "_call_has_training_arg", False):
             kwargs["training"] = training
-        return self.layer(*args, **kwargs)
+        return self.layer(inputs, *args, **kwargs)
 
-    def compute_output_spec(self, *args: Any, training: bool | None = None, **kwargs: Any) -> Any:
-        return self.layer.compute_output_spec(*args, **kwargs)
+    def compute_output_spec(self, inputs: Any, *args: Any, training: bool | None = None, **kwargs: Any) -> Any:
+        return self.layer.compute_output_spec(inputs, *args, **kwargs)
 
     # ------------------------------------------------------------- protocol
     def wrappers(self) -> list[tuple[str, KoptWrapper]]:

@@ -17,14 +17,15 @@ pytestmark = pytest.mark.backends
 
 @keras.saving.register_keras_serializable(package="kopt_tests")
 class ConvUnit(layers.Layer):
-    """A composite sublayer: the walk must look inside it."""
+    """A composite sublayer (the walk must look inside it) that makes its Conv2D in ``build``, which its block's
+    ``build`` does not call (like keras-hub's Swin attention): a reloaded block has it only once called."""
 
     def __init__(self, filters=8, **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
-        self.conv = layers.Conv2D(filters, 3, padding="same")
 
     def build(self, input_shape):
+        self.conv = layers.Conv2D(self.filters, 3, padding="same")
         self.conv.build(input_shape)
 
     def call(self, x):
@@ -46,7 +47,6 @@ class BatchReadingBlock(layers.Layer):
         self.mix = [layers.Dense(filters), layers.Dense(filters)]
 
     def build(self, input_shape):
-        self.unit.build(input_shape)
         shape = (*input_shape[:-1], self.filters)
         for dense in self.mix:
             dense.build(shape)
