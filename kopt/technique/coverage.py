@@ -39,6 +39,10 @@ class Kernel:
     top_class: str
     inside_composite: bool
     size: int
+    #: The class of the layer that owns the variable (a sublayer, for a kernel inside a composite layer).
+    owner: str = ""
+    #: Whether its composite layer has sublayers wrapped in place (kept whole, but reached where kopt can).
+    in_place: bool = False
 
 
 @dataclass
@@ -128,6 +132,8 @@ def kernels(model: keras.Model) -> dict[int, Kernel]:
                     top_class=type(wrapped).__name__,
                     inside_composite=layer is not wrapped and (not _kopt_layer(top) or _in_place(top)),
                     size=int(np.prod(variable.shape)),
+                    owner=type(layer).__name__,
+                    in_place=_in_place(top),
                 )
     return found
 
@@ -146,6 +152,13 @@ def _reason(kernel: Kernel, technique: str, reasons: dict[str, str]) -> str:
     weight = f"{kernel.top}.{kernel.path.split('/')[-1]}"
     if weight in reasons or kernel.top in reasons:
         return reasons.get(weight) or reasons[kernel.top]
+    if kernel.inside_composite and kernel.in_place:
+        return (
+            f"inside composite layer {kernel.top!r} ({kernel.top_class}), kept whole: kopt wraps its sublayers in "
+            f"place, but this weight of its {kernel.owner} is not one kopt can "
+            + {"prune": "prune", "cluster": "cluster", "quantize": "quantize"}[technique]
+            + " (give that layer a `get_prunable_weights()` / `get_clusterable_weights()` method)"
+        )
     if kernel.inside_composite:
         return (
             f"inside composite layer {kernel.top!r} ({kernel.top_class}), which kopt does not open; "

@@ -174,3 +174,36 @@ def test_a_policy_plans_the_sublayers_of_a_closed_block():
     assert plan.layers["block/mix/1"].prune is None and plan.layers["block/unit/conv"].prune is not None
     wrapped = kopt.prepare(model, kopt.Policy.preset("prune", rules=[rule]), stage="prune", steps=4, compile=False)
     assert [type(w.layer).__name__ for w in nested_wrappers(wrapped)] == ["Conv2D"]
+
+
+class OwnKernel(layers.Layer):
+    """A sublayer with a raw 2-D weight: no technique knows it."""
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(input_shape[-1], input_shape[-1]))
+
+    def call(self, x):
+        return ops.matmul(x, self.w)
+
+
+class MixedBlock(layers.Layer):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = layers.Dense(4)
+        self.own = OwnKernel()
+
+    def call(self, x):
+        return self.own(self.dense(x)) * ops.ones((ops.shape(x)[0], 1))
+
+
+def test_the_coverage_warning_names_what_in_place_wrapping_leaves_out():
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, MixedBlock(name="mixed")(inputs))
+    assert "mixed" in kopt.graph.analyze(model).closed_composites
+    with pytest.warns(CoverageWarning) as caught:
+        clustered = kopt.clustering.cluster_weights(model, 4, seed=0)
+    (message,) = [str(w.message) for w in caught if issubclass(w.category, CoverageWarning)]
+    assert "reaches 24/40 kernel weights" in message and "1 kernel(s) left out" in message
+    assert "- mixed/own_kernel" in message
+    assert "kept whole: kopt wraps its sublayers in place" in message and "its OwnKernel" in message
+    assert [path for path, _ in clustered.get_layer("cluster_mixed").wrappers()] == ["dense"]
