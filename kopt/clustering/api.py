@@ -197,6 +197,12 @@ def cluster_weights(
 
     clustered = like_input(model, map_layers(model, wrap, graph=graph), "cluster_weights")
     chosen_out = {layer.name for layer in layers if id(layer) not in plan and is_clusterable(layer)}
+    chosen_out |= {  # sublayers of closed blocks left out by layer_filter / configs
+        f"{name}/{path}"
+        for name, block in blocks.items()
+        for path, sub in nested_layers(block)
+        if path not in nested[name] and is_clusterable(sub)
+    }
     coverage.measure(clustered, "cluster", excluded=chosen_out).warn(stacklevel=3)
     return clustered
 

@@ -124,6 +124,28 @@ def nested_layers(block: keras.layers.Layer) -> list[tuple[str, keras.layers.Lay
     return [(path_text(path), sub) for path, sub in nested_sublayers(block) if not getattr(sub, "kopt_internal", False)]
 
 
+def freeze_nested(model: keras.Model, keys: Any) -> list[str]:
+    """Make the sublayers named ``"block/path"`` in ``keys`` non-trainable in ``model`` (a stage's wrapped copy).
+
+    A later stage that does not wrap a sublayer an earlier stage pruned or clustered would fine-tune it in
+    float and regrow its zeros / spread its clusters; frozen, it keeps the weights it deploys. Returns the
+    keys frozen (sublayers the model does not hold are skipped).
+    """
+    wanted: dict[str, set[str]] = {}
+    for key in keys:
+        block, _, path = str(key).partition("/")
+        if path:
+            wanted.setdefault(block, set()).add(path)
+    frozen = []
+    for layer in model._flatten_layers(include_self=False, recursive=False):
+        block = layer.layer if isinstance(layer, InPlaceWrapped) else layer
+        for path, sub in nested_layers(block) if block.name in wanted else []:
+            if path in wanted[block.name]:
+                sub.trainable = False
+                frozen.append(f"{block.name}/{path}")
+    return frozen
+
+
 def closed_blocks(graph: Any) -> dict[str, keras.layers.Layer]:
     """The composite layers ``graph`` keeps whole, by flattened name (the plan's key)."""
     flat = graph.flat_names()

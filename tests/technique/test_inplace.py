@@ -203,3 +203,23 @@ def test_the_coverage_warning_names_what_in_place_wrapping_leaves_out():
     assert "- mixed/own_kernel" in message
     assert "kept whole: kopt wraps its sublayers in place" in message and "its OwnKernel" in message
     assert [path for path, _ in clustered.get_layer("cluster_mixed").wrappers()] == ["dense"]
+
+
+def test_later_stages_freeze_the_sublayers_earlier_stages_changed():
+    """A stage that does not wrap a sublayer an earlier stage pruned would fine-tune it and regrow its zeros."""
+    model = block_model()
+    keep_float = kopt.policy.LayerRule("block", quantize=False)  # QAT keeps a closed block in float
+    wrapped = kopt.stages.wrap(model, kopt.Policy.preset("pqat", rules=[keep_float]).resolve(model), "quantize")
+    trainable = {id(v) for v in wrapped.trainable_weights}
+    block = next(layer for layer in wrapped.layers if layer.name == "block")
+    assert not any(id(sub.kernel) in trainable for sub in [block.unit.conv, *block.mix])
+    assert any("head" in v.path for v in wrapped.trainable_weights)
+
+    mix_not_clustered = kopt.policy.LayerRule("path:block/mix/.*", cluster=False)
+    plan = kopt.Policy.preset("pcqat", rules=[keep_float, mix_not_clustered]).resolve(model)
+    wrapped = kopt.stages.wrap(model, plan, "cluster", seed=0)
+    block = next(layer for layer in wrapped.layers if isinstance(layer, InPlaceWrapped)).layer
+    trainable = {id(v) for v in wrapped.trainable_weights}
+    assert not any(id(dense.kernel) in trainable for dense in block.mix)  # pruned only: frozen
+    assert id(block.unit.conv.layer.kernel) in trainable  # clustered in this stage: trains
+    assert all(sub.trainable for sub in [model.get_layer("block").unit.conv, *model.get_layer("block").mix])
