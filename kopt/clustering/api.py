@@ -18,11 +18,18 @@ from kopt.clustering.clusterable import clusterable_weights, is_clusterable
 from kopt.clustering.layout import matrix_shape, normalize_axes
 from kopt.clustering.settings import ClusterSettings
 from kopt.clustering.wrapper import ClusterWrapper, derive_seed, validate_cluster_parameters
-from kopt.core.errors import ClusteringConfigError, KoptWarning, NotClusterableError, UnsupportedModelError
+from kopt.core.errors import (
+    ClusteringConfigError,
+    GraphRewriteError,
+    KoptWarning,
+    NotClusterableError,
+    UnsupportedModelError,
+)
 from kopt.core.validation import check_finite_weights
 from kopt.graph import analyze, clone_layer, map_layers
 from kopt.graph.model_type import like_input
 from kopt.technique import coverage
+from kopt.technique.inplace import choose_sublayers, closed_blocks, nested_layers, wrap_sublayers
 from kopt.technique.wrapper import KoptWrapper
 
 LAYER_PARAMETERS = ("number_of_clusters", "init", "per_channel", "preserve_sparsity", "gradient_aggregation", "seed")
@@ -138,8 +145,19 @@ def cluster_weights(
     model = model_or_layer
     graph = analyze(model)
     layers = graph.layers()
-    plan = _plan(layers, defaults, layer_filter, configs or {})
+    blocks = closed_blocks(graph)
+    nested = {name: _plan_nested(name, block, defaults, layer_filter, configs or {}) for name, block in blocks.items()}
+    nested_keys = {f"{name}/{path}" for name, planned in nested.items() for path in planned}
+    plan = _plan(layers, defaults, layer_filter, {k: v for k, v in (configs or {}).items() if k not in nested_keys})
     base_seed = int(np.random.randint(0, 2**31 - 1)) if seed is None else int(seed)
+    for name, planned in nested.items():
+        for path, params in planned.items():
+            where = f"layer {name}/{path}"
+            validate_cluster_parameters(
+                params["number_of_clusters"], params["init"], params["gradient_aggregation"], params["preserve_sparsity"], where
+            )
+            if params["seed"] is None:
+                params["seed"] = derive_seed(base_seed, f"{name}/{path}")
 
     notes: list[str] = []
     for layer in layers:
@@ -152,6 +170,9 @@ def cluster_weights(
             notes += layer_notes(layer, params["number_of_clusters"], params["per_channel"])
             if params["seed"] is None:
                 params["seed"] = derive_seed(base_seed, layer.name)
+    for name, planned in nested.items():
+        for path, params in planned.items():
+            notes += layer_notes(get_planned(blocks[name], path), params["number_of_clusters"], params["per_channel"])
     if notes:
         warnings.warn("Clustering: " + "; ".join(notes) + ".", KoptWarning, stacklevel=2)
     _warn_batch_norm_consumers(graph, layers, plan)
@@ -160,14 +181,58 @@ def cluster_weights(
     by_name = {flat[id(layer)]: plan[id(layer)] for layer in layers if id(layer) in plan}
 
     def wrap(layer: keras.layers.Layer) -> keras.layers.Layer | None:
+        if nested.get(layer.name):
+            planned = nested[layer.name]
+
+            def choose(path: str, sub: keras.layers.Layer) -> ClusterWrapper | None:
+                return ClusterWrapper(sub, **planned[path], name=f"cluster_{sub.name}") if path in planned else None
+
+            try:
+                return wrap_sublayers(layer, choose, name=f"cluster_{layer.name}")
+            except GraphRewriteError:  # kept whole: coverage names its kernels
+                return None
         if layer.name not in by_name:
             return None
         return ClusterWrapper(clone_layer(layer), **by_name[layer.name])
 
     clustered = like_input(model, map_layers(model, wrap, graph=graph), "cluster_weights")
     chosen_out = {layer.name for layer in layers if id(layer) not in plan and is_clusterable(layer)}
+    chosen_out |= {  # sublayers of closed blocks left out by layer_filter / configs
+        f"{name}/{path}"
+        for name, block in blocks.items()
+        for path, sub in nested_layers(block)
+        if path not in nested[name] and is_clusterable(sub)
+    }
     coverage.measure(clustered, "cluster", excluded=chosen_out).warn(stacklevel=3)
     return clustered
+
+
+def _plan_nested(
+    name: str,
+    block: keras.layers.Layer,
+    defaults: dict[str, Any],
+    layer_filter: Callable[[keras.layers.Layer], bool] | None,
+    configs: Mapping[str, Mapping[str, Any] | ClusterSettings],
+) -> dict[str, dict[str, Any]]:
+    """``sublayer path -> parameters`` for the clusterable sublayers of a closed block (clustered in place);
+    ``configs`` names them ``"block/path"``."""
+
+    def choose(path: str, sub: keras.layers.Layer) -> dict[str, Any] | None:
+        if isinstance(sub, KoptWrapper) or not is_clusterable(sub):
+            return None
+        override = configs.get(f"{name}/{path}")
+        if is_dataclass(override):
+            override = asdict(override)
+        if override is None and layer_filter is not None and not layer_filter(sub):
+            return None
+        return {**defaults, **(override or {})}
+
+    return choose_sublayers(block, choose)
+
+
+def get_planned(block: keras.layers.Layer, path: str) -> keras.layers.Layer:
+    """The sublayer of ``block`` at ``path`` (``"attn/qkv"``), as :func:`choose_sublayers` named it."""
+    return next(sub for key, sub in nested_layers(block) if key == path)
 
 
 def _plan(

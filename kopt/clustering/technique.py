@@ -22,6 +22,7 @@ class Clustering(Technique):
     settings_type = ClusterSettings
     default_levels = (32, 16, 8, 4)
     level_meaning = "cluster counts (integers >= 1), e.g. (32, 16, 8, 4)"
+    wraps_in_place = True
 
     def applies(self, layer: keras.layers.Layer) -> bool:
         return bool(is_clusterable(layer))

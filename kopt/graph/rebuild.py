@@ -25,6 +25,26 @@ def clone_layer(layer: keras.layers.Layer, name: str | None = None) -> keras.lay
     raises :class:`GraphRewriteError` naming it (``rebuild(clone=True)`` then reuses the layer itself) rather
     than a copy that computes something else.
     """
+    copy = fresh_copy(layer, name=name)
+    try:
+        if layer.weights:
+            copy.set_weights(layer.get_weights())
+    except Exception as error:  # noqa: BLE001 - re-raised with the layer's name
+        raise GraphRewriteError(
+            f"Layer {layer.name!r} ({type(layer).__name__}) cannot be copied from its config: {error}"
+        ) from error
+    return copy
+
+
+def fresh_copy(
+    layer: keras.layers.Layer, name: str | None = None, like: list[tuple] | None = None
+) -> keras.layers.Layer:
+    """A new layer from ``layer``'s config, built to the same shapes, with freshly initialised weights.
+
+    Its weights have the shapes ``like`` lists (default: ``layer``'s); a copy whose ``build`` made
+    fewer is run once on zeros (see :func:`clone_layer`). Raises :class:`GraphRewriteError` naming the layer.
+    """
+    like = [tuple(w.shape) for w in layer.weights] if like is None else [tuple(s) for s in like]
     try:
         config = layer.get_config()
         if name is not None:
@@ -35,10 +55,13 @@ def clone_layer(layer: keras.layers.Layer, name: str | None = None) -> keras.lay
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # Keras' "does not have a build() method" (handled below)
                 copy.build_from_config(build_config)
-        if not _same_weight_shapes(copy, layer):
+        if not _same_weight_shapes(copy, like):
             _run_once(copy, build_config)
-        if layer.weights:
-            copy.set_weights(layer.get_weights())
+        if not _same_weight_shapes(copy, like):
+            raise ValueError(
+                f"the copy holds weights of shapes {[tuple(w.shape) for w in copy.weights]}, "
+                f"the layer {like}"
+            )
     except Exception as error:  # noqa: BLE001 - re-raised with the layer's name
         raise GraphRewriteError(
             f"Layer {layer.name!r} ({type(layer).__name__}) cannot be copied from its config: {error}"
@@ -46,8 +69,8 @@ def clone_layer(layer: keras.layers.Layer, name: str | None = None) -> keras.lay
     return copy
 
 
-def _same_weight_shapes(copy: keras.layers.Layer, layer: keras.layers.Layer) -> bool:
-    return [tuple(w.shape) for w in copy.weights] == [tuple(w.shape) for w in layer.weights]
+def _same_weight_shapes(copy: keras.layers.Layer, shapes: list[tuple]) -> bool:
+    return [tuple(w.shape) for w in copy.weights] == shapes
 
 
 def _run_once(copy: keras.layers.Layer, build_config: dict | None) -> None:

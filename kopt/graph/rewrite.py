@@ -6,6 +6,7 @@ from typing import Callable
 
 import keras
 
+from kopt.core.errors import GraphRewriteError
 from kopt.graph.model_graph import ModelGraph, analyze
 from kopt.graph.rebuild import clone_layer
 
@@ -26,7 +27,8 @@ def map_layers(
     the user's original. A shared layer is replaced once and stays shared; nested
     sub-models are flattened, and a layer whose name another nested layer has too is
     copied under its flattened name (:meth:`ModelGraph.flat_names`) before ``fn`` sees it.
-    ``fn`` must not modify the layer it is given. ``graph``: ``analyze(model)`` when the caller
+    ``fn`` must not modify the layer it is given. A kept layer that cannot be copied from its config
+    (:func:`clone_layer` raises) is never rebuilt from it: the new model shares that one layer. ``graph``: ``analyze(model)`` when the caller
     has it already (its layers are then the ones ``fn`` sees; it is rewritten in place).
     """
     graph = analyze(model) if graph is None else graph
@@ -37,7 +39,14 @@ def map_layers(
             given = clone_layer(layer, name=flat_names[id(layer)])
         replacement = fn(given)
         if replacement is None:
-            replacement = clone_layer(given) if clone and given is layer else given
+            replacement = _copy(given) if clone and given is layer else given
         if replacement is not layer:
             graph.replace_layer(layer, replacement)
     return graph.rebuild(name=name)
+
+
+def _copy(layer: keras.layers.Layer) -> keras.layers.Layer:
+    try:
+        return clone_layer(layer)
+    except GraphRewriteError:  # a config that does not round-trip: share the layer rather than rebuild it wrongly
+        return layer

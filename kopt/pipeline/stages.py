@@ -29,6 +29,7 @@ from kopt.quantization.technique import common_settings, scheme_for
 from kopt.report.summary import DeployedLayer, StageReport, deployed_layers, keras_stage, main_kernel, tflite_stage
 from kopt.sparsity.technique import prune_schedule
 from kopt.technique import coverage
+from kopt.technique.inplace import freeze_nested
 from kopt.technique.registry import get_technique, technique_names, techniques
 from kopt.technique.strip import strip
 
@@ -135,7 +136,9 @@ def wrap(model: keras.Model, plan: Plan, stage: str, *, steps: int | None = None
     """The wrapped model of one training stage: the stage's registered technique with the plan's per-layer settings.
 
     In the clustering stage, layers pruned earlier in the path but not clustered keep their zeros
-    (:func:`keep_zeros`): the stage's fine-tuning would otherwise regrow them.
+    (:func:`keep_zeros`): the stage's fine-tuning would otherwise regrow them. Sublayers of blocks kept whole
+    (plan keys ``"block/path"``) that an earlier stage changed and this one does not wrap are frozen instead
+    (:func:`~kopt.technique.inplace.freeze_nested`).
     """
     if stage not in technique_names():
         raise InvalidArgumentError(f"Unknown stage {stage!r}; stages: {list(STAGES)}.")
@@ -145,8 +148,15 @@ def wrap(model: keras.Model, plan: Plan, stage: str, *, steps: int | None = None
         model, per_layer, steps=steps, seed=seed, notes=notes, **_stage_context(plan, stage)
     )
     if stage == "cluster":
-        pruned_only = {name for name, p in plan.layers.items() if p.prune is not None and p.cluster is None}
-        return keep_zeros(wrapped, pruned_only) if pruned_only else wrapped
+        pruned_only = {
+            name for name, p in plan.layers.items() if "/" not in name and p.prune is not None and p.cluster is None
+        }
+        wrapped = keep_zeros(wrapped, pruned_only) if pruned_only else wrapped
+    earlier = [t.name for t in techniques() if t.order < get_technique(stage).order]
+    changed = {name for name, p in plan.layers.items() if "/" in name and any(getattr(p, t, None) for t in earlier)}
+    unwrapped = {name for name in changed if getattr(plan.layers[name], stage) is None}
+    if unwrapped:  # sublayers of closed blocks changed by an earlier stage, not by this one: keep their weights
+        freeze_nested(wrapped, unwrapped)
     return wrapped
 
 
@@ -199,7 +209,7 @@ def left_dense_by_plan(model: keras.Model, plan: Plan) -> set[str]:
     """Layers the plan does not prune although they could be: a choice, not a coverage gap."""
     from kopt.sparsity.prunable import NotPrunable, plan_layer
 
-    excluded = set()
+    excluded = {name for name, p in plan.layers.items() if "/" in name and p.prune is None}  # closed blocks' sublayers
     for layer in analyze(model).layers():
         entry = plan.layers.get(layer.name)
         if entry is None or entry.prune is not None or getattr(layer, "kopt_internal", False):

@@ -11,6 +11,9 @@ Rule matching and precedence
         layers of nested models, ``layer`` otherwise);
       * ``"class:<ClassName>"``: the layer's class name (``Conv2D``...).
     For each layer the most specific kind of match wins: name, then path, then class.
+    Sublayers of a composite block kopt keeps whole (its call cannot be traced; pruning and
+    clustering wrap them in place) are named ``"<block>/<attribute path>"`` (``"block/attn/qkv"``)
+    and their path is the block's node path followed by the same attribute path.
     Two rules of the same kind matching one layer is an error (ambiguous), and so is a
     rule that matches no layer (unless ``validate=False``).
     A rule overrides only the settings it names; ``prune=False`` (likewise ``cluster``,
@@ -211,18 +214,23 @@ class Policy:
         if not isinstance(graph, ModelGraph):
             graph = analyze(graph)
         flat_names = graph.flat_names()
-        entries, layers = [], []
+        entries, layers, keys = [], [], []
+        nested = _nested_entries(graph)
         for layer in graph.layers():
             entries.append((layer.name, graph.nodes_of(layer)[0], type(layer).__name__))
             layers.append(layer)
+            keys.append(flat_names[id(layer)])
+            for key, path, class_name, sub in nested.get(flat_names[id(layer)], []):  # right after their block
+                entries.append((key, path, class_name))
+                layers.append(sub)
+                keys.append(key)
         used: set[int] = set()
         plans: dict[str, LayerPlan] = {}
-        for (name, path, class_name), layer in zip(entries, layers):
+        for (name, path, class_name), layer, key in zip(entries, layers, keys):
             rule = self._rule_for(name, path, class_name)
             if rule is not None:
                 used.add(id(rule))
-            key = flat_names[id(layer)]
-            plans[key] = self._layer_plan(key, path, class_name, rule, layer)
+            plans[key] = self._layer_plan(key, path, class_name, rule, layer, nested="/" in key)
         if self.validate:
             unmatched = [r.match for r in self.rules if id(r) not in used and not self._matches_any(r, entries)]
             if unmatched:
@@ -249,11 +257,13 @@ class Policy:
                 return hits[0]
         return None
 
-    def _layer_plan(self, name: str, path: str, class_name: str, rule: LayerRule | None, layer: Any) -> LayerPlan:
+    def _layer_plan(
+        self, name: str, path: str, class_name: str, rule: LayerRule | None, layer: Any, nested: bool = False
+    ) -> LayerPlan:
         resolved = {}
         for technique in settings_types():
             entry = get_technique(technique)
-            if not entry.applies(layer):
+            if nested and not entry.wraps_in_place or not entry.applies(layer):
                 resolved[technique] = None
                 continue
             settings = getattr(self, technique)
@@ -337,6 +347,23 @@ class Policy:
 # ------------------------------------------------------------------- helpers
 
 
+
+
+def _nested_entries(graph: Any) -> dict[str, list[tuple[str, str, str, Any]]]:
+    """Per block ``graph`` keeps whole: ``(key, path, class name, sublayer)`` for its sublayers a technique
+    can wrap in place; the key is ``"<block>/<sublayer path>"`` (``"block/attn/qkv"``)."""
+    from kopt.technique.inplace import closed_blocks, nested_layers
+
+    in_place = [technique for technique in techniques() if technique.wraps_in_place]
+    found: dict[str, list[tuple[str, str, str, Any]]] = {}
+    for name, block in closed_blocks(graph).items():
+        node = graph.nodes_of(block)[0]
+        found[name] = [
+            (f"{name}/{path}", f"{node}/{path}", type(sub).__name__, sub)
+            for path, sub in nested_layers(block)
+            if any(technique.applies(sub) for technique in in_place)
+        ]
+    return found
 
 
 def _settings_dict(settings: Any) -> dict[str, Any]:

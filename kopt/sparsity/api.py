@@ -9,6 +9,7 @@ from typing import Any, Callable, Sequence
 import keras
 
 from kopt.core.errors import (
+    GraphRewriteError,
     InvalidArgumentTypeError,
     KoptWarning,
     UnsupportedLayerError,
@@ -22,6 +23,7 @@ from kopt.sparsity.prunable import NotPrunable, is_unknown_with_weights, plan_la
 from kopt.sparsity.schedules import PruningSchedule
 from kopt.sparsity.wrapper import PruneWrapper, check_options, warn_skipped_weights
 from kopt.technique import coverage
+from kopt.technique.inplace import choose_sublayers, closed_blocks, wrap_sublayers
 from kopt.technique.wrapper import KoptWrapper
 
 
@@ -137,9 +139,15 @@ def _prune_model(
 
     decisions: dict[str, Any] = {}
     unknown: list[str] = []
+    blocks = closed_blocks(graph)
+    nested: dict[str, dict[str, Any]] = {}  # closed block -> {sublayer path: plan}, wrapped in place
     for layer in graph.layers():
         decision = _decide(layer, m_by_n, block_size, report, layer_filter)
         decisions[flat[id(layer)]] = decision
+        if decision is None and flat[id(layer)] in blocks:
+            nested[flat[id(layer)]] = _decide_nested(flat[id(layer)], layer, m_by_n, block_size, report, layer_filter)
+            if nested[flat[id(layer)]]:
+                continue
         if decision is None and is_unknown_with_weights(layer) and not isinstance(layer, KoptWrapper):
             unknown.append(f"{layer.name} ({type(layer).__name__})")
     if not report.wrapped:
@@ -165,6 +173,25 @@ def _prune_model(
         )
 
     def wrap(layer: keras.layers.Layer) -> keras.layers.Layer | None:
+        if nested.get(layer.name):
+            planned = nested[layer.name]
+
+            def choose(path: str, sub: keras.layers.Layer) -> PruneWrapper | None:
+                if path not in planned:
+                    return None
+                options = dict(schedule=schedule, m_by_n=m_by_n, block_size=block_size)
+                return PruneWrapper(sub, **options, name=f"prune_{sub.name}")
+
+            try:
+                return wrap_sublayers(layer, choose, name=f"prune_{layer.name}")
+            except GraphRewriteError as error:  # kept whole: coverage names its kernels with this reason
+                report.skipped[layer.name] = (
+                    f"kopt keeps this composite layer whole and cannot wrap its sublayers in place ({error}); make "
+                    "its config round-trip (get_config / from_config) or give it a `get_prunable_weights()` method"
+                )
+                for path in planned:
+                    report.wrapped.pop(f"{layer.name}/{path}", None)
+                return None
         if decisions.get(layer.name) is None:
             return None
         return PruneWrapper(
@@ -181,6 +208,35 @@ def _prune_model(
     reasons.update({f"{layer}.{weight}": why for layer, dense in report.dense_weights.items() for weight, why in dense.items()})
     report.coverage = coverage.warn_pruning(pruned, reasons=reasons, stacklevel=4)
     return pruned, report
+
+
+def _decide_nested(
+    name: str,
+    block: keras.layers.Layer,
+    m_by_n: Any,
+    block_size: Any,
+    report: PruningReport,
+    layer_filter: Callable[[keras.layers.Layer], bool] | None,
+) -> dict[str, Any]:
+    """Plans for the sublayers of a closed block (wrapped in place), reported as ``"block/path"``."""
+
+    def decide(path: str, sub: keras.layers.Layer) -> Any:
+        try:
+            plan = plan_layer(sub, m_by_n, block_size)
+        except NotPrunable:
+            return None
+        if layer_filter is not None and not layer_filter(sub):
+            report.skipped[f"{name}/{path}"] = "excluded by layer_filter"
+            return None
+        report.wrapped[f"{name}/{path}"] = [w.name for w in plan.prune]
+        if plan.skipped:
+            report.dense_weights[f"{name}/{path}"] = dict(plan.skipped)
+        return plan
+
+    planned = choose_sublayers(block, decide)
+    if planned:
+        report.skipped.pop(name, None)
+    return planned
 
 
 def _decide(

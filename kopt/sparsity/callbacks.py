@@ -19,7 +19,7 @@ from kopt.sparsity.wrapper import PruneWrapper
 
 
 def prune_wrappers(layer: keras.layers.Layer) -> Iterator[PruneWrapper]:
-    """Every :class:`PruneWrapper` in ``layer`` (a model, possibly nested), each once."""
+    """Every :class:`PruneWrapper` in ``layer`` (a model, possibly nested, or a block wrapped in place), each once."""
     seen: set[int] = set()
     stack = [layer]
     while stack:
@@ -32,6 +32,7 @@ def prune_wrappers(layer: keras.layers.Layer) -> Iterator[PruneWrapper]:
             continue
         for child in getattr(current, "layers", None) or []:
             stack.append(child)
+        stack.extend(getattr(current, "_layers", None) or [])  # sublayers of a block wrapped in place
         inner = getattr(current, "layer", None)
         if isinstance(inner, keras.layers.Layer):
             stack.append(inner)

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kopt.core.errors import PolicyError
+from kopt.core.errors import GraphRewriteError, PolicyError
 from kopt.core.layers import layout_of
 from kopt.graph import analyze, clone_layer, map_layers
 from kopt.sparsity.masks import magnitude_mask
@@ -18,6 +18,7 @@ from kopt.sparsity.prunable import NotPrunable, plan_layer, prunable_weights
 from kopt.sparsity.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 from kopt.sparsity.settings import PruneSettings
 from kopt.sparsity.wrapper import PruneWrapper
+from kopt.technique.inplace import choose_sublayers, closed_blocks, wrap_sublayers
 from kopt.technique.registry import NotEligible, Target, Technique, float_variable, register_technique
 
 
@@ -51,6 +52,7 @@ class Pruning(Technique):
     default_levels = (0.5, 0.75, 0.9)
     level_meaning = "sparsities (numbers strictly between 0 and 1), e.g. (0.5, 0.75, 0.9)"
     levels_descend = False
+    wraps_in_place = True
 
     def weights(self, layer: keras.layers.Layer) -> list[Target]:
         try:
@@ -100,10 +102,26 @@ class Pruning(Technique):
                 for weight, why in weight_plan.skipped.items():
                     notes.append(f"{layer.name}.{weight}: stays dense ({why})")
             chosen[id(layer)] = (settings, prune_schedule(settings, steps, layer=layer.name))
-        if not chosen:
+        nested = self._plan_nested(graph, per_layer, steps, notes)
+        if not chosen and not any(nested.values()):
             raise PolicyError(f"The policy prunes no layer of model {model.name!r}: no planned layer can be pruned.")
 
         def wrap_layer(layer: keras.layers.Layer) -> keras.layers.Layer | None:
+            if nested.get(layer.name):
+                planned = nested[layer.name]
+
+                def choose(path: str, sub: keras.layers.Layer) -> PruneWrapper | None:
+                    if path not in planned:
+                        return None
+                    settings, schedule = planned[path]
+                    return PruneWrapper(sub, schedule=schedule, m_by_n=settings.m_by_n, name=f"prune_{sub.name}")
+
+                try:
+                    return wrap_sublayers(layer, choose, name=f"prune_{layer.name}")
+                except GraphRewriteError as error:  # kept whole: the coverage warning names its kernels
+                    if notes is not None:
+                        notes.append(f"{layer.name}: its sublayers are not pruned ({error})")
+                    return None
             if id(layer) not in chosen:
                 return None
             settings, schedule = chosen[id(layer)]
@@ -116,6 +134,29 @@ class Pruning(Technique):
             )
 
         return map_layers(model, wrap_layer)
+
+    @staticmethod
+    def _plan_nested(
+        graph: Any, per_layer: Mapping[str, PruneSettings], steps: int | None, notes: list[str] | None
+    ) -> dict[str, dict[str, tuple[PruneSettings, PruningSchedule]]]:
+        """``block -> {sublayer path: (settings, schedule)}`` for the planned sublayers of blocks kept whole."""
+        nested: dict[str, dict[str, tuple[PruneSettings, PruningSchedule]]] = {}
+        for name, block in closed_blocks(graph).items():
+
+            def choose(path: str, sub: keras.layers.Layer, name: str = name) -> Any:
+                settings = per_layer.get(f"{name}/{path}")
+                if settings is None:
+                    return None
+                try:
+                    plan_layer(sub, settings.m_by_n)
+                except NotPrunable as reason:
+                    if notes is not None:
+                        notes.append(f"{name}/{path}: not pruned ({reason})")
+                    return None
+                return settings, prune_schedule(settings, steps, layer=f"{name}/{path}")
+
+            nested[name] = choose_sublayers(block, choose)
+        return nested
 
     def level(self, value: Any) -> float | None:
         real = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))

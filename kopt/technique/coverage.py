@@ -22,6 +22,8 @@ import numpy as np
 
 from kopt.core.errors import CoverageWarning, InvalidArgumentError
 from kopt.graph import analyze
+from kopt.graph.sublayers import nested_sublayers, path_text
+from kopt.technique.inplace import InPlaceWrapped
 
 #: Pruning must reach at least this share of the requested sparsity over all kernels.
 PRUNE_REACH = 0.9
@@ -38,6 +40,12 @@ class Kernel:
     top_class: str
     inside_composite: bool
     size: int
+    #: The class of the layer that owns the variable (a sublayer, for a kernel inside a composite layer).
+    owner: str = ""
+    #: Whether its composite layer has sublayers wrapped in place (kept whole, but reached where kopt can).
+    in_place: bool = False
+    #: Inside such a block: the plan key of its sublayer (``"block/attn/qkv"``), which ``excluded`` may name.
+    key: str = ""
 
 
 @dataclass
@@ -99,6 +107,21 @@ def _is_kernel(variable: keras.Variable) -> bool:
     return bool(variable.trainable) and len(variable.shape) >= 2 and "float" in str(variable.dtype)
 
 
+def _in_place(layer: keras.layers.Layer) -> bool:
+    """A block kept whole whose sublayers a technique wrapped in place (:mod:`kopt.technique.inplace`)."""
+    return isinstance(layer, InPlaceWrapped)
+
+
+def _sublayer_keys(block: keras.layers.Layer) -> dict[int, str]:
+    """``id(variable) -> "block/path"`` of the sublayer holding it (a wrapper's path for its inner layer's)."""
+    keys: dict[int, str] = {}
+    for path, sub in nested_sublayers(block):
+        variables = sub.weights if _kopt_layer(sub) else _own_variables(sub)
+        for variable in variables:
+            keys.setdefault(id(variable), f"{block.name}/{path_text(path)}")
+    return keys
+
+
 def _top_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return analyze(model).layers()
 
@@ -110,6 +133,7 @@ def kernels(model: keras.Model) -> dict[int, Kernel]:
         wrapped = top
         while _kopt_layer(wrapped) and isinstance(getattr(wrapped, "layer", None), keras.layers.Layer):
             wrapped = wrapped.layer
+        keys = _sublayer_keys(wrapped) if _in_place(top) else {}
         for layer in top._flatten_layers(include_self=True, recursive=True):
             if _kopt_layer(layer):
                 continue
@@ -120,8 +144,11 @@ def kernels(model: keras.Model) -> dict[int, Kernel]:
                     path=variable.path,
                     top=wrapped.name,
                     top_class=type(wrapped).__name__,
-                    inside_composite=layer is not wrapped and not _kopt_layer(top),
+                    inside_composite=layer is not wrapped and (not _kopt_layer(top) or _in_place(top)),
                     size=int(np.prod(variable.shape)),
+                    owner=type(layer).__name__,
+                    in_place=_in_place(top),
+                    key=keys.get(id(variable), ""),
                 )
     return found
 
@@ -140,6 +167,13 @@ def _reason(kernel: Kernel, technique: str, reasons: dict[str, str]) -> str:
     weight = f"{kernel.top}.{kernel.path.split('/')[-1]}"
     if weight in reasons or kernel.top in reasons:
         return reasons.get(weight) or reasons[kernel.top]
+    if kernel.inside_composite and kernel.in_place:
+        return (
+            f"inside composite layer {kernel.top!r} ({kernel.top_class}), kept whole: kopt wraps its sublayers in "
+            f"place, but this weight of its {kernel.owner} is not one kopt can "
+            + {"prune": "prune", "cluster": "cluster", "quantize": "quantize"}[technique]
+            + " (give that layer a `get_prunable_weights()` / `get_clusterable_weights()` method)"
+        )
     if kernel.inside_composite:
         return (
             f"inside composite layer {kernel.top!r} ({kernel.top_class}), which kopt does not open; "
@@ -171,7 +205,8 @@ def measure(
 
     Pruning: ``targets`` maps reached variable ids to their final sparsity (default: the
     requested one); the reachable sparsity is the size-weighted sum over all kernels.
-    ``excluded``: top-level layer names the caller left out on purpose (not counted as missed).
+    ``excluded``: top-level layer names (or ``"block/path"`` sublayers of blocks wrapped in place) the caller
+    left out on purpose (not counted as missed).
     ``reasons``: top-level layer name (or ``"layer.weight"``) -> why it was left out (e.g. from a pruning report).
     """
     if technique not in ("prune", "cluster", "quantize"):
@@ -181,7 +216,7 @@ def measure(
     coverage = Coverage(technique)
     removed = 0.0
     for key, kernel in found.items():
-        if kernel.top in excluded and key not in reached:
+        if (kernel.top in excluded or kernel.key in excluded) and key not in reached:
             continue
         coverage.total += kernel.size
         if key in reached:

@@ -58,6 +58,9 @@ class Technique:
     level_meaning: ClassVar[str]
     #: Whether mildest-first means descending values (cluster counts, bit widths).
     levels_descend: ClassVar[bool] = True
+    #: Whether :meth:`wrap` reaches the sublayers of blocks kept whole (``per_layer`` keys ``"block/path"``,
+    #: see :mod:`kopt.technique.inplace`); plans give such sublayers settings only for these techniques.
+    wraps_in_place: ClassVar[bool] = False
 
     def applies(self, layer: keras.layers.Layer) -> bool:
         """Whether the technique can act on ``layer`` at all (a Flatten has nothing to prune)."""

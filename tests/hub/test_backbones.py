@@ -34,6 +34,12 @@ def test_every_composite_block_opens_and_the_rebuilt_model_computes_the_same(nam
         # inference on JAX / PyTorch cannot follow batch // windows * windows, so that one block stays whole there.
         assert set(graph.closed_composites) == {"stage_0/blocks_1"}, graph.closed_composites
         assert "WindowAttention" in graph.closed_composites["stage_0/blocks_1"]
+        # Pruning still reaches it: its Dense sublayers are wrapped in place (kopt.technique.inplace).
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", CoverageWarning)
+            _, report = kopt.sparsity.prune_low_magnitude(model, return_report=True)
+        assert {"blocks_1/attn/qkv", "blocks_1/attn/proj", "blocks_1/mlp/fc1", "blocks_1/mlp/fc2"} <= set(report.wrapped)
+        assert [k.path for k, _ in report.coverage.missed] == ["blocks_1/attn/relative_position_bias_table"]  # 49 weights
     else:
         assert graph.closed_composites == {}
         classes = {type(graph.layer(n)).__module__.split(".")[0] for n in graph.layer_nodes()}

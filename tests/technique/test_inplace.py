@@ -1,0 +1,225 @@
+"""Blocks kopt cannot open: pruning and clustering wrap their sublayers in place (kopt.technique.inplace)."""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+from keras import layers, ops
+
+import kopt
+from kopt.sparsity import ConstantSparsity, PruneWrapper
+from kopt.technique.coverage import CoverageWarning
+from kopt.technique.inplace import InPlaceWrapped
+
+pytestmark = pytest.mark.backends
+
+
+@keras.saving.register_keras_serializable(package="kopt_tests")
+class ConvUnit(layers.Layer):
+    """A composite sublayer (the walk must look inside it) that makes its Conv2D in ``build``, which its block's
+    ``build`` does not call (like keras-hub's Swin attention): a reloaded block has it only once called."""
+
+    def __init__(self, filters=8, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+
+    def build(self, input_shape):
+        self.conv = layers.Conv2D(self.filters, 3, padding="same")
+        self.conv.build(input_shape)
+
+    def call(self, x):
+        return ops.relu(self.conv(x))
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters}
+
+
+@keras.saving.register_keras_serializable(package="kopt_tests")
+class BatchReadingBlock(layers.Layer):
+    """Its call reads the batch size to build a tensor (``None`` when traced symbolically), so kopt keeps it
+    whole; its kernels sit in a nested composite (``unit.conv``) and in a list (``mix[0]``, ``mix[1]``)."""
+
+    def __init__(self, filters=8, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.unit = ConvUnit(filters)
+        self.mix = [layers.Dense(filters), layers.Dense(filters)]
+
+    def build(self, input_shape):
+        shape = (*input_shape[:-1], self.filters)
+        for dense in self.mix:
+            dense.build(shape)
+
+    def call(self, x):
+        ones = ops.ones((ops.shape(x)[0], 1, 1, 1))
+        h = self.unit(x)
+        for dense in self.mix:
+            h = dense(h)
+        return h * ones
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters}
+
+
+def block_model():
+    inputs = keras.Input((6, 6, 3))
+    x = BatchReadingBlock(8, name="block")(inputs)
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, layers.Dense(5, name="head")(x))
+
+
+def data(n=16):
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(n, 6, 6, 3)).astype("float32"), rng.integers(0, 5, n)
+
+
+def kernels(model):
+    """Every kernel (rank >= 2 trainable weight) by path, as NumPy, found through all sublayers."""
+    return {v.path: np.asarray(ops.convert_to_numpy(v)) for v in model.trainable_weights if len(v.shape) >= 2}
+
+
+def predict(model, x):
+    return np.asarray(ops.convert_to_numpy(model(x, training=False)))
+
+
+def nested_wrappers(model):
+    return [w for layer in model.layers if isinstance(layer, InPlaceWrapped) for _, w in layer.wrappers()]
+
+
+def fit(model, x, y, epochs=1, **kwargs):
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=epochs, batch_size=8, verbose=0, **kwargs)
+
+
+def test_pruning_reaches_a_closed_block_strips_to_the_plain_block_and_round_trips(tmp_path):
+    model = block_model()
+    assert "block" in kopt.graph.analyze(model).closed_composites  # the case this is about
+    before = [np.array(w) for w in model.get_weights()]
+    x, y = data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CoverageWarning)
+        pruned, report = kopt.sparsity.prune_low_magnitude(
+            model, ConstantSparsity(0.5, begin_step=0, frequency=1), return_report=True
+        )
+    assert {"block/unit/conv", "block/mix/0", "block/mix/1", "head"} <= set(report.wrapped)
+    assert {type(w.layer).__name__ for w in nested_wrappers(pruned)} == {"Conv2D", "Dense"}
+    callbacks = kopt.callbacks.for_model(pruned)  # finds the nested wrappers
+    assert callbacks and len(list(kopt.sparsity.callbacks.prune_wrappers(pruned))) == 4
+    fit(pruned, x, y, callbacks=callbacks)
+    assert all(w.step == 2 for w in nested_wrappers(pruned))  # the step advanced inside the block
+
+    stripped = kopt.strip(pruned)
+    assert not any(getattr(layer, "kopt_internal", False) for layer in stripped._flatten_layers())
+    assert isinstance(stripped.get_layer("block"), BatchReadingBlock)
+    np.testing.assert_allclose(predict(stripped, x), predict(pruned, x), atol=1e-5)
+    found = kernels(stripped)
+    assert len(found) == 4
+    zeros = sum(int(np.sum(k == 0)) for k in found.values()) / sum(k.size for k in found.values())
+    assert abs(zeros - 0.5) <= 0.02, zeros
+    for path, kernel in found.items():
+        assert abs(np.mean(kernel == 0) - 0.5) <= 0.02, path
+
+    # The user's model and block are untouched: plain sublayers, the same weights.
+    block = model.get_layer("block")
+    assert type(block.unit.conv) is layers.Conv2D and all(type(d) is layers.Dense for d in block.mix)
+    for old, now in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(old, now)
+
+    # .keras round trip: the wrappers come back into the block rebuilt from its config, training resumes.
+    pruned.save(tmp_path / "pruned.keras")
+    loaded = keras.saving.load_model(tmp_path / "pruned.keras")
+    np.testing.assert_allclose(predict(loaded, x), predict(pruned, x), atol=1e-5)
+    reloaded = nested_wrappers(loaded)
+    assert [type(w) for w in reloaded] == [PruneWrapper] * 3
+    for a, b in zip(nested_wrappers(pruned), reloaded):
+        np.testing.assert_array_equal(ops.convert_to_numpy(a.masks[0]), ops.convert_to_numpy(b.masks[0]))
+        assert b.step == 2
+    fit(loaded, x, y)
+    assert all(w.step == 4 for w in nested_wrappers(loaded))
+    zeros = [np.mean(k == 0) for k in kernels(kopt.strip(loaded)).values()]
+    assert all(abs(z - 0.5) <= 0.02 for z in zeros), zeros
+
+
+def test_clustering_reaches_a_closed_block_and_round_trips(tmp_path):
+    x, y = data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CoverageWarning)
+        clustered = kopt.clustering.cluster_weights(block_model(), 8, seed=0)
+    assert len(nested_wrappers(clustered)) == 3
+    fit(clustered, x, y)
+    stripped = kopt.strip(clustered)
+    np.testing.assert_allclose(predict(stripped, x), predict(clustered, x), atol=1e-5)
+    found = kernels(stripped)
+    assert len(found) == 4 and all(len(np.unique(k)) <= 8 for k in found.values())
+    clustered.save(tmp_path / "clustered.keras")
+    loaded = keras.saving.load_model(tmp_path / "clustered.keras")
+    np.testing.assert_allclose(predict(loaded, x), predict(clustered, x), atol=1e-5)
+
+
+def test_a_policy_plans_the_sublayers_of_a_closed_block():
+    model = block_model()
+    plan = kopt.Policy.preset("pcqat").resolve(model)
+    assert list(plan.layers)[1:4] == ["block/unit/conv", "block/mix/0", "block/mix/1"]  # right after the block
+    nested = plan.layers["block/mix/0"]
+    assert nested.prune is not None and nested.cluster is not None and nested.quantize is None  # QAT: block float
+    assert plan.layers["block/unit/conv"].path == "block/unit/conv"
+
+    rule = kopt.policy.LayerRule("class:Dense", prune=False)
+    plan = kopt.Policy.preset("prune", rules=[rule]).resolve(model)
+    assert plan.layers["block/mix/1"].prune is None and plan.layers["block/unit/conv"].prune is not None
+    wrapped = kopt.prepare(model, kopt.Policy.preset("prune", rules=[rule]), stage="prune", steps=4, compile=False)
+    assert [type(w.layer).__name__ for w in nested_wrappers(wrapped)] == ["Conv2D"]
+
+
+class OwnKernel(layers.Layer):
+    """A sublayer with a raw 2-D weight: no technique knows it."""
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(input_shape[-1], input_shape[-1]))
+
+    def call(self, x):
+        return ops.matmul(x, self.w)
+
+
+class MixedBlock(layers.Layer):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = layers.Dense(4)
+        self.own = OwnKernel()
+
+    def call(self, x):
+        return self.own(self.dense(x)) * ops.ones((ops.shape(x)[0], 1))
+
+
+def test_the_coverage_warning_names_what_in_place_wrapping_leaves_out():
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, MixedBlock(name="mixed")(inputs))
+    assert "mixed" in kopt.graph.analyze(model).closed_composites
+    with pytest.warns(CoverageWarning) as caught:
+        clustered = kopt.clustering.cluster_weights(model, 4, seed=0)
+    (message,) = [str(w.message) for w in caught if issubclass(w.category, CoverageWarning)]
+    assert "reaches 24/40 kernel weights" in message and "1 kernel(s) left out" in message
+    assert "- mixed/own_kernel" in message
+    assert "kept whole: kopt wraps its sublayers in place" in message and "its OwnKernel" in message
+    assert [path for path, _ in clustered.get_layer("cluster_mixed").wrappers()] == ["dense"]
+
+
+def test_later_stages_freeze_the_sublayers_earlier_stages_changed():
+    """A stage that does not wrap a sublayer an earlier stage pruned would fine-tune it and regrow its zeros."""
+    model = block_model()
+    keep_float = kopt.policy.LayerRule("block", quantize=False)  # QAT keeps a closed block in float
+    wrapped = kopt.stages.wrap(model, kopt.Policy.preset("pqat", rules=[keep_float]).resolve(model), "quantize")
+    trainable = {id(v) for v in wrapped.trainable_weights}
+    block = next(layer for layer in wrapped.layers if layer.name == "block")
+    assert not any(id(sub.kernel) in trainable for sub in [block.unit.conv, *block.mix])
+    assert any("head" in v.path for v in wrapped.trainable_weights)
+
+    mix_not_clustered = kopt.policy.LayerRule("path:block/mix/.*", cluster=False)
+    plan = kopt.Policy.preset("pcqat", rules=[keep_float, mix_not_clustered]).resolve(model)
+    wrapped = kopt.stages.wrap(model, plan, "cluster", seed=0)
+    block = next(layer for layer in wrapped.layers if isinstance(layer, InPlaceWrapped)).layer
+    trainable = {id(v) for v in wrapped.trainable_weights}
+    assert not any(id(dense.kernel) in trainable for dense in block.mix)  # pruned only: frozen
+    assert id(block.unit.conv.layer.kernel) in trainable  # clustered in this stage: trains
+    assert all(sub.trainable for sub in [model.get_layer("block").unit.conv, *model.get_layer("block").mix])
