@@ -34,7 +34,7 @@ def branches_on_host() -> bool:
 FUSE_MIN_ELEMENTS = 1 << 16
 
 
-def fused(function: Callable[..., Any] | None = None, *, min_elements: int = FUSE_MIN_ELEMENTS) -> Any:
+def fused(function: Callable[..., Any]) -> Callable[..., Any]:
     """``function`` (written in ``keras.ops``) run as one compiled kernel where the backend would
     otherwise run it op by op.
 
@@ -46,12 +46,10 @@ def fused(function: Callable[..., Any] | None = None, *, min_elements: int = FUS
     fails (no C++ compiler on the machine, an unsupported platform) or ``KOPT_FUSE=0`` is set, the
     function runs eagerly, with the same results.
 
-    ``min_elements``: the size of the first argument from which compiling pays. A chain of scalar
-    ops (a range update: some twenty eager dispatches of a few microseconds each) pays at any size:
-    ``@fused(min_elements=0)``.
+    Only a first argument of :data:`FUSE_MIN_ELEMENTS` values or more is worth it. A chain of scalar
+    ops (a range update) is not: compiled, it dispatched one kernel instead of some twenty ops, but
+    the training step was no faster, and each process paid seconds of compilation for it.
     """
-    if function is None:
-        return functools.partial(fused, min_elements=min_elements)
     state: dict[str, Any] = {}
 
     @functools.wraps(function)
@@ -62,7 +60,7 @@ def fused(function: Callable[..., Any] | None = None, *, min_elements: int = FUS
         compiled = state.get("compiled")
         if compiled is None:
             compiled = state["compiled"] = _compile(function)
-        if compiled is function or not _worth_fusing(args[0], min_elements):
+        if compiled is function or not _worth_fusing(args[0]):
             return function(*args, **kwargs)
         try:
             return compiled(*args, **kwargs)
@@ -75,13 +73,13 @@ def fused(function: Callable[..., Any] | None = None, *, min_elements: int = FUS
     return run
 
 
-def _worth_fusing(tensor: Any, min_elements: int) -> bool:
+def _worth_fusing(tensor: Any) -> bool:
     """A concrete tensor (not a symbolic one: Keras infers shapes on PyTorch's ``meta`` device) of
-    at least ``min_elements`` values."""
+    at least :data:`FUSE_MIN_ELEMENTS` values."""
     shape = tuple(getattr(tensor, "shape", ()))
     if any(not isinstance(size, int) for size in shape) or getattr(tensor, "is_meta", False):
         return False
-    return math.prod(shape) >= min_elements
+    return math.prod(shape) >= FUSE_MIN_ELEMENTS
 
 
 class _Unfused(threading.local):

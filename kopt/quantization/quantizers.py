@@ -195,8 +195,8 @@ def _snapper(num_bits: int, narrow_range: bool, nonnegative: bool) -> Callable[.
     """:func:`grid_fake_quant`'s arithmetic for one grid: ``(values, low, high) -> snapped values``.
 
     On PyTorch, for a large tensor, one fused kernel: its passes over the tensor and the scalar range
-    arithmetic before them; for a small one, that arithmetic alone (a dozen eager dispatches otherwise).
-    One function per grid, so that its bounds are constants of the compiled kernel."""
+    arithmetic before them; a small one runs eagerly. One function per grid, so that its bounds are
+    constants of the compiled kernel."""
     parameters = _grid_parameters(num_bits, narrow_range, nonnegative)
 
     @fused
@@ -214,7 +214,6 @@ def _grid_parameters(num_bits: int, narrow_range: bool, nonnegative: bool) -> Ca
     qmin, qmax = quant_bounds(num_bits, narrow_range)
     steps = float(qmax - qmin)
 
-    @fused(min_elements=0)
     def grid(min_value: Any, max_value: Any) -> tuple[Any, ...]:
         low, high = ops.cast(min_value, "float32"), ops.cast(max_value, "float32")
         if nonnegative:  # minimum 0: the zero point is qmin, the nudged maximum steps * scale
@@ -337,9 +336,8 @@ class WeightQuantizer(Quantizer):
 @functools.lru_cache(maxsize=None)
 def _weight_range(num_bits: int) -> Callable[..., Any]:
     """``magnitude -> (low, high)``: a weight's symmetric nudged range from its largest magnitudes
-    (per channel or not); an all-zero channel gets magnitude 1. One fused function (scalar ops)."""
+    (per channel or not); an all-zero channel gets magnitude 1."""
 
-    @fused(min_elements=0)
     def weight_range(magnitude: Any) -> tuple[Any, Any]:
         magnitude = ops.where(magnitude < MIN_WEIGHT_MAGNITUDE, ops.ones_like(magnitude), magnitude)
         return symmetric_nudged_range(magnitude, num_bits)
@@ -530,8 +528,8 @@ class ActivationQuantizer(Quantizer):
 
     def _step(self, x: Any, state: dict[str, keras.Variable]) -> tuple[Any, Any, tuple[Any, Any], Any]:
         """:meth:`_update` and :meth:`_nudged` for a range of one tensor: the batch extremes are taken
-        here, the twenty-odd scalar ops after them run as one fused kernel (:func:`_range_step`), and
-        its new range vector is assigned. Returns the nudged range, the bounds of ``x`` and whether they
+        here, the twenty-odd scalar ops after them in :func:`_range_step`, and its new range vector is
+        assigned. Returns the nudged range, the bounds of ``x`` and whether they
         lie inside the nudged range (nothing clipped)."""
         values = ops.stop_gradient(ops.cast(x, "float32"))
         batch_max = ops.max(values)
@@ -614,12 +612,13 @@ def _fold(mode: str, decay: float, stored: Any, batch: Any, extreme: Any) -> Any
 
 @functools.lru_cache(maxsize=None)
 def _range_step(mode: str, decay: float, num_bits: int, nonnegative: bool, symmetric: bool) -> Callable[..., Any]:
-    """The scalar arithmetic of one training step of a one-tensor range, as one fused function
+    """The scalar arithmetic of one training step of a one-tensor range, as one function
     ``(stored, batch_min, batch_max) -> (new stored vector, nudged low, nudged high, lower bound,
     upper bound, unclipped)``: the ops of :meth:`ActivationQuantizer._update` and ``_nudged``, in
-    their order (eagerly, the same values bit for bit). On PyTorch they would be some twenty eager
-    dispatches per quantizer and step; fused, one. One function per setting, so that the settings
-    are constants of the compiled kernel."""
+    their order (the same values bit for bit). It runs eagerly on PyTorch: compiled
+    (``torch.compile``) it dispatched one kernel instead of some twenty ops, but the training step was
+    no faster (benchmarks/results/backends.md) and every process paid seconds of compilation per
+    setting. One function per setting."""
 
     def nudge(low: Any, high: Any) -> tuple[Any, Any]:
         if symmetric:
@@ -628,7 +627,6 @@ def _range_step(mode: str, decay: float, num_bits: int, nonnegative: bool, symme
             return nonnegative_nudged_range(high, num_bits)
         return nudged_range(low, high, num_bits, narrow_range=False)
 
-    @fused(min_elements=0)
     def range_step(stored: Any, batch_min: Any, batch_max: Any) -> tuple[Any, ...]:
         seen = ops.greater(stored[ActivationQuantizer.SEEN], 0.5)
         if nonnegative:  # only the maximum moves; the minimum is exactly 0.0 from the first step on
