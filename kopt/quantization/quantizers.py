@@ -317,7 +317,9 @@ class WeightQuantizer(Quantizer):
         return ops.reshape(self._quantize(flat, tuple(range(flat.ndim - 1)), training), shape)
 
     def _quantize(self, x: Any, reduce_axes: tuple | None, training: bool) -> Any:
-        low, high = _weight_range(self.num_bits)(ops.max(ops.abs(x), axis=reduce_axes))
+        magnitude = ops.max(ops.abs(x), axis=reduce_axes)
+        magnitude = ops.where(magnitude < MIN_WEIGHT_MAGNITUDE, ops.ones_like(magnitude), magnitude)
+        low, high = symmetric_nudged_range(magnitude, self.num_bits)
         return fake_quant(
             x,
             low,
@@ -331,18 +333,6 @@ class WeightQuantizer(Quantizer):
 
     def get_config(self) -> dict[str, Any]:
         return {"num_bits": self.num_bits, "per_channel": self.per_channel, "channel_dims": self.channel_dims}
-
-
-@functools.lru_cache(maxsize=None)
-def _weight_range(num_bits: int) -> Callable[..., Any]:
-    """``magnitude -> (low, high)``: a weight's symmetric nudged range from its largest magnitudes
-    (per channel or not); an all-zero channel gets magnitude 1."""
-
-    def weight_range(magnitude: Any) -> tuple[Any, Any]:
-        magnitude = ops.where(magnitude < MIN_WEIGHT_MAGNITUDE, ops.ones_like(magnitude), magnitude)
-        return symmetric_nudged_range(magnitude, num_bits)
-
-    return weight_range
 
 
 @keras.saving.register_keras_serializable(package="kopt")
@@ -528,18 +518,49 @@ class ActivationQuantizer(Quantizer):
 
     def _step(self, x: Any, state: dict[str, keras.Variable]) -> tuple[Any, Any, tuple[Any, Any], Any]:
         """:meth:`_update` and :meth:`_nudged` for a range of one tensor: the batch extremes are taken
-        here, the twenty-odd scalar ops after them in :func:`_range_step`, and its new range vector is
+        here, the twenty-odd scalar ops after them in :meth:`_range_step`, and its new range vector is
         assigned. Returns the nudged range, the bounds of ``x`` and whether they
         lie inside the nudged range (nothing clipped)."""
+        batch_min, batch_max = self._batch_extremes(x)
+        stored, low, high, lower, upper, unclipped = self._range_step(
+            ops.convert_to_tensor(state["range"]), batch_min, batch_max
+        )
+        state["range"].assign(stored)
+        return low, high, (lower, upper), unclipped
+
+    def _range_step(self, stored: Any, batch_min: Any, batch_max: Any) -> tuple[Any, ...]:
+        """The scalar arithmetic of one training step of a one-tensor range: ``(new stored vector,
+        nudged low, nudged high, lower bound, upper bound, unclipped)``, the ops of :meth:`_update`
+        and :meth:`_nudged` in their order (the same values bit for bit). It runs eagerly on PyTorch:
+        compiled (``torch.compile``) it dispatched one kernel instead of some twenty ops, but the
+        training step was no faster (benchmarks/results/backends.md) and every process paid seconds
+        of compilation per setting."""
+        seen = ops.greater(stored[self.SEEN], 0.5)
+        if self.nonnegative:  # only the maximum moves; the minimum is exactly 0.0 from the first step on
+            lower = new_min = ops.zeros_like(batch_max)
+            width = ops.convert_to_tensor(MIN_RANGE_WIDTH, "float32")
+            upper = ops.maximum(batch_max, width)  # == _containing_zero(0, batch_max)[1]
+            new_max = self._fold(stored[self.MAX], upper, ops.maximum)
+            new_max = ops.maximum(ops.where(seen, new_max, upper), width)
+            new_stored = ops.stack([new_min, new_max, ops.ones_like(new_max)])
+        else:
+            lower, upper = _containing_zero(batch_min, batch_max)
+            new_min = ops.where(seen, self._fold(stored[self.MIN], lower, ops.minimum), lower)
+            new_max = ops.where(seen, self._fold(stored[self.MAX], upper, ops.maximum), upper)
+            new_min, new_max = _containing_zero(new_min, new_max)
+            new_stored = ops.stack([new_min, new_max, ops.convert_to_tensor(1.0)])
+        low, high = self._nudged(new_min, new_max)
+        unclipped = ops.all(
+            ops.logical_and(_inside(lower, low, high, self.nonnegative), _inside(upper, low, high, self.nonnegative))
+        )
+        return new_stored, low, high, lower, upper, unclipped
+
+    def _batch_extremes(self, x: Any) -> tuple[Any, Any]:
+        """``x``'s minimum (0 for a nonnegative tensor) and maximum, across replicas under tf.distribute."""
         values = ops.stop_gradient(ops.cast(x, "float32"))
         batch_max = ops.max(values)
         batch_min = ops.zeros_like(batch_max) if self.nonnegative else ops.min(values)
-        # Under tf.distribute each replica sees a slice of the batch: use the global extremes.
-        batch_min, batch_max = cross_replica_extremes(batch_min, batch_max)
-        step = _range_step(self.mode, self.decay, self.num_bits, self.nonnegative, self.symmetric)
-        stored, low, high, lower, upper, unclipped = step(ops.convert_to_tensor(state["range"]), batch_min, batch_max)
-        state["range"].assign(stored)
-        return low, high, (lower, upper), unclipped
+        return cross_replica_extremes(batch_min, batch_max)
 
     def _update(self, x: Any, state: dict[str, keras.Variable]) -> tuple[Any, Any, tuple[Any, Any]]:
         """Fold this batch into the stored range; return the range to quantize with now and
@@ -551,11 +572,7 @@ class ActivationQuantizer(Quantizer):
         is replaced, not averaged.
         """
         stored = ops.convert_to_tensor(state["range"])
-        values = ops.stop_gradient(ops.cast(x, "float32"))
-        batch_max = ops.max(values)
-        batch_min = ops.zeros_like(batch_max) if self.nonnegative else ops.min(values)
-        # Under tf.distribute each replica sees a slice of the batch: use the global extremes.
-        batch_min, batch_max = cross_replica_extremes(batch_min, batch_max)
+        batch_min, batch_max = self._batch_extremes(x)
         commit = True
         if self.num_calls > 1:
             index = stored[self.CALL]
@@ -585,7 +602,12 @@ class ActivationQuantizer(Quantizer):
         return ops.where(settled, new_min, batch_min), ops.where(settled, new_max, batch_max), bounds
 
     def _fold(self, stored: Any, batch: Any, extreme: Any) -> Any:
-        return _fold(self.mode, self.decay, stored, batch, extreme)
+        """One range end after this batch, by ``mode`` (``extreme``: ops.minimum or ops.maximum)."""
+        if self.mode == "moving_average":
+            return stored * self.decay + batch * (1.0 - self.decay)
+        if self.mode == "all_values":
+            return extreme(stored, batch)
+        return batch
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -599,57 +621,6 @@ class ActivationQuantizer(Quantizer):
             "saturating": self.saturating,
             "fixed_range": list(self.fixed_range) if self.fixed_range is not None else None,
         }
-
-
-def _fold(mode: str, decay: float, stored: Any, batch: Any, extreme: Any) -> Any:
-    """One range end after this batch, by ``mode`` (``extreme``: ops.minimum or ops.maximum)."""
-    if mode == "moving_average":
-        return stored * decay + batch * (1.0 - decay)
-    if mode == "all_values":
-        return extreme(stored, batch)
-    return batch
-
-
-@functools.lru_cache(maxsize=None)
-def _range_step(mode: str, decay: float, num_bits: int, nonnegative: bool, symmetric: bool) -> Callable[..., Any]:
-    """The scalar arithmetic of one training step of a one-tensor range, as one function
-    ``(stored, batch_min, batch_max) -> (new stored vector, nudged low, nudged high, lower bound,
-    upper bound, unclipped)``: the ops of :meth:`ActivationQuantizer._update` and ``_nudged``, in
-    their order (the same values bit for bit). It runs eagerly on PyTorch: compiled
-    (``torch.compile``) it dispatched one kernel instead of some twenty ops, but the training step was
-    no faster (benchmarks/results/backends.md) and every process paid seconds of compilation per
-    setting. One function per setting."""
-
-    def nudge(low: Any, high: Any) -> tuple[Any, Any]:
-        if symmetric:
-            return symmetric_nudged_range(ops.maximum(-low, high), num_bits)
-        if nonnegative:
-            return nonnegative_nudged_range(high, num_bits)
-        return nudged_range(low, high, num_bits, narrow_range=False)
-
-    def range_step(stored: Any, batch_min: Any, batch_max: Any) -> tuple[Any, ...]:
-        seen = ops.greater(stored[ActivationQuantizer.SEEN], 0.5)
-        if nonnegative:  # only the maximum moves; the minimum is exactly 0.0 from the first step on
-            lower = new_min = ops.zeros_like(batch_max)
-            # A tensor, as ops.maximum makes of a float (torch.compile would trace the float as a symbol).
-            width = ops.convert_to_tensor(MIN_RANGE_WIDTH, "float32")
-            upper = ops.maximum(batch_max, width)  # == _containing_zero(0, batch_max)[1]
-            new_max = _fold(mode, decay, stored[ActivationQuantizer.MAX], upper, ops.maximum)
-            new_max = ops.maximum(ops.where(seen, new_max, upper), width)
-            new_stored = ops.stack([new_min, new_max, ops.ones_like(new_max)])
-        else:
-            lower, upper = _containing_zero(batch_min, batch_max)
-            new_min = ops.where(seen, _fold(mode, decay, stored[ActivationQuantizer.MIN], lower, ops.minimum), lower)
-            new_max = ops.where(seen, _fold(mode, decay, stored[ActivationQuantizer.MAX], upper, ops.maximum), upper)
-            new_min, new_max = _containing_zero(new_min, new_max)
-            new_stored = ops.stack([new_min, new_max, ops.convert_to_tensor(1.0)])
-        low, high = nudge(new_min, new_max)
-        unclipped = ops.all(
-            ops.logical_and(_inside(lower, low, high, nonnegative), _inside(upper, low, high, nonnegative))
-        )
-        return new_stored, low, high, lower, upper, unclipped
-
-    return range_step
 
 
 def _saturate(x: Any, saturated: Any, high: Any) -> Any:
