@@ -146,6 +146,16 @@ def freeze_nested(model: keras.Model, keys: Any) -> list[str]:
     return frozen
 
 
+def wrapped_keys(model: keras.Model) -> set[str]:
+    """``"block/path"`` of every sublayer ``model`` holds wrapped in place (by any technique)."""
+    return {
+        f"{layer.layer.name}/{path}"
+        for layer in model._flatten_layers(include_self=False, recursive=False)
+        if isinstance(layer, InPlaceWrapped)
+        for path, _ in layer.wrappers()
+    }
+
+
 def closed_blocks(graph: Any) -> dict[str, keras.layers.Layer]:
     """The composite layers ``graph`` keeps whole, by flattened name (the plan's key)."""
     flat = graph.flat_names()
