@@ -176,7 +176,9 @@ def quantize_apply(
     def scheme_config(key: str, sub: keras.layers.Layer) -> QuantizeConfig | None:
         return in_place_config(scheme.config_for, sub)
 
-    in_place = quantize_closed_blocks(graph, missing, configs, sublayer_config or scheme_config, keep_float)
+    in_place = quantize_closed_blocks(
+        graph, missing, configs, sublayer_config or scheme_config, keep_float, scheme.activation_quantizer
+    )
     report.in_place_blocks, report.in_place_sublayers = in_place.blocks, in_place.sublayers
     missing = [node for node in missing if configs.get(node) is None]
     if missing and unsupported == "error":

@@ -3,15 +3,16 @@
 A block :func:`kopt.graph.analyze` keeps whole (``ModelGraph.closed_composites``) has no config of its
 own, but its Dense / Conv / EinsumDense ... sublayers do. Each one the scheme gives weight quantizers
 (the same quantizers, bits and per-channel rules as that layer type anywhere else) is put in a
-:class:`~kopt.quantization.wrapper.QuantizeWrapper` where it sits in a copy of the block
-(:func:`kopt.technique.inplace.wrap_sublayers`), so training sees the int8 weight grid. The wrapper
-is weight-only: the block's inner activations get no fake-quant (kopt cannot see its dataflow), so
-the int8 lowering calibrates them on representative data; the block's output gets an activation
-fake-quant like any layer's.
+:class:`SublayerQuantizeWrapper` where it sits in a copy of the block
+(:func:`kopt.technique.inplace.wrap_sublayers`), so training sees the int8 weight grid, and the
+sublayer's output (a tensor of its own in TFLite) gets a learnt range like any weighted layer's. The
+rest of the block's inner tensors (what its ``call`` computes between sublayers with ``keras.ops``)
+get no fake-quant, as kopt cannot see that dataflow: the int8 lowering calibrates them on
+representative data. The block's output gets an activation fake-quant like any layer's.
 
-Stripped (:meth:`~kopt.technique.inplace.InPlaceWrapped.strip`), the block holds the snapped weights:
-every channel's largest magnitude is itself a grid point, so the converter's symmetric scale
-(``max |w| / 127``, per channel for convolutions, per tensor for Dense) reproduces the trained grid.
+Stripped, the block keeps its wrappers (as a QAT layer keeps its fake-quant ops: the converter reads
+the int8 weights and output ranges from them); the weights it deploys sit on the symmetric grid the
+converter stores (``max |w| / 127``, per channel for convolutions, per tensor for Dense).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import keras
 from kopt.core.errors import GraphRewriteError
 from kopt.graph import ModelGraph
 from kopt.quantization.config import QuantizeConfig
+from kopt.quantization.quantizers import ActivationQuantizer, deserialize, serialize
+from kopt.quantization.registry import activation_name
 from kopt.quantization.transforms import replace_calls
 from kopt.quantization.wrapper import QuantizeWrapper
 from kopt.technique.inplace import InPlaceWrapped, wrap_sublayers
@@ -31,6 +34,9 @@ from kopt.technique.registry import float_variable
 
 #: ``(key "block/path", sublayer) -> config`` of a sublayer to fake-quantize in place, or None to leave it.
 SublayerConfig = Callable[[str, keras.layers.Layer], "QuantizeConfig | None"]
+
+#: Activations TFLite fuses into a weighted op, so that the sublayer's output is the op's output tensor.
+FUSED_ACTIVATIONS = ("linear", "relu", "relu6")
 
 #: A closed block's own output: a new activation with its own range (its inputs come quantized).
 BLOCK_OUTPUT = QuantizeConfig(output="range")
@@ -51,6 +57,46 @@ def in_place_config(lookup: Callable[[keras.Operation], QuantizeConfig | None], 
     return config
 
 
+@keras.saving.register_keras_serializable(package="kopt")
+class SublayerQuantizeWrapper(QuantizeWrapper):
+    """A :class:`QuantizeWrapper` for a sublayer of a block kept whole: fake-quantized weights, and its output
+    fake-quantized with a learnt range (``output_quantizer``; None: weights only), since no activation
+    fake-quant can be placed after it in a graph kopt cannot see."""
+
+    def __init__(
+        self,
+        layer: keras.layers.Layer,
+        quantize_config: QuantizeConfig,
+        output_quantizer: ActivationQuantizer | dict | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(layer, quantize_config, **kwargs)
+        self.output_quantizer = deserialize(output_quantizer)
+        self._output_state: dict[str, keras.Variable] = {}
+
+    def build(self, input_shape: Any = None) -> None:
+        super().build(input_shape)
+        if self.output_quantizer is not None:
+            self._output_state = self.output_quantizer.build(self, "output", ())
+
+    def call(self, inputs: Any, training: bool | None = None, **kwargs: Any) -> Any:
+        outputs = super().call(inputs, training=training, **kwargs)
+        if self.output_quantizer is None:
+            return outputs
+        return self.output_quantizer(outputs, self._output_state, bool(training))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "output_quantizer": serialize(self.output_quantizer)}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> "SublayerQuantizeWrapper":
+        config = dict(config)
+        output_quantizer = config.pop("output_quantizer", None)
+        wrapper = super().from_config(config, custom_objects=custom_objects)
+        wrapper.output_quantizer = deserialize(output_quantizer)
+        return wrapper
+
+
 @dataclass
 class InPlaceResult:
     """What :func:`quantize_closed_blocks` did: blocks quantized in place, their sublayer keys, what it could not."""
@@ -66,11 +112,13 @@ def quantize_closed_blocks(
     configs: dict[str, QuantizeConfig | None],
     choose: SublayerConfig,
     keep_float: Collection[str] = (),
+    activation_quantizer: ActivationQuantizer | None = None,
 ) -> InPlaceResult:
     """Replace each closed block among ``nodes`` (nodes without a config) by a copy whose weight sublayers
     are fake-quantized in place; give its calls :data:`BLOCK_OUTPUT`. Sublayers keyed ``"block/path"`` in
     ``keep_float`` stay float. A block that cannot be copied or holds nothing to quantize is left as it was
-    (``refused`` says why)."""
+    (``refused`` says why). ``activation_quantizer``: the scheme's template for the sublayers' outputs
+    (a config whose output is not ``"range"`` gets none)."""
     result = InPlaceResult()
     flat = graph.flat_names()
     done: set[int] = set()
@@ -88,7 +136,9 @@ def quantize_closed_blocks(
             if config is None:
                 return None
             chosen.append(key)
-            return QuantizeWrapper(sub, config, name=f"quant_{sub.name}")
+            fused = activation_name(getattr(sub, "activation", None)) in FUSED_ACTIVATIONS
+            output = activation_quantizer if config.output == "range" and fused else None
+            return SublayerQuantizeWrapper(sub, config, output, name=f"quant_{sub.name}")
 
         try:
             wrapped = wrap_sublayers(block, wrapper, name=f"quant_{block.name}")
@@ -109,4 +159,4 @@ def is_quantized_in_place(layer: keras.layers.Layer) -> bool:
     return isinstance(layer, InPlaceWrapped) and any(w.technique == "quantize" for _, w in layer.wrappers())
 
 
-__all__ = ["BLOCK_OUTPUT", "InPlaceResult", "in_place_config", "is_quantized_in_place", "quantize_closed_blocks"]
+__all__ = ["BLOCK_OUTPUT", "InPlaceResult", "SublayerQuantizeWrapper", "in_place_config", "is_quantized_in_place", "quantize_closed_blocks"]
