@@ -1,11 +1,11 @@
 """One float hop the converter leaves when a QAT model is also calibrated: DEQUANTIZE -> QUANTIZE at an input.
 
 A quantization-aware model with parts that have no trained ranges (a layer excluded from QAT, the inside
-of a block kept whole) is lowered with ``representative_data``. The converter then gives an integer model
-input the *calibrated* range of the data, and the model's first fake-quant the *trained* one; where the two
-differ it writes ``int8 input -> DEQUANTIZE -> float -> QUANTIZE -> int8`` (a float tensor in an int8 file)
-instead of one requantize. :func:`fold_input_requantize` removes the pair and gives the input the trained
-parameters, exactly what a file lowered from the trained ranges alone has: the model computes the same.
+of a block kept whole) is lowered with ``representative_data``. Where an integer model input (its range
+the trained one) feeds a tensor the converter gave a *calibrated* range (a block's first op), it writes
+``int8 input -> DEQUANTIZE -> float -> QUANTIZE -> int8`` (a float tensor in an int8 file) instead of one
+requantize. :func:`fold_input_requantize` removes the pair and gives the input the parameters the QUANTIZE
+wrote: the input is quantized once, straight to the grid the next op reads, instead of twice.
 """
 
 from __future__ import annotations
