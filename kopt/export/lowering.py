@@ -53,6 +53,7 @@ from kopt.core.validation import check_finite_weights
 from kopt.export import diagnostics, renaming
 from kopt.export.byte_inputs import anchored, byte_inputs, check_byte_input_scales, with_float_inputs
 from kopt.export.calibration import DEFAULT_CALIBRATION_SAMPLES, InputSpec, batches, materialize
+from kopt.export.requantize import fold_input_requantize
 from kopt.export.rnn import rolled_recurrent_layers, unroll_recurrent_layers
 
 Mode = Literal["int8", "int16x8", "float16", "dynamic"]
@@ -232,6 +233,8 @@ def lower_in_process(
                 tflite = bytes(converter.convert())
         except Exception as error:  # noqa: BLE001 - re-raised with the op and layer at fault
             raise diagnostics.conversion_error(error, names) from error
+    if options.mode in _INTEGER_MODES and fake_quant and data is not None and options.io_type != "float32":
+        tflite = fold_input_requantize(tflite)  # trained and calibrated input ranges differ (kopt.export.requantize)
     if options.mode in _INTEGER_MODES:
         diagnostics.require_full_integer(tflite, names, calibrated=data is not None)
     if options.mode == "int16x8" and fake_quant:

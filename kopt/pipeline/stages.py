@@ -29,7 +29,7 @@ from kopt.quantization.technique import common_settings, scheme_for
 from kopt.report.summary import DeployedLayer, StageReport, deployed_layers, keras_stage, main_kernel, tflite_stage
 from kopt.sparsity.technique import prune_schedule
 from kopt.technique import coverage
-from kopt.technique.inplace import freeze_nested
+from kopt.technique.inplace import freeze_nested, wrapped_keys
 from kopt.technique.registry import get_technique, technique_names, techniques
 from kopt.technique.strip import strip
 
@@ -154,7 +154,7 @@ def wrap(model: keras.Model, plan: Plan, stage: str, *, steps: int | None = None
         wrapped = keep_zeros(wrapped, pruned_only) if pruned_only else wrapped
     earlier = [t.name for t in techniques() if t.order < get_technique(stage).order]
     changed = {name for name, p in plan.layers.items() if "/" in name and any(getattr(p, t, None) for t in earlier)}
-    unwrapped = {name for name in changed if getattr(plan.layers[name], stage) is None}
+    unwrapped = changed - wrapped_keys(wrapped)  # a block kept float by QAT: none of its sublayers is wrapped
     if unwrapped:  # sublayers of closed blocks changed by an earlier stage, not by this one: keep their weights
         freeze_nested(wrapped, unwrapped)
     return wrapped
@@ -303,6 +303,16 @@ def excluded_from_qat(plan: Plan) -> list[str]:
     return [name for name, p in plan.layers.items() if p.quantize is None and p.rule is not None]
 
 
+def quantized_in_place(plan: Plan) -> list[str]:
+    """Blocks kept whole whose weight sublayers the policy's QAT fake-quantizes in place (plan keys
+    ``"block/path"``): the activations inside them have no trained range, so they are calibrated when lowered."""
+    if plan.policy.quantize is None or plan.policy.quantize.mode != "qat":
+        return []
+    excluded = set(excluded_from_qat(plan))
+    blocks = {name.split("/")[0] for name, p in plan.layers.items() if "/" in name and p.quantize is not None}
+    return sorted(blocks - excluded)
+
+
 def lower_stage(
     model: keras.Model,
     plan: Plan,
@@ -327,15 +337,21 @@ def lower_stage(
     notes: list[str] = []
     qat = _is_quantization_aware(model)
     left_float = excluded_from_qat(plan) if qat else []
-    if qat and left_float:
+    in_place = quantized_in_place(plan) if qat else []
+    if qat and (left_float or in_place):
         if representative_data is None:
+            what = [f"Layer(s) {left_float} are excluded from quantization-aware training"] if left_float else []
+            what += [f"block(s) {in_place} are kept whole (QAT trained their weights in place, not the "
+                     "activations inside them)"] if in_place else []
             raise PolicyError(
-                f"Layer(s) {left_float} are excluded from quantization-aware training, so an int8 file needs "
-                "their ranges calibrated post-training: pass representative_data (a few hundred input samples)."
+                f"{' and '.join(what)}, so an int8 file needs their ranges calibrated post-training: pass "
+                "representative_data (a few hundred input samples)."
             )
         tflite = to_tflite(model, representative_data=representative_data, int8_io=True, batch_size=1)
-        notes.append(f"int8 ranges from quantization-aware training; {', '.join(left_float)} (excluded from "
-                     "QAT) calibrated post-training on representative data")
+        calibrated = [f"{', '.join(left_float)} (excluded from QAT)"] if left_float else []
+        calibrated += [f"the activations inside {', '.join(in_place)} (weights trained in place)"] if in_place else []
+        notes.append(f"int8 ranges from quantization-aware training; {' and '.join(calibrated)} calibrated "
+                     "post-training on representative data")
     elif qat:
         from kopt.export.lowering import qat_mode
 
@@ -433,6 +449,7 @@ __all__ = [
     "quantization_scheme",
     "quantize_settings",
     "quantize_stage",
+    "quantized_in_place",
     "stage_names",
     "train_stage",
     "wrap",

@@ -263,7 +263,8 @@ class Policy:
         resolved = {}
         for technique in settings_types():
             entry = get_technique(technique)
-            if nested and not entry.wraps_in_place or not entry.applies(layer):
+            applies = entry.wraps_in_place and entry.applies_in_place(layer) if nested else entry.applies(layer)
+            if not applies:
                 resolved[technique] = None
                 continue
             settings = getattr(self, technique)
@@ -361,7 +362,7 @@ def _nested_entries(graph: Any) -> dict[str, list[tuple[str, str, str, Any]]]:
         found[name] = [
             (f"{name}/{path}", f"{node}/{path}", type(sub).__name__, sub)
             for path, sub in nested_layers(block)
-            if any(technique.applies(sub) for technique in in_place)
+            if any(technique.applies_in_place(sub) for technique in in_place)
         ]
     return found
 

@@ -16,6 +16,7 @@ from kopt.quantization.api import (
     quantize_model,
 )
 from kopt.quantization.config import OUTPUT_RULES, QuantizeConfig
+from kopt.quantization.inplace import SublayerQuantizeWrapper
 from kopt.quantization.preserve import (
     ClusterPreservingQuantizer,
     NotClusteredError,
@@ -46,6 +47,7 @@ from kopt.quantization.technique import QUANTIZATION
 from kopt.quantization.wrapper import ActivationQuantize, ChannelAffine, FoldedBatchNorm, QuantizeWrapper
 
 __all__ = [
+    "SublayerQuantizeWrapper",
     "QuantizeSettings",
     "QUANTIZATION",
     "OUTPUT_RULES",

@@ -10,7 +10,7 @@ fake-quants (range groups) -> rebuild. The user's model is never modified.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Collection, Union
 
 import keras
 
@@ -25,11 +25,13 @@ from kopt.graph import ModelGraph, analyze
 from kopt.graph.model_type import like_input
 from kopt.quantization.config import QuantizeConfig
 from kopt.quantization.decompose import ScaleShift
+from kopt.quantization.inplace import SublayerConfig, in_place_config, quantize_closed_blocks
 from kopt.quantization.ranges import insert_activation_quantizers, plan_ranges
 from kopt.quantization.schemes import Scheme, get_scheme
 from kopt.quantization.transforms import TransformContext, clone_with, replace_calls
 from kopt.quantization.wrapper import ActivationQuantize, ChannelAffine, QuantizeWrapper
 from kopt.technique import coverage
+from kopt.technique.inplace import InPlaceWrapped
 
 AFFINE_LAYERS = (keras.layers.BatchNormalization, keras.layers.Rescaling, keras.layers.Normalization, ScaleShift)
 
@@ -42,6 +44,10 @@ class QuantizationReport:
     quantized_weights: list[str] = field(default_factory=list)
     folded_batch_norms: list[tuple[str, str]] = field(default_factory=list)
     float_layers: list[tuple[str, str]] = field(default_factory=list)
+    #: Closed blocks (``ModelGraph.closed_composites``) whose weight sublayers are fake-quantized in place, and
+    #: those sublayers (``"block/path"``); their inner activations are calibrated when lowered.
+    in_place_blocks: list[str] = field(default_factory=list)
+    in_place_sublayers: list[str] = field(default_factory=list)
     activation_quantizers: int = 0
     shared_ranges: list[list[str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -55,6 +61,12 @@ class QuantizationReport:
             f"  activation fake-quants: {self.activation_quantizers}"
             f" ({len(self.shared_ranges)} shared by several tensors)",
         ]
+        if self.in_place_blocks:
+            lines.append(
+                f"  blocks kept whole, weights fake-quantized in place: {', '.join(self.in_place_blocks)} "
+                f"({len(self.in_place_sublayers)} sublayers; their inner activations are calibrated on "
+                "representative data when lowered)"
+            )
         if self.float_layers:
             lines.append(f"  left in float (no config): {len(self.float_layers)}")
             lines += [f"    - {name} ({cls})" for name, cls in self.float_layers]
@@ -116,6 +128,10 @@ def quantize_model(
 ) -> Any:
     """A quantization-aware copy of ``model`` (every layer, or only the annotated ones).
 
+    A composite block kopt cannot open (``analyze(model).closed_composites``) is quantized in place: its
+    Dense / Conv / ... sublayers get fake-quantized weights, its inner activations are calibrated when
+    lowered (pass ``representative_data`` to :func:`kopt.export.to_tflite`; see :mod:`kopt.quantization.inplace`).
+
     Args:
         model: Functional or Sequential Keras 3 model (nested models are flattened).
         scheme: ``"default_8bit"`` (TFLite int8) or a :class:`Scheme`.
@@ -136,10 +152,14 @@ def quantize_apply(
     *,
     unsupported: str = "error",
     return_report: bool = False,
+    sublayer_config: SublayerConfig | None = None,
+    keep_float: Collection[str] = (),
 ) -> Any:
     """Quantize the annotated layers of ``model`` (all layers when none is annotated).
 
-    See :func:`quantize_model` for the arguments.
+    See :func:`quantize_model` for the arguments. For the sublayers of closed blocks (quantized in place):
+    ``sublayer_config(key, sublayer)`` gives the config of the sublayer keyed ``"block/path"`` (default: the
+    scheme's, when it fake-quantizes weights), and ``keep_float`` names those left float on purpose.
     """
     if not isinstance(model, keras.Model):
         raise UnsupportedModelError(f"quantize_apply needs a keras.Model, got {type(model).__name__}.")
@@ -153,8 +173,16 @@ def quantize_apply(
     report = QuantizationReport(scheme=scheme.name)
 
     configs, missing = _resolve_configs(graph, scheme)
+    def scheme_config(key: str, sub: keras.layers.Layer) -> QuantizeConfig | None:
+        return in_place_config(scheme.config_for, sub)
+
+    in_place = quantize_closed_blocks(
+        graph, missing, configs, sublayer_config or scheme_config, keep_float, scheme.activation_quantizer
+    )
+    report.in_place_blocks, report.in_place_sublayers = in_place.blocks, in_place.sublayers
+    missing = [node for node in missing if configs.get(node) is None]
     if missing and unsupported == "error":
-        raise UnsupportedLayerError(_missing_message(graph, missing, scheme))
+        raise UnsupportedLayerError(_missing_message(graph, missing, scheme, in_place.refused))
     for node in missing:
         layer = graph.layer(node)
         entry = (getattr(layer, "name", node), type(layer).__name__)
@@ -168,7 +196,7 @@ def quantize_apply(
     report.notes.extend(context.notes)
 
     _wrap_layers(graph, configs)
-    report.quantized_weights = _quantized_weight_layers(graph)
+    report.quantized_weights = _quantized_weight_layers(graph) + in_place.sublayers
     plan = plan_ranges(graph, configs, scheme.is_fusable_activation)
     insert_activation_quantizers(graph, plan, scheme.activation_quantizer)
     report.activation_quantizers = len(plan.groups)
@@ -184,7 +212,8 @@ def quantize_apply(
         "kopt.quantization.register or build the model from its sublayers"
         for name, cls in report.float_layers
     }
-    report.coverage = coverage.measure(quantized, "quantize", excluded=left_out, reasons=reasons)
+    excluded = left_out | set(keep_float)
+    report.coverage = coverage.measure(quantized, "quantize", excluded=excluded, reasons=reasons)
     report.coverage.warn(stacklevel=3)
     return (quantized, report) if return_report else quantized
 
@@ -217,7 +246,7 @@ def _resolve_configs(graph: ModelGraph, scheme: Scheme) -> tuple[dict[str, Quant
     return configs, missing
 
 
-def _missing_message(graph: ModelGraph, missing: list[str], scheme: Scheme) -> str:
+def _missing_message(graph: ModelGraph, missing: list[str], scheme: Scheme, refused: dict[str, str]) -> str:
     seen: dict[int, keras.Operation] = {}
     for node in missing:
         seen.setdefault(id(graph.layer(node)), graph.layer(node))
@@ -231,6 +260,8 @@ def _missing_message(graph: ModelGraph, missing: list[str], scheme: Scheme) -> s
         f"for every {cls}, or `quantize_annotate_layer(layer, config=QuantizeConfig(...))` for one layer "
         "(output='passthrough' for layers that only move values, e.g. reshapes). "
         "Or pass unsupported='float' to keep them in float (listed in the report)."
+        + "".join(f" Block {name!r} is kept whole and its sublayers cannot be quantized in place: {why}"
+                  for name, why in refused.items())
     )
 
 
@@ -265,8 +296,8 @@ def _wrap_layers(graph: ModelGraph, configs: dict[str, QuantizeConfig | None]) -
         nodes_by_layer.setdefault(id(graph.layer(node)), []).append(node)
     for nodes in nodes_by_layer.values():
         layer = graph.layer(nodes[0])
-        if isinstance(layer, (QuantizeWrapper, ActivationQuantize)):
-            continue  # created by a transform (e.g. FoldedBatchNorm): already a fresh copy
+        if isinstance(layer, (QuantizeWrapper, ActivationQuantize, InPlaceWrapped)):
+            continue  # created by a transform (e.g. FoldedBatchNorm) or a block quantized in place: a fresh copy
         config = configs.get(nodes[0])
         replacement: keras.layers.Layer | None = None
         if config is not None and isinstance(layer, AFFINE_LAYERS):

@@ -18,6 +18,7 @@ from keras import ops
 from kopt.core.errors import PolicyError
 from kopt.graph import analyze, clone_layer, map_layers
 from kopt.quantization.api import quantize_annotate_layer, quantize_apply
+from kopt.quantization.inplace import in_place_config
 from kopt.quantization.kernels import from_view, kernel_view
 from kopt.quantization.preserve import cluster_preserve_scheme
 from kopt.quantization.quantizers import WeightQuantizer
@@ -99,9 +100,16 @@ class Quantization(Technique):
     default_levels = (8, 4)
     level_meaning = "weight bit widths (integers from 2 to 8), e.g. (8, 4)"
 
+    wraps_in_place = True
+
     def applies(self, layer: keras.layers.Layer) -> bool:
         """Every layer: whether the scheme knows how is decided by ``quantize_apply``, which names the ones it cannot."""
         return True
+
+    def applies_in_place(self, layer: keras.layers.Layer) -> bool:
+        """Inside a block kept whole: the layers whose weights the ``default_8bit`` scheme fake-quantizes
+        (:mod:`kopt.quantization.inplace`); the block's other sublayers are calibrated when lowered."""
+        return in_place_config(get_scheme(ONE_SHOT_SCHEME).config_for, layer) is not None
 
     def trains(self, settings: QuantizeSettings) -> bool:
         return settings.mode == "qat"
@@ -133,9 +141,19 @@ class Quantization(Technique):
         """The quantization-aware model: the layers of ``per_layer`` with their bit widths, ``keep_float`` left float.
 
         Only the other layers are annotated and quantized (the int8 lowering then fails if a float
-        layer remains, and says which).
+        layer remains, and says which). Sublayers of blocks kept whole (keys ``"block/path"``) are
+        fake-quantized in place with their own bit widths and cluster plans.
         """
         scheme = scheme_for(per_layer, planned_clusters)
+        nested = {key: settings for key, settings in per_layer.items() if "/" in key}
+
+        def sublayer_config(key: str, sub: keras.layers.Layer) -> Any:
+            if key not in nested:
+                return None
+            planned = {sub.name: planned_clusters[key]} if planned_clusters and key in planned_clusters else None
+            own = get_scheme(scheme_for({sub.name: nested[key]}, planned))  # its bits and cluster plan
+            return in_place_config(own.config_for, sub)
+
         keep = {layer.name for layer in analyze(model).layers()} & set(keep_float)
         if keep:
             if notes is not None:
@@ -143,7 +161,13 @@ class Quantization(Technique):
             model = map_layers(
                 model, lambda layer: None if layer.name in keep else quantize_annotate_layer(clone_layer(layer))
             )
-        quantized, report = quantize_apply(model, scheme, return_report=True)
+        quantized, report = quantize_apply(
+            model,
+            scheme,
+            return_report=True,
+            sublayer_config=sublayer_config,
+            keep_float={key for key in keep_float if "/" in key},
+        )
         if notes is not None:
             notes.extend(line.strip() for line in str(report).splitlines()[1:])
         return quantized

@@ -50,6 +50,7 @@ class QuantizeWrapper(KoptWrapper):
     """
 
     technique = "quantize"
+    kept_by_strip = True
 
     def reached_variables(self) -> list[keras.Variable]:
         """The weights its config fake-quantizes (a fold or an affine layer: every inner weight)."""

@@ -171,8 +171,11 @@ def _reason(kernel: Kernel, technique: str, reasons: dict[str, str]) -> str:
         return (
             f"inside composite layer {kernel.top!r} ({kernel.top_class}), kept whole: kopt wraps its sublayers in "
             f"place, but this weight of its {kernel.owner} is not one kopt can "
-            + {"prune": "prune", "cluster": "cluster", "quantize": "quantize"}[technique]
-            + " (give that layer a `get_prunable_weights()` / `get_clusterable_weights()` method)"
+            + {
+                "prune": "prune (give that layer a `get_prunable_weights()` method)",
+                "cluster": "cluster (give that layer a `get_clusterable_weights()` method)",
+                "quantize": "quantize (register a QuantizeConfig for its class: kopt.quantization.register)",
+            }[technique]
         )
     if kernel.inside_composite:
         return (

@@ -12,7 +12,8 @@ closed) and replaces each sublayer the technique chooses by its wrapper. The cop
   steps advance and clusters move like anywhere else),
 * records where the wrappers sit, so the ``.keras`` round trip puts them back (with their masks /
   centroids) into the block rebuilt from its config,
-* strips to the plain block holding the weights the wrappers deploy (:meth:`InPlaceWrapped.strip`).
+* strips to the plain block holding the weights the wrappers deploy (:meth:`InPlaceWrapped.strip`), or,
+  holding quantization wrappers (whose fake-quant ops the int8 converter reads), to a copy of itself.
 
 Coverage counts the nested wrappers' weights as reached: they are sublayers like any other.
 """
@@ -146,6 +147,16 @@ def freeze_nested(model: keras.Model, keys: Any) -> list[str]:
     return frozen
 
 
+def wrapped_keys(model: keras.Model) -> set[str]:
+    """``"block/path"`` of every sublayer ``model`` holds wrapped in place (by any technique)."""
+    return {
+        f"{layer.layer.name}/{path}"
+        for layer in model._flatten_layers(include_self=False, recursive=False)
+        if isinstance(layer, InPlaceWrapped)
+        for path, _ in layer.wrappers()
+    }
+
+
 def closed_blocks(graph: Any) -> dict[str, keras.layers.Layer]:
     """The composite layers ``graph`` keeps whole, by flattened name (the plan's key)."""
     flat = graph.flat_names()
@@ -218,7 +229,10 @@ class InPlaceWrapped(KoptWrapper):
         return [(path_text(path), wrapper) for path, wrapper in wrapper_places(self.layer)]
 
     def strip(self) -> keras.layers.Layer:
-        """The plain block (from its config) holding the weights the wrappers deploy."""
+        """The plain block (from its config) holding the weights the wrappers deploy; a copy of this layer
+        when a wrapper inside is one :meth:`KoptWrapper.strip` keeps (quantization's fake-quant ops)."""
+        if any(wrapper.kept_by_strip for _, wrapper in self.wrappers()):
+            return clone_layer(self)
         deployed: dict[int, Any] = {}
         internal: set[int] = set()
         for _, wrapper in self.wrappers():

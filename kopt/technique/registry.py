@@ -73,6 +73,11 @@ class Technique:
         """The weights the technique changes in the built ``layer``; raises :class:`NotEligible`."""
         raise NotImplementedError
 
+    def applies_in_place(self, layer: keras.layers.Layer) -> bool:
+        """Whether :meth:`wrap` can act on ``layer`` as a sublayer of a block kept whole (only asked when
+        :attr:`wraps_in_place`); by default as anywhere else."""
+        return self.applies(layer)
+
     def on_by_default(self, layer: keras.layers.Layer) -> bool:
         """Whether a policy's global settings reach ``layer`` without a rule naming it or its class."""
         return True

@@ -23,6 +23,9 @@ class KoptWrapper(keras.layers.Wrapper):
     technique: str | None = None
     #: Layers kopt inserts (wrappers, activation fake-quants): not the user's own kernels.
     kopt_internal = True
+    #: Whether :meth:`strip` keeps the wrapper (a copy): quantization's fake-quant ops are what the int8
+    #: converter reads its parameters from. A block holding such a wrapper in place is kept wrapped too.
+    kept_by_strip = False
 
     def reached_variables(self) -> list[keras.Variable]:
         """The inner variables the technique acts on (what :mod:`kopt.coverage` counts as reached)."""

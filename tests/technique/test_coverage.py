@@ -44,6 +44,20 @@ class UncopyableBlock(ConvDenseBlock):
         return {**super().get_config(), "unknown_argument": 1}
 
 
+@keras.saving.register_keras_serializable(package="kopt_tests")
+class RawWeightsBlock(ConvDenseBlock):
+    """Kept whole and copyable, but its kernels are its own raw weights (no sublayer QAT could wrap in place)."""
+
+    def build(self, input_shape):
+        self.w_conv = self.add_weight(shape=(3, 3, input_shape[-1], self.filters))
+        self.w_dense = self.add_weight(shape=(self.filters, self.filters))
+
+    def call(self, x):
+        batch_ones = keras.ops.ones((keras.ops.shape(x)[0], 1, 1, 1))
+        h = keras.ops.relu(keras.ops.conv(x, self.w_conv, padding="same"))
+        return keras.ops.matmul(h, self.w_dense) * batch_ones
+
+
 def composite_model(filters=32, block=UncopyableBlock):
     inp = keras.Input((8, 8, 3))
     x = layers.Conv2D(4, 3, padding="same", name="stem")(inp)
@@ -95,19 +109,25 @@ def test_pruning_warns_with_the_composite_layer_kernels_and_the_reachable_sparsi
 
 def test_clustering_and_qat_name_each_kernel_left_out():
     model = composite_model()
-    copyable = composite_model(block=ConvDenseBlock)  # QAT keeps even a copyable closed block in float
+    raw = composite_model(block=RawWeightsBlock)  # QAT cannot reach raw weights: left in float, named
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         kopt.clustering.cluster_weights(model, 8)
-        _, report = kopt.quantization.quantize_model(copyable, unsupported="float", return_report=True)
+        _, report = kopt.quantization.quantize_model(raw, unsupported="float", return_report=True)
     cluster_message, qat_message = coverage_warnings(caught)
     assert cluster_message.startswith("Coverage: clustering") and "inside composite layer 'block'" in cluster_message
     assert "quantization-aware training" in qat_message and "left in float" in qat_message
     assert cluster_message.count("in layer 'block' UncopyableBlock") == 2
-    assert qat_message.count("in layer 'block' ConvDenseBlock") == 2
-    assert report.coverage.total == sum(kernel_sizes(copyable).values())
-    with pytest.raises(kopt.errors.UnsupportedLayerError, match="block"):
-        kopt.quantization.quantize_model(copyable)  # the default still refuses
+    assert qat_message.count("in layer 'block' RawWeightsBlock") == 2
+    assert report.coverage.total == sum(kernel_sizes(raw).values())
+    with pytest.raises(kopt.errors.UnsupportedLayerError, match="'block'.*cannot be copied from its config"):
+        kopt.quantization.quantize_model(model)  # the default refuses a block it cannot reach, saying why
+
+    copyable = composite_model(block=ConvDenseBlock)  # a closed block QAT reaches in place: nothing left out
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CoverageWarning)
+        _, report = kopt.quantization.quantize_model(copyable, return_report=True)
+    assert report.in_place_blocks == ["block"] and report.coverage.fraction == 1.0
 
 
 def test_no_warning_when_every_kernel_is_reached_or_left_out_on_purpose():

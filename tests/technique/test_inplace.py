@@ -20,19 +20,20 @@ class ConvUnit(layers.Layer):
     """A composite sublayer (the walk must look inside it) that makes its Conv2D in ``build``, which its block's
     ``build`` does not call (like keras-hub's Swin attention): a reloaded block has it only once called."""
 
-    def __init__(self, filters=8, **kwargs):
+    def __init__(self, filters=8, fused=False, **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
+        self.fused = fused  # the ReLU inside the Conv2D, or applied by this layer's call (keras.ops)
 
     def build(self, input_shape):
-        self.conv = layers.Conv2D(self.filters, 3, padding="same")
+        self.conv = layers.Conv2D(self.filters, 3, padding="same", activation="relu" if self.fused else None)
         self.conv.build(input_shape)
 
     def call(self, x):
-        return ops.relu(self.conv(x))
+        return self.conv(x) if self.fused else ops.relu(self.conv(x))
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters}
+        return {**super().get_config(), "filters": self.filters, "fused": self.fused}
 
 
 @keras.saving.register_keras_serializable(package="kopt_tests")
@@ -40,10 +41,11 @@ class BatchReadingBlock(layers.Layer):
     """Its call reads the batch size to build a tensor (``None`` when traced symbolically), so kopt keeps it
     whole; its kernels sit in a nested composite (``unit.conv``) and in a list (``mix[0]``, ``mix[1]``)."""
 
-    def __init__(self, filters=8, **kwargs):
+    def __init__(self, filters=8, fused=False, **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
-        self.unit = ConvUnit(filters)
+        self.fused = fused
+        self.unit = ConvUnit(filters, fused)
         self.mix = [layers.Dense(filters), layers.Dense(filters)]
 
     def build(self, input_shape):
@@ -59,12 +61,12 @@ class BatchReadingBlock(layers.Layer):
         return h * ones
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters}
+        return {**super().get_config(), "filters": self.filters, "fused": self.fused}
 
 
-def block_model():
+def block_model(fused=False):
     inputs = keras.Input((6, 6, 3))
-    x = BatchReadingBlock(8, name="block")(inputs)
+    x = BatchReadingBlock(8, fused, name="block")(inputs)
     x = layers.GlobalAveragePooling2D()(x)
     return keras.Model(inputs, layers.Dense(5, name="head")(x))
 
@@ -162,7 +164,7 @@ def test_a_policy_plans_the_sublayers_of_a_closed_block():
     plan = kopt.Policy.preset("pcqat").resolve(model)
     assert list(plan.layers)[1:4] == ["block/unit/conv", "block/mix/0", "block/mix/1"]  # right after the block
     nested = plan.layers["block/mix/0"]
-    assert nested.prune is not None and nested.cluster is not None and nested.quantize is None  # QAT: block float
+    assert nested.prune is not None and nested.cluster is not None and nested.quantize is not None
     assert plan.layers["block/unit/conv"].path == "block/unit/conv"
 
     rule = kopt.policy.LayerRule("class:Dense", prune=False)
@@ -223,3 +225,99 @@ def test_later_stages_freeze_the_sublayers_earlier_stages_changed():
     assert not any(id(dense.kernel) in trainable for dense in block.mix)  # pruned only: frozen
     assert id(block.unit.conv.layer.kernel) in trainable  # clustered in this stage: trains
     assert all(sub.trainable for sub in [model.get_layer("block").unit.conv, *model.get_layer("block").mix])
+
+
+# ----------------------------------------------------------------- QAT in place (kopt.quantization.inplace)
+def quant_wrappers(model):
+    return [w for w in nested_wrappers(model) if isinstance(w, kopt.quantization.QuantizeWrapper)]
+
+
+def block_kernels(model):
+    """The block's weight sublayers by path, each with the kernel it deploys (Keras layout, NumPy): a
+    quantization wrapper's fake-quantized kernel, a plain sublayer's own."""
+    block = next(layer for layer in model.layers if layer.name in ("block", "quant_block"))
+    block = block.layer if isinstance(block, InPlaceWrapped) else block
+    found = {}
+    for path, sub in {"unit/conv": block.unit.conv, "mix/0": block.mix[0], "mix/1": block.mix[1]}.items():
+        if isinstance(sub, kopt.quantization.QuantizeWrapper):
+            sub, kernel = sub.layer, dict((id(v), t) for v, t in sub.transformed_weights())[id(sub.layer.kernel)]
+        else:
+            kernel = sub.kernel
+        found[path] = (sub, np.asarray(ops.convert_to_numpy(kernel)))
+    return found
+
+
+def test_qat_fake_quantizes_a_closed_block_in_place_trains_strips_and_round_trips(tmp_path):
+    x, y = data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CoverageWarning)  # every kernel reached: no warning
+        qat, report = kopt.quantization.quantize_model(block_model(), return_report=True)
+    assert report.in_place_blocks == ["block"]
+    assert set(report.in_place_sublayers) == {"block/unit/conv", "block/mix/0", "block/mix/1"}
+    assert report.coverage.fraction == 1.0
+    wrappers = quant_wrappers(qat)
+    assert [type(w.layer).__name__ for w in wrappers] == ["Conv2D", "Dense", "Dense"]
+    before = [np.array(ops.convert_to_numpy(w.layer.kernel)) for w in wrappers]
+    fit(qat, x, y)
+    assert all(not np.array_equal(b, ops.convert_to_numpy(w.layer.kernel)) for b, w in zip(before, wrappers))
+
+    stripped = kopt.strip(qat)  # keeps the fake-quant ops the converter reads, as for any QAT layer
+    assert len(quant_wrappers(stripped)) == 3
+    np.testing.assert_allclose(predict(stripped, x), predict(qat, x), atol=1e-5)
+    for path, (sub, kernel) in block_kernels(stripped).items():  # the trained int8 grid, checked with NumPy
+        per_channel = isinstance(sub, layers.Conv2D)  # the default scheme: Conv per channel, Dense per tensor
+        axes = tuple(range(kernel.ndim - 1)) if per_channel else None
+        scale = np.max(np.abs(kernel), axis=axes) / 127
+        steps = kernel / scale
+        np.testing.assert_allclose(steps, np.round(steps), atol=1e-3, err_msg=path)
+
+    qat.save(tmp_path / "qat.keras")
+    loaded = keras.saving.load_model(tmp_path / "qat.keras")
+    assert len(quant_wrappers(loaded)) == 3
+    np.testing.assert_allclose(predict(loaded, x), predict(qat, x), atol=1e-5)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="optimize's int8 stage needs TensorFlow")
+def test_pcqat_of_a_closed_block_lowers_fully_int8_on_its_trained_grid_keeping_zeros_and_clusters():
+    from kopt.export import inspection, run
+    from kopt.export.flatbuffer import load
+
+    # The ReLU inside the Conv2D: TFLite fuses it, so the wrapper's output range is the op's. Applied by the
+    # block's call instead, it runs as a RELU op whose range is calibrated (up to 4 output steps off here).
+    model = block_model(fused=True)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    x, y = data(64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CoverageWarning)  # no weight layer of the block left float
+        result = kopt.optimize(model, kopt.Policy.preset("pcqat", number_of_clusters=4), train_data=(x, y),
+                               epochs=1, batch_size=32, verbose=0)
+    assert not [w for w in result.report.warnings if w.startswith("Coverage:")]
+    assert any("the activations inside block (weights trained in place)" in note
+               for note in result.stages[-1].report.notes)
+    with pytest.raises(kopt.errors.PolicyError, match=r"block\(s\) \['block'\] are kept whole"):
+        kopt.stages.lower_stage(result.model, result.plan)  # the block's inner ranges need calibration data
+
+    graph = load(result.tflite).main
+    touched = {i for op in graph.operators for i in op.inputs + op.outputs if i >= 0}
+    assert {graph.tensors[i].dtype for i in touched} == {"INT8", "INT32"}  # every op integer, int8 I/O
+    assert {"DEQUANTIZE", "QUANTIZE"}.isdisjoint(op.name for op in graph.operators)
+
+    pruned = block_kernels(next(s for s in result.stages if s.name == "prune").model)  # the prune stage's zeros
+    stored = {t.name: t for t in inspection.weight_tensors(result.tflite)}
+    for path, (sub, kernel) in block_kernels(result.model).items():
+        tensor = stored[f"{sub.name}/kernel"]
+        zeros = np.moveaxis(pruned[path][1], -1, 0) == 0
+        assert abs(zeros.mean() - 0.5) <= 0.05 and np.all(tensor.values[zeros] == 0), path
+        assert tensor.max_unique_per_channel <= 4 + 1, path  # 4 clusters and the zeros
+        # The trained grid is the stored one: per channel for the Conv2D, per tensor for the Dense (NumPy).
+        scales = np.asarray(tensor.quantization.scales)
+        assert len(scales) == (kernel.shape[-1] if isinstance(sub, layers.Conv2D) else 1), path
+        layout = np.moveaxis(kernel, -1, 0)  # TFLite's (out, ...) layout
+        np.testing.assert_allclose(tensor.values * scales.reshape((-1,) + (1,) * (layout.ndim - 1)), layout,
+                                   rtol=1e-5, atol=1e-7, err_msg=path)
+        magnitude = np.max(np.abs(layout), axis=tuple(range(1, layout.ndim)) if len(scales) > 1 else None)
+        np.testing.assert_allclose(scales, magnitude / 127, rtol=1e-5, err_msg=path)
+
+    step = graph.tensor(graph.outputs[0]).quantization.scales[0]
+    difference = np.abs(run(result.tflite, x) - predict(result.model, x)) / step
+    assert np.mean(difference <= 2 + 1e-3) >= 0.99, np.max(difference)
