@@ -44,14 +44,25 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 def pytest_configure(config):
     # Keras' clear_session (after every test) and TensorFlow's TFLite converter call gc.collect(), which walks
-    # every object alive: ~450,000 once TensorFlow is imported, 0.5-1.5 s a call. Objects alive now (modules,
-    # classes) are never garbage: freezing them leaves each collection only the tests' own objects to scan.
+    # every object alive: ~450,000 once TensorFlow is imported, 0.5-1.5 s a call. Modules and classes are never
+    # garbage: they are frozen once the test modules are imported (pytest_collection_finish), so each collection
+    # scans only the tests' own objects. TensorFlow is imported up front under every backend (JAX and PyTorch
+    # tests lower through it too): imported by a test later, its ~200,000 objects would be scanned ever after.
     import kopt  # noqa: F401  (its modules belong to the frozen set too)
 
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:  # a JAX- or PyTorch-only environment
+        pass
     gc.freeze()
     # kopt's own warnings are errors unless a test expects them (``pytest.warns``) or says why it ignores them:
     # a warning nobody asserted is a no-op, a coverage gap or a wrong model that went unnoticed.
     config.addinivalue_line("filterwarnings", "error::kopt.core.errors.KoptWarning")
+
+
+def pytest_collection_finish(session):
+    gc.collect()
+    gc.freeze()  # what importing the test modules added (scikit-learn, keras-hub, hypothesis, ...)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -28,6 +28,7 @@ from kopt.core.errors import (
 from kopt.core.validation import check_finite_weights
 from kopt.graph import analyze, clone_layer, map_layers
 from kopt.graph.model_type import like_input
+from kopt.graph.sublayers import sublayer_key
 from kopt.technique import coverage
 from kopt.technique.inplace import choose_sublayers, closed_blocks, nested_layers, wrap_sublayers
 from kopt.technique.wrapper import KoptWrapper
@@ -147,7 +148,7 @@ def cluster_weights(
     layers = graph.layers()
     blocks = closed_blocks(graph)
     nested = {name: _plan_nested(name, block, defaults, layer_filter, configs or {}) for name, block in blocks.items()}
-    nested_keys = {f"{name}/{path}" for name, planned in nested.items() for path in planned}
+    nested_keys = {sublayer_key(name, path) for name, planned in nested.items() for path in planned}
     plan = _plan(layers, defaults, layer_filter, {k: v for k, v in (configs or {}).items() if k not in nested_keys})
     base_seed = int(np.random.randint(0, 2**31 - 1)) if seed is None else int(seed)
     for name, planned in nested.items():
@@ -157,7 +158,7 @@ def cluster_weights(
                 params["number_of_clusters"], params["init"], params["gradient_aggregation"], params["preserve_sparsity"], where
             )
             if params["seed"] is None:
-                params["seed"] = derive_seed(base_seed, f"{name}/{path}")
+                params["seed"] = derive_seed(base_seed, sublayer_key(name, path))
 
     notes: list[str] = []
     for layer in layers:
@@ -198,7 +199,7 @@ def cluster_weights(
     clustered = like_input(model, map_layers(model, wrap, graph=graph), "cluster_weights")
     chosen_out = {layer.name for layer in layers if id(layer) not in plan and is_clusterable(layer)}
     chosen_out |= {  # sublayers of closed blocks left out by layer_filter / configs
-        f"{name}/{path}"
+        sublayer_key(name, path)
         for name, block in blocks.items()
         for path, sub in nested_layers(block)
         if path not in nested[name] and is_clusterable(sub)
@@ -220,7 +221,7 @@ def _plan_nested(
     def choose(path: str, sub: keras.layers.Layer) -> dict[str, Any] | None:
         if isinstance(sub, KoptWrapper) or not is_clusterable(sub):
             return None
-        override = configs.get(f"{name}/{path}")
+        override = configs.get(sublayer_key(name, path))
         if is_dataclass(override):
             override = asdict(override)
         if override is None and layer_filter is not None and not layer_filter(sub):

@@ -29,6 +29,23 @@ def path_text(path: Path) -> str:
     return "/".join(str(step) for step in path)
 
 
+def sublayer_key(block: str, path: Path | str) -> str:
+    """The plan / report key of the sublayer a block kept whole holds at ``path``: ``"blocks_1/attn/qkv"``.
+
+    Layer names in a flattened graph never hold ``/`` (Keras refuses it), so the key cannot clash with one."""
+    return f"{block}/{path if isinstance(path, str) else path_text(path)}"
+
+
+def is_sublayer_key(key: str) -> bool:
+    """Whether a plan key names a sublayer inside a block kept whole (see :func:`sublayer_key`)."""
+    return "/" in key
+
+
+def block_of(key: str) -> str:
+    """The block of a :func:`sublayer_key`."""
+    return key.split("/", 1)[0]
+
+
 def _attributes(layer: keras.layers.Layer) -> Iterator[tuple[str, Any]]:
     names = list(vars(layer)) + list(getattr(layer, "_modules", None) or {})  # PyTorch keeps modules apart
     for name in dict.fromkeys(names):

@@ -22,6 +22,7 @@ import numpy as np
 
 from kopt.core.errors import InvalidArgumentError, KoptWarning, NotFullyMappedError
 from kopt.graph import analyze, clone_layer, map_layers
+from kopt.graph.sublayers import block_of, is_sublayer_key
 from kopt.pipeline.callbacks import for_model
 from kopt.pipeline.training import STAGES, Training
 from kopt.policy import Plan, PolicyError, QuantizeSettings
@@ -153,7 +154,7 @@ def wrap(model: keras.Model, plan: Plan, stage: str, *, steps: int | None = None
         }
         wrapped = keep_zeros(wrapped, pruned_only) if pruned_only else wrapped
     earlier = [t.name for t in techniques() if t.order < get_technique(stage).order]
-    changed = {name for name, p in plan.layers.items() if "/" in name and any(getattr(p, t, None) for t in earlier)}
+    changed = {name for name, p in plan.layers.items() if is_sublayer_key(name) and any(getattr(p, t, None) for t in earlier)}
     unwrapped = changed - wrapped_keys(wrapped)  # a block kept float by QAT: none of its sublayers is wrapped
     if unwrapped:  # sublayers of closed blocks changed by an earlier stage, not by this one: keep their weights
         freeze_nested(wrapped, unwrapped)
@@ -309,7 +310,7 @@ def quantized_in_place(plan: Plan) -> list[str]:
     if plan.policy.quantize is None or plan.policy.quantize.mode != "qat":
         return []
     excluded = set(excluded_from_qat(plan))
-    blocks = {name.split("/")[0] for name, p in plan.layers.items() if "/" in name and p.quantize is not None}
+    blocks = {block_of(name) for name, p in plan.layers.items() if is_sublayer_key(name) and p.quantize is not None}
     return sorted(blocks - excluded)
 
 

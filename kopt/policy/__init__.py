@@ -37,6 +37,7 @@ from typing import Any, Mapping
 from kopt.clustering.settings import ClusterSettings
 from kopt.core.checks import check_bool, check_choice
 from kopt.core.errors import PolicyError, listing, preview
+from kopt.graph.sublayers import is_sublayer_key, sublayer_key
 from kopt.quantization.settings import QuantizeSettings
 from kopt.sparsity.settings import PruneSettings
 from kopt.technique.registry import get_technique, techniques
@@ -230,7 +231,7 @@ class Policy:
             rule = self._rule_for(name, path, class_name)
             if rule is not None:
                 used.add(id(rule))
-            plans[key] = self._layer_plan(key, path, class_name, rule, layer, nested="/" in key)
+            plans[key] = self._layer_plan(key, path, class_name, rule, layer, nested=is_sublayer_key(key))
         if self.validate:
             unmatched = [r.match for r in self.rules if id(r) not in used and not self._matches_any(r, entries)]
             if unmatched:
@@ -360,7 +361,7 @@ def _nested_entries(graph: Any) -> dict[str, list[tuple[str, str, str, Any]]]:
     for name, block in closed_blocks(graph).items():
         node = graph.nodes_of(block)[0]
         found[name] = [
-            (f"{name}/{path}", f"{node}/{path}", type(sub).__name__, sub)
+            (sublayer_key(name, path), f"{node}/{path}", type(sub).__name__, sub)
             for path, sub in nested_layers(block)
             if any(technique.applies_in_place(sub) for technique in in_place)
         ]

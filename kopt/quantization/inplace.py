@@ -24,6 +24,7 @@ import keras
 
 from kopt.core.errors import GraphRewriteError
 from kopt.graph import ModelGraph
+from kopt.graph.sublayers import sublayer_key
 from kopt.quantization.config import QuantizeConfig
 from kopt.quantization.quantizers import ActivationQuantizer, deserialize, serialize
 from kopt.quantization.registry import activation_name
@@ -131,7 +132,7 @@ def quantize_closed_blocks(
         chosen: list[str] = []
 
         def wrapper(path: str, sub: keras.layers.Layer, name: str = name, chosen: list[str] = chosen) -> Any:
-            key = f"{name}/{path}"
+            key = sublayer_key(name, path)
             config = None if key in keep_float else choose(key, sub)
             if config is None:
                 return None

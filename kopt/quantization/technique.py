@@ -17,6 +17,7 @@ from keras import ops
 
 from kopt.core.errors import PolicyError
 from kopt.graph import analyze, clone_layer, map_layers
+from kopt.graph.sublayers import is_sublayer_key
 from kopt.quantization.api import quantize_annotate_layer, quantize_apply
 from kopt.quantization.inplace import in_place_config
 from kopt.quantization.kernels import from_view, kernel_view
@@ -145,7 +146,7 @@ class Quantization(Technique):
         fake-quantized in place with their own bit widths and cluster plans.
         """
         scheme = scheme_for(per_layer, planned_clusters)
-        nested = {key: settings for key, settings in per_layer.items() if "/" in key}
+        nested = {key: settings for key, settings in per_layer.items() if is_sublayer_key(key)}
 
         def sublayer_config(key: str, sub: keras.layers.Layer) -> Any:
             if key not in nested:
@@ -166,7 +167,7 @@ class Quantization(Technique):
             scheme,
             return_report=True,
             sublayer_config=sublayer_config,
-            keep_float={key for key in keep_float if "/" in key},
+            keep_float={key for key in keep_float if is_sublayer_key(key)},
         )
         if notes is not None:
             notes.extend(line.strip() for line in str(report).splitlines()[1:])

@@ -19,6 +19,7 @@ from kopt.core.errors import (
 from kopt.core.validation import check_finite_weights
 from kopt.graph import analyze, clone_layer, map_layers
 from kopt.graph.model_type import like_input
+from kopt.graph.sublayers import sublayer_key
 from kopt.sparsity.prunable import NotPrunable, is_unknown_with_weights, plan_layer
 from kopt.sparsity.schedules import PruningSchedule
 from kopt.sparsity.wrapper import PruneWrapper, check_options, warn_skipped_weights
@@ -190,7 +191,7 @@ def _prune_model(
                     "its config round-trip (get_config / from_config) or give it a `get_prunable_weights()` method"
                 )
                 for path in planned:
-                    report.wrapped.pop(f"{layer.name}/{path}", None)
+                    report.wrapped.pop(sublayer_key(layer.name, path), None)
                 return None
         if decisions.get(layer.name) is None:
             return None
@@ -226,11 +227,11 @@ def _decide_nested(
         except NotPrunable:
             return None
         if layer_filter is not None and not layer_filter(sub):
-            report.skipped[f"{name}/{path}"] = "excluded by layer_filter"
+            report.skipped[sublayer_key(name, path)] = "excluded by layer_filter"
             return None
-        report.wrapped[f"{name}/{path}"] = [w.name for w in plan.prune]
+        report.wrapped[sublayer_key(name, path)] = [w.name for w in plan.prune]
         if plan.skipped:
-            report.dense_weights[f"{name}/{path}"] = dict(plan.skipped)
+            report.dense_weights[sublayer_key(name, path)] = dict(plan.skipped)
         return plan
 
     planned = choose_sublayers(block, decide)

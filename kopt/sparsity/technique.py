@@ -13,6 +13,7 @@ from keras import ops
 from kopt.core.errors import GraphRewriteError, PolicyError
 from kopt.core.layers import layout_of
 from kopt.graph import analyze, clone_layer, map_layers
+from kopt.graph.sublayers import sublayer_key
 from kopt.sparsity.masks import magnitude_mask
 from kopt.sparsity.prunable import NotPrunable, plan_layer, prunable_weights
 from kopt.sparsity.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
@@ -144,16 +145,16 @@ class Pruning(Technique):
         for name, block in closed_blocks(graph).items():
 
             def choose(path: str, sub: keras.layers.Layer, name: str = name) -> Any:
-                settings = per_layer.get(f"{name}/{path}")
+                settings = per_layer.get(sublayer_key(name, path))
                 if settings is None:
                     return None
                 try:
                     plan_layer(sub, settings.m_by_n)
                 except NotPrunable as reason:
                     if notes is not None:
-                        notes.append(f"{name}/{path}: not pruned ({reason})")
+                        notes.append(f"{sublayer_key(name, path)}: not pruned ({reason})")
                     return None
-                return settings, prune_schedule(settings, steps, layer=f"{name}/{path}")
+                return settings, prune_schedule(settings, steps, layer=sublayer_key(name, path))
 
             nested[name] = choose_sublayers(block, choose)
         return nested

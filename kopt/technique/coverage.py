@@ -22,7 +22,7 @@ import numpy as np
 
 from kopt.core.errors import CoverageWarning, InvalidArgumentError
 from kopt.graph import analyze
-from kopt.graph.sublayers import nested_sublayers, path_text
+from kopt.graph.sublayers import nested_sublayers, sublayer_key
 from kopt.technique.inplace import InPlaceWrapped
 
 #: Pruning must reach at least this share of the requested sparsity over all kernels.
@@ -118,7 +118,7 @@ def _sublayer_keys(block: keras.layers.Layer) -> dict[int, str]:
     for path, sub in nested_sublayers(block):
         variables = sub.weights if _kopt_layer(sub) else _own_variables(sub)
         for variable in variables:
-            keys.setdefault(id(variable), f"{block.name}/{path_text(path)}")
+            keys.setdefault(id(variable), sublayer_key(block.name, path))
     return keys
 
 

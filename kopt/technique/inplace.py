@@ -36,6 +36,7 @@ from kopt.graph.sublayers import (
     nested_sublayers,
     path_text,
     replace_at,
+    sublayer_key,
 )
 from kopt.technique.wrapper import KoptWrapper
 
@@ -143,14 +144,14 @@ def freeze_nested(model: keras.Model, keys: Any) -> list[str]:
         for path, sub in nested_layers(block) if block.name in wanted else []:
             if path in wanted[block.name]:
                 sub.trainable = False
-                frozen.append(f"{block.name}/{path}")
+                frozen.append(sublayer_key(block.name, path))
     return frozen
 
 
 def wrapped_keys(model: keras.Model) -> set[str]:
     """``"block/path"`` of every sublayer ``model`` holds wrapped in place (by any technique)."""
     return {
-        f"{layer.layer.name}/{path}"
+        sublayer_key(layer.layer.name, path)
         for layer in model._flatten_layers(include_self=False, recursive=False)
         if isinstance(layer, InPlaceWrapped)
         for path, _ in layer.wrappers()
