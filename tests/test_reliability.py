@@ -266,7 +266,7 @@ def test_lambda_models_are_refused_before_the_converter_process_starts(monkeypat
     doubled = keras.layers.Lambda(lambda t: t * 2, name="double")(keras.layers.Dense(2)(inputs))
     with_lambda = keras.Model(inputs, doubled)
     started = []
-    monkeypatch.setattr(_subprocess_lower.subprocess, "run", lambda *a, **k: started.append(a))
+    monkeypatch.setattr(_subprocess_lower, "convert_in_worker", lambda *a, **k: started.append(a))
     with pytest.raises(UnsupportedLayerError, match=r"\['double'\].*Lambda.*safe mode"):
         _subprocess_lower.lower_in_subprocess(with_lambda, None, None)
     assert started == []

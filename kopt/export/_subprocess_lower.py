@@ -11,18 +11,27 @@ and ``request.json`` (converter options, modules defining the model's layer clas
 child writes ``model.tflite`` or ``error.json``, which the parent turns back into the same
 exception class. The child runs ``sys.executable`` (same interpreter and packages) with the
 parent's ``sys.path``, so kopt and user modules that define custom layers import there too.
+
+The child is kept for the next conversion (:class:`_Worker`): starting Python and importing
+TensorFlow costs ~10 s of CPU, more than converting a small model, and an automatic search or a
+test suite converts many. It still isolates: a converter crash ends the worker, the parent reports
+it as before, and the next conversion starts a new one. The worker is replaced every
+:data:`JOBS_PER_WORKER` conversions (TensorFlow keeps some memory per conversion) and ends when the
+parent does (its stdin closes).
 """
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import traceback
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -51,29 +60,107 @@ def lower_in_subprocess(model: Any, data: list[np.ndarray] | None, options: Any)
         }
         with open(os.path.join(tmp, "request.json"), "w") as handle:
             json.dump(request, handle)
-        env = dict(os.environ)
-        env["KERAS_BACKEND"] = "tensorflow"
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if isinstance(p, str) and p and os.path.isdir(p))
-        process = subprocess.run(
-            [sys.executable, "-m", "kopt.export._subprocess_lower", tmp],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
+        exit_code, stderr = convert_in_worker(tmp)
         result = os.path.join(tmp, "model.tflite")
-        if os.path.exists(result) and process.returncode == 0:
+        if os.path.exists(result) and exit_code is None:
             with open(result, "rb") as handle:
                 return handle.read()
         error_file = os.path.join(tmp, "error.json")
         if os.path.exists(error_file):
             with open(error_file) as handle:
                 raise _rebuild_error(json.load(handle))
-        tail = "\n".join(process.stderr.strip().splitlines()[-15:])
+        tail = "\n".join(stderr.strip().splitlines()[-15:])
         raise ConversionError(
-            f"the TensorFlow-backend converter process exited with code {process.returncode} "
+            f"the TensorFlow-backend converter process exited with code {exit_code} "
             f"(a negative code is a signal: -11 is a crash inside the converter). Its last output:\n{tail}"
         )
+
+
+#: Conversions one worker process runs before it is replaced by a fresh one.
+JOBS_PER_WORKER = 32
+
+
+class _Worker:
+    """A TensorFlow-backend Python process converting the requests it reads from stdin, one per line."""
+
+    def __init__(self) -> None:
+        env = dict(os.environ)
+        env["KERAS_BACKEND"] = "tensorflow"
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        env["PYTHONPATH"] = os.pathsep.join(_search_path())
+        self.stderr: IO[str] = tempfile.TemporaryFile("w+", prefix="kopt_lower_stderr_")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "kopt.export._subprocess_lower", "--serve"],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
+        )
+        self.jobs = 0
+
+    def convert(self, workdir: str) -> tuple[int | None, str]:
+        """Run one request; ``(None, "")`` once it answered, ``(exit code, its stderr)`` if it died."""
+        self.jobs += 1
+        self.stderr.seek(0)
+        self.stderr.truncate()
+        try:
+            self.process.stdin.write(json.dumps({"workdir": workdir, "sys_path": _search_path()}) + "\n")
+            self.process.stdin.flush()
+            answered = self.process.stdout.readline() == "done\n"
+        except OSError:  # its stdin closed: it had died already
+            answered = False
+        if answered:
+            return None, ""
+        code = self.process.wait()
+        self.stderr.seek(0)
+        return code, self.stderr.read()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()  # the worker's loop ends at end of input
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.stderr.close()
+
+
+_worker: _Worker | None = None
+_worker_lock = threading.Lock()
+
+
+def convert_in_worker(workdir: str) -> tuple[int | None, str]:
+    """Convert the request in ``workdir`` in the shared worker (started, or replaced, as needed)."""
+    global _worker
+    with _worker_lock:
+        if _worker is not None and (_worker.process.poll() is not None or _worker.jobs >= JOBS_PER_WORKER):
+            _worker.close()
+            _worker = None
+        if _worker is None:
+            _worker = _Worker()
+        exit_code, stderr = _worker.convert(workdir)
+        if exit_code is not None:  # it crashed: the next conversion starts a new one
+            _worker.close()
+            _worker = None
+        return exit_code, stderr
+
+
+def stop_worker() -> None:
+    """End the converter process, if one is running (it also ends with this process)."""
+    global _worker
+    with _worker_lock:
+        if _worker is not None:
+            _worker.close()
+            _worker = None
+
+
+atexit.register(stop_worker)
+
+
+def _search_path() -> list[str]:
+    """This process's import path (user modules defining custom layers must import in the worker too)."""
+    return [p for p in sys.path if isinstance(p, str) and p and os.path.isdir(p)]
 
 
 def _layer_modules(model: Any) -> list[str]:
@@ -122,7 +209,31 @@ def _rebuild_error(payload: dict[str, Any]) -> Exception:
 
 
 def _child(workdir: str) -> None:
-    """Entry point of the converting process (TensorFlow backend)."""
+    """Convert the request in ``workdir`` and exit, 1 on failure (a one-off converting process)."""
+    if not _convert(workdir):
+        sys.exit(1)
+
+
+def _serve() -> None:
+    """The worker's loop: one JSON request per stdin line, ``done`` on the protocol stream after each.
+
+    Anything else written to stdout (Python or native code) goes to stderr, so the protocol stream
+    carries only the answers."""
+    import keras
+
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    for line in sys.stdin:
+        request = json.loads(line)
+        sys.path.extend(p for p in request["sys_path"] if p not in sys.path)
+        _convert(request["workdir"])
+        keras.backend.clear_session()
+        protocol.write("done\n")
+
+
+def _convert(workdir: str) -> bool:
+    """Write ``model.tflite`` (True) or ``error.json`` (False) into ``workdir``."""
     try:
         from kopt.export.lowering import LoweringOptions, input_specs, lower_in_process
 
@@ -143,6 +254,7 @@ def _child(workdir: str) -> None:
         tflite = lower_in_process(model, data, specs, LoweringOptions(**request["options"]))
         with open(os.path.join(workdir, "model.tflite"), "wb") as handle:
             handle.write(tflite)
+        return True
     except Exception as error:  # noqa: BLE001 - shipped to the parent
         attributes = {k: getattr(error, k) for k in ("op", "layer", "float_ops") if hasattr(error, k)}
         payload = {
@@ -159,7 +271,7 @@ def _child(workdir: str) -> None:
             )
         with open(os.path.join(workdir, "error.json"), "w") as handle:
             json.dump(payload, handle, default=str)
-        sys.exit(1)
+        return False
 
 
 def _requested_modules(workdir: str) -> list[str]:
@@ -171,4 +283,4 @@ def _requested_modules(workdir: str) -> list[str]:
 
 
 if __name__ == "__main__":
-    _child(sys.argv[1])
+    _serve() if sys.argv[1] == "--serve" else _child(sys.argv[1])

@@ -95,3 +95,25 @@ def test_rebuilt_errors_keep_their_class_and_attributes():
     assert isinstance(_rebuild_error({"type": "ValueError", "message": "bad"}), ValueError)
     foreign = _rebuild_error({"type": "ConverterError", "module": "tensorflow.lite", "message": "boom"})
     assert isinstance(foreign, ConversionError) and "boom" in str(foreign)
+
+
+@pytest.mark.backends
+def test_one_converter_process_serves_many_conversions_and_a_dead_one_is_replaced():
+    import signal
+
+    from kopt.export import _subprocess_lower
+
+    inp = keras.Input((4,))
+    model = keras.Model(inp, layers.Dense(2)(inp))
+    x = uniform((16, 4), seed=1)
+    first = to_tflite(model, representative_data=x, isolate=True)
+    worker = _subprocess_lower._worker.process
+    with pytest.raises(MissingRangesError):  # an error in the worker is reported; the worker stays
+        to_tflite(model, isolate=True)
+    assert to_tflite(model, representative_data=x, isolate=True) == first
+    assert _subprocess_lower._worker.process is worker and worker.poll() is None
+
+    os.kill(worker.pid, signal.SIGKILL)  # as a converter crash would end it
+    worker.wait()
+    assert to_tflite(model, representative_data=x, isolate=True) == first
+    assert _subprocess_lower._worker.process is not worker
