@@ -60,7 +60,7 @@ def lower_in_subprocess(model: Any, data: list[np.ndarray] | None, options: Any)
         }
         with open(os.path.join(tmp, "request.json"), "w") as handle:
             json.dump(request, handle)
-        exit_code, stderr = convert_in_worker(tmp)
+        exit_code, stderr = convert_in_worker(tmp, request["modules"])
         result = os.path.join(tmp, "model.tflite")
         if os.path.exists(result) and exit_code is None:
             with open(result, "rb") as handle:
@@ -98,6 +98,7 @@ class _Worker:
             text=True,
         )
         self.jobs = 0
+        self.module_versions: dict[str, float | None] = {}  # the user modules it imported, as they were then
 
     def convert(self, workdir: str) -> tuple[int | None, str]:
         """Run one request; ``(None, "")`` once it answered, ``(exit code, its stderr)`` if it died."""
@@ -130,15 +131,24 @@ _worker: _Worker | None = None
 _worker_lock = threading.Lock()
 
 
-def convert_in_worker(workdir: str) -> tuple[int | None, str]:
-    """Convert the request in ``workdir`` in the shared worker (started, or replaced, as needed)."""
+def convert_in_worker(workdir: str, modules: list[str]) -> tuple[int | None, str]:
+    """Convert the request in ``workdir`` in the shared worker (started, or replaced, as needed).
+
+    ``modules`` (those defining the model's layer classes) are imported by the worker once; if one of
+    their files changed since (a user edited a custom layer and reloaded it), a fresh worker imports them."""
     global _worker
+    versions = {module: _file_version(module) for module in modules}
     with _worker_lock:
-        if _worker is not None and (_worker.process.poll() is not None or _worker.jobs >= JOBS_PER_WORKER):
+        if _worker is not None and (
+            _worker.process.poll() is not None
+            or _worker.jobs >= JOBS_PER_WORKER
+            or any(_worker.module_versions.get(m, v) != v for m, v in versions.items())
+        ):
             _worker.close()
             _worker = None
         if _worker is None:
             _worker = _Worker()
+        _worker.module_versions.update(versions)
         exit_code, stderr = _worker.convert(workdir)
         if exit_code is not None:  # it crashed: the next conversion starts a new one
             _worker.close()
@@ -156,6 +166,15 @@ def stop_worker() -> None:
 
 
 atexit.register(stop_worker)
+
+
+def _file_version(module: str) -> float | None:
+    """When the source file of an imported module last changed (None if it has none)."""
+    path = getattr(sys.modules.get(module), "__file__", None)
+    try:
+        return os.path.getmtime(path) if path else None
+    except OSError:
+        return None
 
 
 def _search_path() -> list[str]:

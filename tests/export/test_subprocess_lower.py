@@ -117,3 +117,42 @@ def test_one_converter_process_serves_many_conversions_and_a_dead_one_is_replace
     worker.wait()
     assert to_tflite(model, representative_data=x, isolate=True) == first
     assert _subprocess_lower._worker.process is not worker
+
+
+@pytest.mark.backends
+def test_an_edited_custom_layer_module_is_imported_afresh_by_the_converter_process(tmp_path, monkeypatch):
+    import importlib
+    import sys
+    import time
+
+    source = '''import keras
+
+
+@keras.saving.register_keras_serializable(package="kopt_worker_test")
+class Scale(keras.layers.Layer):
+    def call(self, x):
+        return x * FACTOR
+
+
+FACTOR = {factor}
+'''
+    module_file = tmp_path / "kopt_worker_test_layers.py"
+    module_file.write_text(source.format(factor=2.0))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("kopt_worker_test_layers")
+    monkeypatch.setitem(sys.modules, "kopt_worker_test_layers", module)
+    x = uniform((16, 4), seed=2, low=0.0, high=1.0)
+
+    def lowered_output():
+        inp = keras.Input((4,))
+        model = keras.Model(inp, module.Scale()(layers.Dense(4, kernel_initializer="identity")(inp)))
+        tflite = to_tflite(model, representative_data=x, isolate=True)
+        return run(tflite, x), model.predict(x, verbose=0)
+
+    lite, expected = lowered_output()
+    np.testing.assert_allclose(lite, expected, atol=0.02)
+    module_file.write_text(source.format(factor=-3.0))  # the user edits the layer and reloads it
+    os.utime(module_file, (time.time() + 5, time.time() + 5))
+    importlib.reload(module)
+    lite, expected = lowered_output()
+    np.testing.assert_allclose(lite, expected, atol=0.03)  # -3x, not the 2x the worker imported first
