@@ -321,3 +321,36 @@ def test_pcqat_of_a_closed_block_lowers_fully_int8_on_its_trained_grid_keeping_z
     step = graph.tensor(graph.outputs[0]).quantization.scales[0]
     difference = np.abs(run(result.tflite, x) - predict(result.model, x)) / step
     assert np.mean(difference <= 2 + 1e-3) >= 0.99, np.max(difference)
+
+
+def test_a_rule_on_a_closed_block_reaches_its_sublayers_unless_a_rule_names_them():
+    """The plan says what happens: ``LayerRule("block", ...)`` turns techniques off for the block's sublayer
+    entries too, a rule naming a sublayer (name / path) overrides the settings it names, and the stages do that."""
+    block_off = kopt.policy.LayerRule("block", prune=False, quantize=False)
+    mix_pruned = kopt.policy.LayerRule("path:block/mix/.*", prune={"sparsity": 0.5})
+    policy = kopt.Policy.preset("pqat", rules=[block_off, mix_pruned])
+    plan = policy.resolve(block_model())
+    conv, mix = plan.layers["block/unit/conv"], plan.layers["block/mix/0"]
+    assert conv.prune is None and conv.quantize is None and "block" in conv.rule
+    assert mix.prune is not None and mix.quantize is None  # its own rule prunes it; the block's keeps it float
+    assert "| block/unit/conv | Conv2D | - | - | - |" in plan.table()
+    assert kopt.stages.excluded_from_qat(plan) == ["block"]  # lowering calibrates the block, named once
+
+    x, y = data()
+    model = block_model()
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    result = kopt.optimize(model, policy, train_data=(x, y), epochs=1, batch_size=8, lower=False, verbose=0)
+    pruned = block_kernels(next(s for s in result.stages if s.name == "prune").model)
+    assert np.mean(pruned["unit/conv"][1] == 0) == 0  # kept dense, as planned
+    assert all(abs(np.mean(pruned[p][1] == 0) - 0.5) <= 0.02 for p in ("mix/0", "mix/1"))
+    assert not quant_wrappers(result.model)  # the block stays float in QAT
+
+    # A rule naming one sublayer fake-quantizes it in place although its block is kept float.
+    one = kopt.policy.LayerRule("block/mix/0", quantize={})
+    plan = kopt.Policy.preset("qat", rules=[kopt.policy.LayerRule("block", quantize=False), one]).resolve(model)
+    assert plan.layers["block/mix/0"].quantize is not None and plan.layers["block/mix/1"].quantize is None
+    qat = kopt.stages.wrap(model, plan, "quantize")
+    assert [path for layer in qat.layers if isinstance(layer, InPlaceWrapped) for path, _ in layer.wrappers()] == [
+        "mix/0"
+    ]
+
