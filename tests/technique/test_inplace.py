@@ -354,3 +354,44 @@ def test_a_rule_on_a_closed_block_reaches_its_sublayers_unless_a_rule_names_them
         "mix/0"
     ]
 
+
+@keras.saving.register_keras_serializable(package="kopt_tests")
+class TwiceCallingBlock(layers.Layer):
+    """Applies one Dense to two inputs in each call (and reads the batch size: kept whole)."""
+
+    def __init__(self, units=8, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.shared = layers.Dense(units)
+
+    def build(self, input_shape):
+        self.shared.build(input_shape)
+
+    def call(self, x):
+        return (self.shared(x) + self.shared(2.0 * x)) * ops.ones((ops.shape(x)[0], 1))
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+def test_a_sublayer_a_closed_block_calls_twice_advances_its_pruning_step_once_per_training_step(tmp_path):
+    inputs = keras.Input((8,))
+    model = keras.Model(inputs, layers.Dense(5, name="head")(TwiceCallingBlock(name="block")(inputs)))
+    assert "block" in kopt.graph.analyze(model).closed_composites
+    schedule = ConstantSparsity(0.5, begin_step=2, frequency=1)  # no mask before the third training step
+    pruned = kopt.sparsity.prune_low_magnitude(model, schedule)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 8)).astype("float32"), rng.integers(0, 5, 16)
+    fit(pruned, x, y)  # two training steps
+    (inner,) = nested_wrappers(pruned)
+    head = pruned.get_layer("prune_head")
+    assert inner.step == head.step == 2  # as the top-level wrapper counts
+    kernel = np.asarray(ops.convert_to_numpy(inner.layer.kernel))
+    assert np.all(ops.convert_to_numpy(inner.masks[0]) == 1) and np.all(kernel != 0)  # not pruned yet
+    fit(pruned, x, y)  # steps 3 and 4: pruned now
+    assert inner.step == 4 and np.mean(ops.convert_to_numpy(inner.masks[0]) == 0) == pytest.approx(0.5)
+    pruned.save(tmp_path / "pruned.keras")  # the count per step survives the round trip
+    (reloaded,) = nested_wrappers(keras.saving.load_model(tmp_path / "pruned.keras"))
+    assert reloaded.step == 4 and reloaded.calls_per_step == inner.calls_per_step
+    staged = kopt.prepare(model, "prune", stage="prune", steps=4, compile=False)  # a policy's stage counts too
+    assert [w.calls_per_step for w in nested_wrappers(staged)] == [inner.calls_per_step]
