@@ -301,7 +301,8 @@ def excluded_from_qat(plan: Plan) -> list[str]:
     """
     if plan.policy.quantize is None or plan.policy.quantize.mode != "qat":
         return []
-    return [name for name, p in plan.layers.items() if p.quantize is None and p.rule is not None]
+    excluded = [name for name, p in plan.layers.items() if p.quantize is None and p.rule is not None]
+    return [name for name in excluded if not is_sublayer_key(name) or block_of(name) not in excluded]  # a block once
 
 
 def quantized_in_place(plan: Plan) -> list[str]:

@@ -13,7 +13,10 @@ Rule matching and precedence
     For each layer the most specific kind of match wins: name, then path, then class.
     Sublayers of a composite block kopt keeps whole (its call cannot be traced; pruning and
     clustering wrap them in place) are named ``"<block>/<attribute path>"`` (``"block/attn/qkv"``)
-    and their path is the block's node path followed by the same attribute path.
+    and their path is the block's node path followed by the same attribute path. A rule on the
+    block holds for its sublayers too (``LayerRule("block", quantize=False)`` keeps all of them
+    float); a rule naming a sublayer (name or path) overrides the settings it names, the block's
+    rule the rest; a class rule matching a sublayer gives only what the block's rule leaves open.
     Two rules of the same kind matching one layer is an error (ambiguous), and so is a
     rule that matches no layer (unless ``validate=False``).
     A rule overrides only the settings it names; ``prune=False`` (likewise ``cluster``,
@@ -37,7 +40,7 @@ from typing import Any, Mapping
 from kopt.clustering.settings import ClusterSettings
 from kopt.core.checks import check_bool, check_choice
 from kopt.core.errors import PolicyError, listing, preview
-from kopt.graph.sublayers import is_sublayer_key, sublayer_key
+from kopt.graph.sublayers import block_of, is_sublayer_key, sublayer_key
 from kopt.quantization.settings import QuantizeSettings
 from kopt.sparsity.settings import PruneSettings
 from kopt.technique.registry import get_technique, techniques
@@ -227,11 +230,15 @@ class Policy:
                 keys.append(key)
         used: set[int] = set()
         plans: dict[str, LayerPlan] = {}
+        block_rules: dict[str, LayerRule | None] = {}
         for (name, path, class_name), layer, key in zip(entries, layers, keys):
-            rule = self._rule_for(name, path, class_name)
-            if rule is not None:
-                used.add(id(rule))
-            plans[key] = self._layer_plan(key, path, class_name, rule, layer, nested=is_sublayer_key(key))
+            if is_sublayer_key(key):
+                rules = self._sublayer_rules(name, path, class_name, block_rules.get(block_of(key)))
+            else:
+                rules = [rule] if (rule := self._rule_for(name, path, class_name)) is not None else []
+                block_rules[key] = rule
+            used.update(id(rule) for rule in rules)
+            plans[key] = self._layer_plan(key, path, class_name, rules, layer, nested=is_sublayer_key(key))
         if self.validate:
             unmatched = [r.match for r in self.rules if id(r) not in used and not self._matches_any(r, entries)]
             if unmatched:
@@ -246,6 +253,13 @@ class Policy:
     def _matches_any(rule: LayerRule, entries: list[tuple[str, str, str]]) -> bool:
         return any(rule.matches(*entry) for entry in entries)
 
+    def _sublayer_rules(self, name: str, path: str, class_name: str, block_rule: LayerRule | None) -> list[LayerRule]:
+        """The rules of a closed block's sublayer entry, most specific first: its own (as for any layer) and
+        its block's, which holds for what is inside the block unless a rule names the sublayer (name or path)."""
+        own = self._rule_for(name, path, class_name)
+        rules = [block_rule, own] if own is not None and own.kind == "class" else [own, block_rule]
+        return [rule for rule in rules if rule is not None]
+
     def _rule_for(self, name: str, path: str, class_name: str) -> LayerRule | None:
         for kind in MATCH_KINDS:
             hits = [r for r in self.rules if r.kind == kind and r.matches(name, path, class_name)]
@@ -259,8 +273,9 @@ class Policy:
         return None
 
     def _layer_plan(
-        self, name: str, path: str, class_name: str, rule: LayerRule | None, layer: Any, nested: bool = False
+        self, name: str, path: str, class_name: str, rules: list[LayerRule], layer: Any, nested: bool = False
     ) -> LayerPlan:
+        """``rules``: those that apply, most specific first; each technique takes the first one that sets it."""
         resolved = {}
         for technique in settings_types():
             entry = get_technique(technique)
@@ -269,8 +284,9 @@ class Policy:
                 resolved[technique] = None
                 continue
             settings = getattr(self, technique)
-            override = None if rule is None else getattr(rule, technique)
-            if rule is not None and rule.exclude or override is False:
+            rule = next((r for r in rules if _setting(r, technique) is not None), None)
+            override = None if rule is None else _setting(rule, technique)
+            if override is False:
                 settings = None
             elif isinstance(override, Mapping):
                 base = settings or entry.settings_type()
@@ -280,7 +296,7 @@ class Policy:
             elif override is None and not entry.on_by_default(layer):
                 settings = None  # opt in with a rule naming the layer or its class
             resolved[technique] = settings
-        return LayerPlan(name, path, class_name, rule=None if rule is None else rule.match, **resolved)
+        return LayerPlan(name, path, class_name, rule=", ".join(r.match for r in rules) or None, **resolved)
 
     # JSON ---------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -349,6 +365,11 @@ class Policy:
 # ------------------------------------------------------------------- helpers
 
 
+
+
+def _setting(rule: LayerRule, technique: str) -> Any:
+    """What ``rule`` says of ``technique``: None (nothing), False (off, also for ``exclude``), True or settings."""
+    return False if rule.exclude else getattr(rule, technique)
 
 
 def _nested_entries(graph: Any) -> dict[str, list[tuple[str, str, str, Any]]]:

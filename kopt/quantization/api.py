@@ -15,13 +15,14 @@ from typing import Any, Collection, Union
 import keras
 
 from kopt.core.errors import (
+    GraphRewriteError,
     InvalidArgumentError,
     InvalidArgumentTypeError,
     UnsupportedLayerError,
     UnsupportedModelError,
 )
 from kopt.core.validation import check_finite_weights
-from kopt.graph import ModelGraph, analyze
+from kopt.graph import ModelGraph, analyze, clone_layer
 from kopt.graph.model_type import like_input
 from kopt.quantization.config import QuantizeConfig
 from kopt.quantization.decompose import ScaleShift
@@ -195,7 +196,11 @@ def quantize_apply(
     report.folded_batch_norms = list(context.folded)
     report.notes.extend(context.notes)
 
-    _wrap_layers(graph, configs)
+    for name in _wrap_layers(graph, configs):
+        report.notes.append(
+            f"layer {name!r} cannot be copied from its config: the quantized model shares it with the original "
+            "(training one changes the other's weights)"
+        )
     report.quantized_weights = _quantized_weight_layers(graph) + in_place.sublayers
     plan = plan_ranges(graph, configs, scheme.is_fusable_activation)
     insert_activation_quantizers(graph, plan, scheme.activation_quantizer)
@@ -212,6 +217,11 @@ def quantize_apply(
         "kopt.quantization.register or build the model from its sublayers"
         for name, cls in report.float_layers
     }
+    reasons.update({
+        name: f"kopt keeps this block whole and cannot quantize its sublayers in place ({why}); left in float "
+        "(unsupported='float'): make its config round-trip (get_config / from_config) or register a QuantizeConfig for it"
+        for name, why in in_place.refused.items() if name in reasons
+    })
     excluded = left_out | set(keep_float)
     report.coverage = coverage.measure(quantized, "quantize", excluded=excluded, reasons=reasons)
     report.coverage.warn(stacklevel=3)
@@ -289,8 +299,10 @@ def _quantized_weight_layers(graph: ModelGraph) -> list[str]:
     return names
 
 
-def _wrap_layers(graph: ModelGraph, configs: dict[str, QuantizeConfig | None]) -> None:
-    """Wrap quantized weighted layers in place, copy the others."""
+def _wrap_layers(graph: ModelGraph, configs: dict[str, QuantizeConfig | None]) -> list[str]:
+    """Wrap quantized weighted layers in place, copy the others. Returns the names of layers shared with the
+    user's model (their config does not round-trip, see :func:`_float_copy`)."""
+    shared: list[str] = []
     nodes_by_layer: dict[int, list[str]] = {}
     for node in graph.layer_nodes():
         nodes_by_layer.setdefault(id(graph.layer(node)), []).append(node)
@@ -305,6 +317,18 @@ def _wrap_layers(graph: ModelGraph, configs: dict[str, QuantizeConfig | None]) -
         elif config is not None and config.weights:
             replacement = QuantizeWrapper(clone_with(layer), config)
         elif isinstance(layer, keras.layers.Layer):
-            replacement = clone_with(layer)  # never call the user's layer objects in the new model
-        if replacement is not None:
+            replacement = _float_copy(layer)
+        if replacement is layer:
+            shared.append(layer.name)
+        elif replacement is not None:
             replace_calls(graph, nodes, replacement)
+    return shared
+
+
+def _float_copy(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """A copy of a layer left float, so the new model does not train the user's object; a layer whose config
+    does not round-trip is never rebuilt from it (a wrong copy): it is shared, as ``kopt.graph.map_layers`` does."""
+    try:
+        return clone_layer(layer)
+    except GraphRewriteError:
+        return layer

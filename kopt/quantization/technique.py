@@ -17,7 +17,7 @@ from keras import ops
 
 from kopt.core.errors import PolicyError
 from kopt.graph import analyze, clone_layer, map_layers
-from kopt.graph.sublayers import is_sublayer_key
+from kopt.graph.sublayers import block_of, is_sublayer_key
 from kopt.quantization.api import quantize_annotate_layer, quantize_apply
 from kopt.quantization.inplace import in_place_config
 from kopt.quantization.kernels import from_view, kernel_view
@@ -155,7 +155,8 @@ class Quantization(Technique):
             own = get_scheme(scheme_for({sub.name: nested[key]}, planned))  # its bits and cluster plan
             return in_place_config(own.config_for, sub)
 
-        keep = {layer.name for layer in analyze(model).layers()} & set(keep_float)
+        # A block left float whose sublayers a rule names for QAT is reached (in place) for those only.
+        keep = {layer.name for layer in analyze(model).layers()} & set(keep_float) - {block_of(key) for key in nested}
         if keep:
             if notes is not None:
                 notes.append(f"left in float by the policy: {', '.join(sorted(keep))}")

@@ -22,7 +22,7 @@ from kopt.graph.model_type import like_input
 from kopt.graph.sublayers import sublayer_key
 from kopt.sparsity.prunable import NotPrunable, is_unknown_with_weights, plan_layer
 from kopt.sparsity.schedules import PruningSchedule
-from kopt.sparsity.wrapper import PruneWrapper, check_options, warn_skipped_weights
+from kopt.sparsity.wrapper import PruneWrapper, check_options, count_steps_in_place, warn_skipped_weights
 from kopt.technique import coverage
 from kopt.technique.inplace import choose_sublayers, closed_blocks, wrap_sublayers
 from kopt.technique.wrapper import KoptWrapper
@@ -184,7 +184,8 @@ def _prune_model(
                 return PruneWrapper(sub, **options, name=f"prune_{sub.name}")
 
             try:
-                return wrap_sublayers(layer, choose, name=f"prune_{layer.name}")
+                wrapped = wrap_sublayers(layer, choose, name=f"prune_{layer.name}")
+                return count_steps_in_place(wrapped, calls[layer.name])
             except GraphRewriteError as error:  # kept whole: coverage names its kernels with this reason
                 report.skipped[layer.name] = (
                     f"kopt keeps this composite layer whole and cannot wrap its sublayers in place ({error}); make "

@@ -18,7 +18,7 @@ from kopt.sparsity.masks import magnitude_mask
 from kopt.sparsity.prunable import NotPrunable, plan_layer, prunable_weights
 from kopt.sparsity.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 from kopt.sparsity.settings import PruneSettings
-from kopt.sparsity.wrapper import PruneWrapper
+from kopt.sparsity.wrapper import PruneWrapper, count_steps_in_place
 from kopt.technique.inplace import choose_sublayers, closed_blocks, wrap_sublayers
 from kopt.technique.registry import NotEligible, Target, Technique, float_variable, register_technique
 
@@ -118,7 +118,8 @@ class Pruning(Technique):
                     return PruneWrapper(sub, schedule=schedule, m_by_n=settings.m_by_n, name=f"prune_{sub.name}")
 
                 try:
-                    return wrap_sublayers(layer, choose, name=f"prune_{layer.name}")
+                    wrapped = wrap_sublayers(layer, choose, name=f"prune_{layer.name}")
+                    return count_steps_in_place(wrapped, calls.get(id(layer), 1))
                 except GraphRewriteError as error:  # kept whole: the coverage warning names its kernels
                     if notes is not None:
                         notes.append(f"{layer.name}: its sublayers are not pruned ({error})")

@@ -30,6 +30,7 @@ from kopt.core.substitution import call_with_weights
 from kopt.sparsity.masks import check_m_by_n, m_by_n_mask, magnitude_mask
 from kopt.sparsity.prunable import NotPrunable, PrunableWeight, plan_layer
 from kopt.sparsity.schedules import ConstantSparsity, PruningSchedule
+from kopt.technique.inplace import InPlaceWrapped, calls_per_block_call
 from kopt.technique.wrapper import KoptWrapper
 
 
@@ -241,6 +242,17 @@ class PruneWrapper(KoptWrapper):
         config = dict(config)
         config["schedule"] = keras.saving.deserialize_keras_object(config["schedule"], custom_objects=custom_objects)
         return super().from_config(config, custom_objects=custom_objects)
+
+
+def count_steps_in_place(wrapped: InPlaceWrapped, block_calls: int = 1) -> InPlaceWrapped:
+    """Give each PruneWrapper inside a block wrapped in place its calls per training step, so its step
+    advances once per training step (as a top-level wrapper's does): the calls one block call makes
+    (:func:`~kopt.technique.inplace.calls_per_block_call`) times ``block_calls``, the model's calls of the block."""
+    counts = calls_per_block_call(wrapped.layer)
+    for _, wrapper in wrapped.wrappers():
+        if isinstance(wrapper, PruneWrapper):
+            wrapper.calls_per_step = max(1, counts.get(id(wrapper), 1)) * block_calls
+    return wrapped
 
 
 def warn_skipped_weights(wrapper: PruneWrapper) -> None:

@@ -63,6 +63,45 @@ def _build_shape(layer: keras.layers.Layer) -> Any:
     return (layer.get_build_config() or {}).get("input_shape")
 
 
+def _zeros(input_shape: Any) -> Any:
+    """Zeros (batch 1) of a recorded input shape: enough to run a block once."""
+    return tree.map_shape_structure(lambda s: np.zeros([1 if d is None else d for d in s], "float32"), input_shape)
+
+
+def calls_per_block_call(block: keras.layers.Layer) -> dict[int, int]:
+    """How many times one call of ``block`` calls each kopt wrapper inside it (by ``id``).
+
+    kopt cannot trace a closed block, so it runs it once (on zeros of its recorded input shape, not
+    training: no state moves) and counts: a block that applies one Dense to two inputs calls it twice.
+    Empty when the block recorded no input shape or does not run on zeros (each wrapper then counts as called once).
+    """
+    input_shape = _build_shape(block)
+    if input_shape is None:
+        return {}
+    counts: dict[int, int] = {}
+    wrappers = {id(wrapper): wrapper for _, wrapper in wrapper_places(block)}
+
+    def counting(wrapper: KoptWrapper) -> Callable[..., Any]:
+        call = wrapper.call
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            counts[id(wrapper)] = counts.get(id(wrapper), 0) + 1
+            return call(*args, **kwargs)
+
+        return counted
+
+    for wrapper in wrappers.values():  # on the instance, past Keras' attribute tracking; removed below
+        object.__setattr__(wrapper, "call", counting(wrapper))
+    try:
+        block(_zeros(input_shape))
+    except Exception:  # noqa: BLE001 - a block that cannot run on zeros: its calls stay uncounted
+        return {}
+    finally:
+        for wrapper in wrappers.values():
+            object.__delattr__(wrapper, "call")
+    return counts
+
+
 def _walk(block: keras.layers.Layer, visit: Callable[[Path, list[Path], keras.layers.Layer], bool]) -> None:
     """Call ``visit(prefix, paths, sublayer)`` on each sublayer, parents first; look inside it when it returns False."""
 
@@ -192,8 +231,7 @@ class InPlaceWrapped(KoptWrapper):
             input_shape = _build_shape(self.layer) if input_shape is None else input_shape
             if input_shape is None:
                 return  # retried in build()
-            zeros = tree.map_shape_structure(lambda s: np.zeros([1 if d is None else d for d in s], "float32"), input_shape)
-            self.layer(zeros)
+            self.layer(_zeros(input_shape))
         for path, config in self._pending:
             current = get_at(self.layer, path)
             if isinstance(current, KoptWrapper):

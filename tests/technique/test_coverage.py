@@ -130,6 +130,24 @@ def test_clustering_and_qat_name_each_kernel_left_out():
     assert report.in_place_blocks == ["block"] and report.coverage.fraction == 1.0
 
 
+def test_qat_keeps_a_block_it_cannot_copy_float_with_unsupported_float():
+    """The block's config does not round-trip: QAT neither crashes nor rebuilds it; it stays float, named."""
+    model = composite_model(filters=8)
+    with pytest.warns(CoverageWarning) as caught:
+        qat, report = kopt.quantization.quantize_model(model, unsupported="float", return_report=True)
+    (message,) = coverage_warnings(caught)
+    assert message.count("in layer 'block' UncopyableBlock") == 2 and "cannot be copied from its config" in message
+    assert ("block", "UncopyableBlock") in report.float_layers and not report.in_place_blocks
+    assert any("'block' cannot be copied from its config: the quantized model shares it" in n for n in report.notes)
+    block = qat.get_layer("block")
+    assert type(block) is UncopyableBlock  # float, not wrapped; the same weights (NumPy)
+    for kept, original in zip(block.get_weights(), model.get_layer("block").get_weights()):
+        np.testing.assert_array_equal(kept, original)
+    x = np.random.default_rng(0).normal(size=(8, 8, 8, 3)).astype("float32")
+    qat.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    qat.fit(x, np.arange(8), epochs=1, batch_size=8, verbose=0)  # trains
+
+
 def test_no_warning_when_every_kernel_is_reached_or_left_out_on_purpose():
     model = plain_model()
     with warnings.catch_warnings():

@@ -321,3 +321,77 @@ def test_pcqat_of_a_closed_block_lowers_fully_int8_on_its_trained_grid_keeping_z
     step = graph.tensor(graph.outputs[0]).quantization.scales[0]
     difference = np.abs(run(result.tflite, x) - predict(result.model, x)) / step
     assert np.mean(difference <= 2 + 1e-3) >= 0.99, np.max(difference)
+
+
+def test_a_rule_on_a_closed_block_reaches_its_sublayers_unless_a_rule_names_them():
+    """The plan says what happens: ``LayerRule("block", ...)`` turns techniques off for the block's sublayer
+    entries too, a rule naming a sublayer (name / path) overrides the settings it names, and the stages do that."""
+    block_off = kopt.policy.LayerRule("block", prune=False, quantize=False)
+    mix_pruned = kopt.policy.LayerRule("path:block/mix/.*", prune={"sparsity": 0.5})
+    policy = kopt.Policy.preset("pqat", rules=[block_off, mix_pruned])
+    plan = policy.resolve(block_model())
+    conv, mix = plan.layers["block/unit/conv"], plan.layers["block/mix/0"]
+    assert conv.prune is None and conv.quantize is None and "block" in conv.rule
+    assert mix.prune is not None and mix.quantize is None  # its own rule prunes it; the block's keeps it float
+    assert "| block/unit/conv | Conv2D | - | - | - |" in plan.table()
+    assert kopt.stages.excluded_from_qat(plan) == ["block"]  # lowering calibrates the block, named once
+
+    x, y = data()
+    model = block_model()
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    result = kopt.optimize(model, policy, train_data=(x, y), epochs=1, batch_size=8, lower=False, verbose=0)
+    pruned = block_kernels(next(s for s in result.stages if s.name == "prune").model)
+    assert np.mean(pruned["unit/conv"][1] == 0) == 0  # kept dense, as planned
+    assert all(abs(np.mean(pruned[p][1] == 0) - 0.5) <= 0.02 for p in ("mix/0", "mix/1"))
+    assert not quant_wrappers(result.model)  # the block stays float in QAT
+
+    # A rule naming one sublayer fake-quantizes it in place although its block is kept float.
+    one = kopt.policy.LayerRule("block/mix/0", quantize={})
+    plan = kopt.Policy.preset("qat", rules=[kopt.policy.LayerRule("block", quantize=False), one]).resolve(model)
+    assert plan.layers["block/mix/0"].quantize is not None and plan.layers["block/mix/1"].quantize is None
+    qat = kopt.stages.wrap(model, plan, "quantize")
+    assert [path for layer in qat.layers if isinstance(layer, InPlaceWrapped) for path, _ in layer.wrappers()] == [
+        "mix/0"
+    ]
+
+
+@keras.saving.register_keras_serializable(package="kopt_tests")
+class TwiceCallingBlock(layers.Layer):
+    """Applies one Dense to two inputs in each call (and reads the batch size: kept whole)."""
+
+    def __init__(self, units=8, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.shared = layers.Dense(units)
+
+    def build(self, input_shape):
+        self.shared.build(input_shape)
+
+    def call(self, x):
+        return (self.shared(x) + self.shared(2.0 * x)) * ops.ones((ops.shape(x)[0], 1))
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+def test_a_sublayer_a_closed_block_calls_twice_advances_its_pruning_step_once_per_training_step(tmp_path):
+    inputs = keras.Input((8,))
+    model = keras.Model(inputs, layers.Dense(5, name="head")(TwiceCallingBlock(name="block")(inputs)))
+    assert "block" in kopt.graph.analyze(model).closed_composites
+    schedule = ConstantSparsity(0.5, begin_step=2, frequency=1)  # no mask before the third training step
+    pruned = kopt.sparsity.prune_low_magnitude(model, schedule)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 8)).astype("float32"), rng.integers(0, 5, 16)
+    fit(pruned, x, y)  # two training steps
+    (inner,) = nested_wrappers(pruned)
+    head = pruned.get_layer("prune_head")
+    assert inner.step == head.step == 2  # as the top-level wrapper counts
+    kernel = np.asarray(ops.convert_to_numpy(inner.layer.kernel))
+    assert np.all(ops.convert_to_numpy(inner.masks[0]) == 1) and np.all(kernel != 0)  # not pruned yet
+    fit(pruned, x, y)  # steps 3 and 4: pruned now
+    assert inner.step == 4 and np.mean(ops.convert_to_numpy(inner.masks[0]) == 0) == pytest.approx(0.5)
+    pruned.save(tmp_path / "pruned.keras")  # the count per step survives the round trip
+    (reloaded,) = nested_wrappers(keras.saving.load_model(tmp_path / "pruned.keras"))
+    assert reloaded.step == 4 and reloaded.calls_per_step == inner.calls_per_step
+    staged = kopt.prepare(model, "prune", stage="prune", steps=4, compile=False)  # a policy's stage counts too
+    assert [w.calls_per_step for w in nested_wrappers(staged)] == [inner.calls_per_step]
