@@ -210,7 +210,7 @@ def left_dense_by_plan(model: keras.Model, plan: Plan) -> set[str]:
     """Layers the plan does not prune although they could be: a choice, not a coverage gap."""
     from kopt.sparsity.prunable import NotPrunable, plan_layer
 
-    excluded = {name for name, p in plan.layers.items() if "/" in name and p.prune is None}  # closed blocks' sublayers
+    excluded = {name for name, p in plan.layers.items() if is_sublayer_key(name) and p.prune is None}
     for layer in analyze(model).layers():
         entry = plan.layers.get(layer.name)
         if entry is None or entry.prune is not None or getattr(layer, "kopt_internal", False):
