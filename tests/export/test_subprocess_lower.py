@@ -1,7 +1,8 @@
 """Models trained under any backend lower through a TensorFlow-backend converter process.
 
 Under JAX and PyTorch ``to_tflite`` takes this path by default; under TensorFlow the first test
-asks for it with ``isolate=True`` so the same code runs in every CI job.
+asks for it with ``isolate=True`` so the same code runs in every CI job. The converter worker's own
+life cycle (reuse, replacement) does not depend on the parent's backend: tested in the TensorFlow pass.
 """
 
 import json
@@ -97,7 +98,6 @@ def test_rebuilt_errors_keep_their_class_and_attributes():
     assert isinstance(foreign, ConversionError) and "boom" in str(foreign)
 
 
-@pytest.mark.backends
 def test_one_converter_process_serves_many_conversions_and_a_dead_one_is_replaced():
     import signal
 
@@ -119,7 +119,6 @@ def test_one_converter_process_serves_many_conversions_and_a_dead_one_is_replace
     assert _subprocess_lower._worker.process is not worker
 
 
-@pytest.mark.backends
 def test_an_edited_custom_layer_module_is_imported_afresh_by_the_converter_process(tmp_path, monkeypatch):
     import importlib
     import sys
