@@ -13,6 +13,7 @@ functions that need them.
 from __future__ import annotations
 
 import datetime
+import gc
 import io
 import json
 import os
@@ -103,6 +104,12 @@ def alternate(measures: Mapping[str, Callable[[], float | Sequence[float]]], rou
     for that round. Use :func:`paired_ratio` on two of the returned lists.
     """
     samples: dict[str, list[float]] = {name: [] for name in measures}
+    # The set-up's objects (hundreds of thousands once TensorFlow or PyTorch is imported) are moved out of
+    # the collector's way: a full collection walks them all (a second or so) inside whichever step it
+    # lands in, noise far larger than the differences timed here. Collections of what the steps
+    # allocate still run, and are paid by the variant that allocates.
+    gc.collect()
+    gc.freeze()
     for index in range(rounds):
         for name in round_robin_order(list(measures), index):
             value = measures[name]()

@@ -30,6 +30,30 @@ def branches_on_host() -> bool:
     return not torch.compiler.is_compiling()
 
 
+def scalars_on_host() -> bool:
+    """True where a quantizer's scalar range arithmetic runs on the host (:mod:`kopt.core.host_ops`):
+    where branches are read there (eager PyTorch), outside :func:`scalars_on_device`."""
+    return branches_on_host() and not _DEVICE_SCALARS.active
+
+
+class _DeviceScalars(threading.local):
+    active = False
+
+
+_DEVICE_SCALARS = _DeviceScalars()
+
+
+@contextlib.contextmanager
+def scalars_on_device() -> Iterator[None]:
+    """Within this block, range arithmetic runs as the backend's ops even on eager PyTorch (the
+    same values: to compare, or to time the host path against it)."""
+    previous, _DEVICE_SCALARS.active = _DEVICE_SCALARS.active, True
+    try:
+        yield
+    finally:
+        _DEVICE_SCALARS.active = previous
+
+
 #: Below this many elements a compiled kernel's call overhead (guards, dispatch) exceeds the passes it saves.
 FUSE_MIN_ELEMENTS = 1 << 16
 

@@ -22,12 +22,15 @@ TFLite QUANTIZE kernel rounds them away from zero. Only exact negative ties diff
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Callable
 
 import keras
+import numpy as np
 from keras import ops
 
-from kopt.core.backend import branches_on_host, fused
+from kopt.core import host_ops
+from kopt.core.backend import FUSE_MIN_ELEMENTS, branches_on_host, fused, scalars_on_host
 from kopt.core.distribute import cross_replica_extremes
 from kopt.core.errors import InvalidArgumentError
 
@@ -44,38 +47,41 @@ def quant_bounds(num_bits: int, narrow_range: bool) -> tuple[int, int]:
     return (1 if narrow_range else 0), (1 << num_bits) - 1
 
 
-def nudged_range(min_value: Any, max_value: Any, num_bits: int = 8, narrow_range: bool = False) -> tuple[Any, Any]:
+def nudged_range(
+    min_value: Any, max_value: Any, num_bits: int = 8, narrow_range: bool = False, *, xp: Any = ops
+) -> tuple[Any, Any]:
     """``(min, max)`` moved so that 0.0 is a grid point, as TF FakeQuant and the converter do.
 
     The zero point is ``clip(qmin - min / scale, qmin, qmax)`` rounded half away from zero.
+    ``xp``: ``keras.ops``, or :mod:`kopt.core.host_ops` for host values (the same results).
     """
     qmin, qmax = quant_bounds(num_bits, narrow_range)
-    min_value = ops.cast(min_value, "float32")
-    max_value = ops.cast(max_value, "float32")
+    min_value = xp.cast(min_value, "float32")
+    max_value = xp.cast(max_value, "float32")
     scale = (max_value - min_value) / float(qmax - qmin)
-    zero_point = ops.clip(qmin - min_value / scale, float(qmin), float(qmax))
-    zero_point = ops.floor(zero_point + 0.5)  # zero_point >= 0: half up == half away from zero
+    zero_point = xp.clip(qmin - min_value / scale, float(qmin), float(qmax))
+    zero_point = xp.floor(zero_point + 0.5)  # zero_point >= 0: half up == half away from zero
     return (qmin - zero_point) * scale, (qmax - zero_point) * scale
 
 
-def symmetric_nudged_range(magnitude: Any, num_bits: int = 8) -> tuple[Any, Any]:
+def symmetric_nudged_range(magnitude: Any, num_bits: int = 8, *, xp: Any = ops) -> tuple[Any, Any]:
     """``nudged_range(-magnitude, magnitude, num_bits, narrow_range=True)``, bit for bit, in
     four ops instead of fourteen (weights are quantized at every training step, so the
     scalar ops add up): the narrow grid puts the zero point exactly at ``2**(num_bits-1)``."""
     qmin, qmax = quant_bounds(num_bits, narrow_range=True)
-    magnitude = ops.cast(magnitude, "float32")
+    magnitude = xp.cast(magnitude, "float32")
     scale = (magnitude + magnitude) / float(qmax - qmin)  # == magnitude - (-magnitude)
     high = float(qmax - (1 << (num_bits - 1))) * scale
     return -high, high
 
 
-def nonnegative_nudged_range(max_value: Any, num_bits: int = 8) -> tuple[Any, Any]:
+def nonnegative_nudged_range(max_value: Any, num_bits: int = 8, *, xp: Any = ops) -> tuple[Any, Any]:
     """``nudged_range(0.0, max_value, num_bits)``, bit for bit: with a minimum of exactly 0
     the zero point is 0 and only the maximum is rounded through the scale."""
     qmin, qmax = quant_bounds(num_bits, narrow_range=False)
-    max_value = ops.cast(max_value, "float32")
+    max_value = xp.cast(max_value, "float32")
     high = float(qmax) * (max_value / float(qmax - qmin))
-    return ops.zeros_like(high), high
+    return xp.zeros_like(high), high
 
 
 def fake_quant(
@@ -160,10 +166,33 @@ def fake_quant(
     return straight_through(x, low, high, lower, upper)
 
 
-def _inside(values: Any, lo: Any, hi: Any, nonnegative: bool) -> Any:
+def _straight_through_on_host(
+    x: Any, low: Any, high: Any, *, num_bits: int, narrow_range: bool, nonnegative: bool, unclipped: bool
+) -> Any:
+    """``fake_quant(x, low, high, nudged=True, training=True)`` for a nudged range held on the host
+    (:meth:`ActivationQuantizer._step_on_host`): the same values and gradient, with the grid's scalar
+    arithmetic on the host too and the branch of the gradient already known."""
+
+    @ops.custom_gradient
+    def straight_through(values: Any) -> Any:
+        def grad(*args: Any, upstream: Any = None) -> Any:
+            if upstream is None:
+                (upstream,) = args
+            if unclipped:
+                return upstream
+            lo, hi = ops.convert_to_tensor(low), ops.convert_to_tensor(high)
+            return masked_gradient(values, lo, hi, upstream, nonnegative=nonnegative)
+
+        snapped = grid_fake_quant(values, low, high, num_bits=num_bits, narrow_range=narrow_range, nonnegative=nonnegative)
+        return snapped, grad
+
+    return straight_through(x)
+
+
+def _inside(values: Any, lo: Any, hi: Any, nonnegative: bool, xp: Any = ops) -> Any:
     if nonnegative:
-        return ops.less_equal(values, hi)
-    return ops.logical_and(ops.greater_equal(values, lo), ops.less_equal(values, hi))
+        return xp.less_equal(values, hi)
+    return xp.logical_and(xp.greater_equal(values, lo), xp.less_equal(values, hi))
 
 
 @fused
@@ -187,7 +216,18 @@ def grid_fake_quant(
     ReLU output's range): the shift by the minimum is skipped, as it adds and subtracts 0.0.
     """
     values = ops.convert_to_tensor(x)
+    if _on_host(min_value):  # a range held on the host (eager PyTorch, ActivationQuantizer._step_on_host)
+        if math.prod(values.shape) < FUSE_MIN_ELEMENTS:  # its grid's scalars there too; one op per pass
+            parameters = _grid_parameters(num_bits, narrow_range, nonnegative)(min_value, max_value, host_ops)
+            snap = _snap_nonnegative if nonnegative else _snap
+            return snap(values, *(float(parameter) for parameter in parameters))
+        min_value, max_value = ops.convert_to_tensor(min_value), ops.convert_to_tensor(max_value)
     return _snapper(num_bits, narrow_range, nonnegative)(values, min_value, max_value)
+
+
+def _on_host(value: Any) -> bool:
+    """A scalar held by NumPy on the host (see :mod:`kopt.core.host_ops`), not a backend tensor."""
+    return isinstance(value, (np.ndarray, np.generic)) and np.ndim(value) == 0
 
 
 @functools.lru_cache(maxsize=None)
@@ -214,13 +254,15 @@ def _grid_parameters(num_bits: int, narrow_range: bool, nonnegative: bool) -> Ca
     qmin, qmax = quant_bounds(num_bits, narrow_range)
     steps = float(qmax - qmin)
 
-    def grid(min_value: Any, max_value: Any) -> tuple[Any, ...]:
-        low, high = ops.cast(min_value, "float32"), ops.cast(max_value, "float32")
+    def grid(min_value: Any, max_value: Any, xp: Any = ops) -> tuple[Any, ...]:
+        low, high = xp.cast(min_value, "float32"), xp.cast(max_value, "float32")
+        # xp.divide, not `steps / high`: PyTorch computes a number over a tensor as a reciprocal times the
+        # number, one rounding more than TensorFlow, JAX and NumPy.
         if nonnegative:  # minimum 0: the zero point is qmin, the nudged maximum steps * scale
-            scale, inverse = high / steps, steps / high
-            return ops.zeros_like(scale), scale * steps, inverse, scale
-        scale, inverse = (high - low) / steps, steps / (high - low)
-        zero_point = ops.floor(ops.clip(float(qmin) - low / scale, float(qmin), float(qmax)) + 0.5)
+            scale, inverse = high / steps, xp.divide(steps, high)
+            return xp.zeros_like(scale), scale * steps, inverse, scale
+        scale, inverse = (high - low) / steps, xp.divide(steps, high - low)
+        zero_point = xp.floor(xp.clip(float(qmin) - low / scale, float(qmin), float(qmax)) + 0.5)
         offset = float(qmin) - zero_point  # an integer: (code + offset) * scale rounds once
         low, high = offset * scale, (float(qmax) - zero_point) * scale
         return low, high, inverse, scale, offset
@@ -499,6 +541,12 @@ class ActivationQuantizer(Quantizer):
             observed = ops.where(saturated, ops.zeros_like(x), x)
         else:
             observed = x
+        if self.num_calls == 1 and scalars_on_host():
+            low, high, unclipped = self._step_on_host(observed, state)
+            if saturated is not None:
+                x = _saturate(x, saturated, ops.convert_to_tensor(high))
+            return _straight_through_on_host(x, low, high, num_bits=self.num_bits, narrow_range=self.symmetric,
+                                             nonnegative=self.nonnegative, unclipped=unclipped)
         if self.num_calls == 1:
             low, high, bounds, unclipped = self._step(observed, state)
         else:
@@ -508,13 +556,13 @@ class ActivationQuantizer(Quantizer):
         return fake_quant(x, low, high, num_bits=self.num_bits, narrow_range=self.symmetric,
                           nonnegative=self.nonnegative, nudged=True, training=True, bounds=bounds, unclipped=unclipped)
 
-    def _nudged(self, low: Any, high: Any) -> tuple[Any, Any]:
+    def _nudged(self, low: Any, high: Any, xp: Any = ops) -> tuple[Any, Any]:
         """The range a trained ``[low, high]`` quantizes with (0.0 on the grid; symmetric: ``[-m, m]``)."""
         if self.symmetric:
-            return symmetric_nudged_range(ops.maximum(-low, high), self.num_bits)
+            return symmetric_nudged_range(xp.maximum(-low, high), self.num_bits, xp=xp)
         if self.nonnegative:  # the updated minimum is exactly 0.0 (see _update)
-            return nonnegative_nudged_range(high, self.num_bits)
-        return nudged_range(low, high, self.num_bits, narrow_range=False)
+            return nonnegative_nudged_range(high, self.num_bits, xp=xp)
+        return nudged_range(low, high, self.num_bits, narrow_range=False, xp=xp)
 
     def _step(self, x: Any, state: dict[str, keras.Variable]) -> tuple[Any, Any, tuple[Any, Any], Any]:
         """:meth:`_update` and :meth:`_nudged` for a range of one tensor: the batch extremes are taken
@@ -528,30 +576,40 @@ class ActivationQuantizer(Quantizer):
         state["range"].assign(stored)
         return low, high, (lower, upper), unclipped
 
-    def _range_step(self, stored: Any, batch_min: Any, batch_max: Any) -> tuple[Any, ...]:
+    def _step_on_host(self, x: Any, state: dict[str, keras.Variable]) -> tuple[Any, Any, bool]:
+        """:meth:`_step` where branches are read on the host (eager PyTorch): the scalar ops run there,
+        on NumPy float32 (:mod:`kopt.core.host_ops`, the same values), after one read of the batch
+        extremes; dispatched one by one, some twenty of them cost more than the passes over a small
+        activation. Returns the nudged range as NumPy scalars and whether nothing was clipped."""
+        batch_min, batch_max = (np.float32(float(value)) for value in self._batch_extremes(x))
+        stored, low, high, _, _, unclipped = self._range_step(state["range"].numpy(), batch_min, batch_max, host_ops)
+        state["range"].assign(stored)
+        return low, high, bool(unclipped)
+
+    def _range_step(self, stored: Any, batch_min: Any, batch_max: Any, xp: Any = ops) -> tuple[Any, ...]:
         """The scalar arithmetic of one training step of a one-tensor range: ``(new stored vector,
         nudged low, nudged high, lower bound, upper bound, unclipped)``, the ops of :meth:`_update`
-        and :meth:`_nudged` in their order (the same values bit for bit). It runs eagerly on PyTorch:
-        compiled (``torch.compile``) it dispatched one kernel instead of some twenty ops, but the
-        training step was no faster (benchmarks/results/backends.md) and every process paid seconds
-        of compilation per setting."""
-        seen = ops.greater(stored[self.SEEN], 0.5)
+        and :meth:`_nudged` in their order (the same values bit for bit). ``xp``: ``keras.ops``, or
+        :mod:`kopt.core.host_ops` on host values."""
+        seen = xp.greater(stored[self.SEEN], 0.5)
         if self.nonnegative:  # only the maximum moves; the minimum is exactly 0.0 from the first step on
-            lower = new_min = ops.zeros_like(batch_max)
-            width = ops.convert_to_tensor(MIN_RANGE_WIDTH, "float32")
-            upper = ops.maximum(batch_max, width)  # == _containing_zero(0, batch_max)[1]
-            new_max = self._fold(stored[self.MAX], upper, ops.maximum)
-            new_max = ops.maximum(ops.where(seen, new_max, upper), width)
-            new_stored = ops.stack([new_min, new_max, ops.ones_like(new_max)])
+            lower = new_min = xp.zeros_like(batch_max)
+            width = xp.convert_to_tensor(MIN_RANGE_WIDTH, "float32")
+            upper = xp.maximum(batch_max, width)  # == _containing_zero(0, batch_max)[1]
+            new_max = self._fold(stored[self.MAX], upper, xp.maximum)
+            new_max = xp.maximum(xp.where(seen, new_max, upper), width)
+            new_stored = xp.stack([new_min, new_max, xp.ones_like(new_max)])
         else:
-            lower, upper = _containing_zero(batch_min, batch_max)
-            new_min = ops.where(seen, self._fold(stored[self.MIN], lower, ops.minimum), lower)
-            new_max = ops.where(seen, self._fold(stored[self.MAX], upper, ops.maximum), upper)
-            new_min, new_max = _containing_zero(new_min, new_max)
-            new_stored = ops.stack([new_min, new_max, ops.convert_to_tensor(1.0)])
-        low, high = self._nudged(new_min, new_max)
-        unclipped = ops.all(
-            ops.logical_and(_inside(lower, low, high, self.nonnegative), _inside(upper, low, high, self.nonnegative))
+            lower, upper = _containing_zero(batch_min, batch_max, xp)
+            new_min = xp.where(seen, self._fold(stored[self.MIN], lower, xp.minimum), lower)
+            new_max = xp.where(seen, self._fold(stored[self.MAX], upper, xp.maximum), upper)
+            new_min, new_max = _containing_zero(new_min, new_max, xp)
+            new_stored = xp.stack([new_min, new_max, xp.ones_like(new_max)])
+        low, high = self._nudged(new_min, new_max, xp)
+        unclipped = xp.all(
+            xp.logical_and(
+                _inside(lower, low, high, self.nonnegative, xp), _inside(upper, low, high, self.nonnegative, xp)
+            )
         )
         return new_stored, low, high, lower, upper, unclipped
 
@@ -632,11 +690,11 @@ def _saturate(x: Any, saturated: Any, high: Any) -> Any:
     return ops.where(saturated, ops.cast(ops.stop_gradient(high), x.dtype), x)
 
 
-def _containing_zero(low: Any, high: Any) -> tuple[Any, Any]:
+def _containing_zero(low: Any, high: Any, xp: Any = ops) -> tuple[Any, Any]:
     """Widen ``[low, high]`` to contain 0 (0.0 must be exact) and to a usable width."""
-    low = ops.minimum(low, 0.0)
-    high = ops.maximum(high, 0.0)
-    return low, ops.maximum(high, low + MIN_RANGE_WIDTH)
+    low = xp.minimum(low, 0.0)
+    high = xp.maximum(high, 0.0)
+    return low, xp.maximum(high, low + MIN_RANGE_WIDTH)
 
 
 def serialize(quantizer: Quantizer | None) -> Any:
