@@ -216,18 +216,19 @@ def grid_fake_quant(
     ReLU output's range): the shift by the minimum is skipped, as it adds and subtracts 0.0.
     """
     values = ops.convert_to_tensor(x)
-    if _on_host(min_value):  # a range held on the host (eager PyTorch, ActivationQuantizer._step_on_host)
-        if math.prod(values.shape) < FUSE_MIN_ELEMENTS:  # its grid's scalars there too; one op per pass
+    if _on_host(min_value):  # a range held on the host (eager PyTorch, quantizers' *_on_host methods)
+        if math.prod(values.shape) < FUSE_MIN_ELEMENTS:  # its grid's arithmetic there too; one op per pass
             parameters = _grid_parameters(num_bits, narrow_range, nonnegative)(min_value, max_value, host_ops)
-            snap = _snap_nonnegative if nonnegative else _snap
-            return snap(values, *(float(parameter) for parameter in parameters))
+            scalar = np.ndim(min_value) == 0  # a tensor's range: plain numbers; per channel: vectors
+            parameters = [float(p) if scalar else ops.convert_to_tensor(p) for p in parameters]
+            return (_snap_nonnegative if nonnegative else _snap)(values, *parameters)
         min_value, max_value = ops.convert_to_tensor(min_value), ops.convert_to_tensor(max_value)
     return _snapper(num_bits, narrow_range, nonnegative)(values, min_value, max_value)
 
 
 def _on_host(value: Any) -> bool:
-    """A scalar held by NumPy on the host (see :mod:`kopt.core.host_ops`), not a backend tensor."""
-    return isinstance(value, (np.ndarray, np.generic)) and np.ndim(value) == 0
+    """A range held by NumPy on the host (see :mod:`kopt.core.host_ops`), not a backend tensor."""
+    return isinstance(value, (np.ndarray, np.generic))
 
 
 @functools.lru_cache(maxsize=None)
@@ -360,6 +361,8 @@ class WeightQuantizer(Quantizer):
 
     def _quantize(self, x: Any, reduce_axes: tuple | None, training: bool) -> Any:
         magnitude = ops.max(ops.abs(x), axis=reduce_axes)
+        if training and scalars_on_host():
+            return self._quantize_on_host(x, ops.convert_to_numpy(magnitude))
         magnitude = ops.where(magnitude < MIN_WEIGHT_MAGNITUDE, ops.ones_like(magnitude), magnitude)
         low, high = symmetric_nudged_range(magnitude, self.num_bits)
         return fake_quant(
@@ -372,6 +375,16 @@ class WeightQuantizer(Quantizer):
             per_channel=reduce_axes is not None,
             training=training,
         )
+
+    def _quantize_on_host(self, x: Any, magnitude: Any) -> Any:
+        """:meth:`_quantize` in training where branches are read on the host (eager PyTorch): each
+        channel's range is computed there (:mod:`kopt.core.host_ops`, the same values), and with it
+        whether any weight lies outside its nudged range (the mask is then skipped: all ones)."""
+        largest = magnitude
+        magnitude = host_ops.where(magnitude < MIN_WEIGHT_MAGNITUDE, host_ops.ones_like(magnitude), magnitude)
+        low, high = symmetric_nudged_range(magnitude, self.num_bits, xp=host_ops)
+        return _straight_through_on_host(x, low, high, num_bits=self.num_bits, narrow_range=True, nonnegative=False,
+                                         unclipped=bool(host_ops.all(largest <= high)))
 
     def get_config(self) -> dict[str, Any]:
         return {"num_bits": self.num_bits, "per_channel": self.per_channel, "channel_dims": self.channel_dims}

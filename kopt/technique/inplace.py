@@ -20,13 +20,14 @@ Coverage counts the nested wrappers' weights as reached: they are sublayers like
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 import keras
 import numpy as np
 from keras import tree
 
-from kopt.core.errors import GraphRewriteError
+from kopt.core.errors import GraphRewriteError, KoptRuntimeWarning, preview
 from kopt.graph.rebuild import clone_layer, fresh_copy
 from kopt.graph.sublayers import (
     Path,
@@ -73,7 +74,8 @@ def calls_per_block_call(block: keras.layers.Layer) -> dict[int, int]:
 
     kopt cannot trace a closed block, so it runs it once (on zeros of its recorded input shape, not
     training: no state moves) and counts: a block that applies one Dense to two inputs calls it twice.
-    Empty when the block recorded no input shape or does not run on zeros (each wrapper then counts as called once).
+    Empty when the block recorded no input shape or does not run on zeros (each wrapper then counts as
+    called once; the latter with a :class:`~kopt.core.errors.KoptRuntimeWarning` naming the block).
     """
     input_shape = _build_shape(block)
     if input_shape is None:
@@ -94,7 +96,15 @@ def calls_per_block_call(block: keras.layers.Layer) -> dict[int, int]:
         object.__setattr__(wrapper, "call", counting(wrapper))
     try:
         block(_zeros(input_shape))
-    except Exception:  # noqa: BLE001 - a block that cannot run on zeros: its calls stay uncounted
+    except Exception as error:  # noqa: BLE001 - a block that cannot run on zeros: its calls stay uncounted
+        warnings.warn(
+            f"kopt could not run the block {block.name!r} once on a batch of zeros to count how often it calls "
+            f"each wrapped sublayer ({type(error).__name__}: {preview(str(error), 160)}); each is taken as called "
+            "once per call of the block. A sublayer it calls more often advances its pruning schedule that many "
+            "times per training step (its wrapper's `step` shows it): then scale the schedule's steps by that count.",
+            KoptRuntimeWarning,
+            stacklevel=2,
+        )
         return {}
     finally:
         for wrapper in wrappers.values():

@@ -9,7 +9,7 @@ import pytest
 from keras import ops
 
 from kopt.core import backend, host_ops
-from kopt.quantization import ActivationQuantize, ActivationQuantizer
+from kopt.quantization import ActivationQuantize, ActivationQuantizer, WeightQuantizer
 from kopt.quantization.quantizers import _grid_parameters
 
 pytestmark = pytest.mark.backends
@@ -109,3 +109,39 @@ def test_training_steps_on_the_host_path_equal_the_device_path_bit_for_bit(setti
                 np.testing.assert_array_equal(host_value, device_value)
         if settings.get("mode") != "last_value":  # some step clipped: the masked gradient was compared too
             assert any(np.any(step[0] == 0.0) for step in runs[0])
+
+
+@pytest.mark.parametrize(
+    "shape, settings",
+    [((3, 3, 8, 16), {}), ((3, 3, 4, 2), {"channel_dims": 2}), ((40, 12), {"per_channel": False}),
+     ((512, 160), {}), ((3, 3, 8, 16), {"num_bits": 4})],
+    ids=["conv", "depthwise", "per_tensor", "large", "4bit"],
+)
+def test_weight_fake_quant_on_the_host_path_equals_the_device_path_bit_for_bit(shape, settings):
+    """Eager PyTorch computes each channel's range on the host: the same quantized weights and straight-through
+    gradients as the device path, with a channel whose largest weight sits on the range's end, an all-zero
+    channel, and after a step that moved weights."""
+    if keras.backend.backend() != "torch":
+        pytest.skip("the host path serves eager PyTorch only")
+    from tests.gradient_testing import layer_gradients
+    from tests.quantization.test_quantizers import _GradientProbe
+
+    rng = np.random.default_rng(5)
+    base = rng.normal(0.0, 0.3, shape).astype("float32")
+    base[..., 0] = 0.0  # an all-zero channel
+    upstream = rng.normal(size=shape).astype("float32")
+    dummy = np.zeros(shape, "float32")
+    runs = []
+    for host in (True, False):
+        quantizer = WeightQuantizer(**settings)
+        probe = _GradientProbe(base, lambda v, training=None, q=quantizer: q(v, training=bool(training)))
+        steps = []
+        with contextlib.nullcontext() if host else backend.scalars_on_device():
+            for factor in (1.0, -2.5, 0.01):
+                probe.values.assign(base * factor)
+                gradient = layer_gradients(probe, dummy, upstream)[probe.values.path]
+                steps.append((gradient, as_np(probe(dummy, training=True)), as_np(probe(dummy, training=False))))
+        runs.append(steps)
+    for host_step, device_step in zip(*runs):
+        for host_value, device_value in zip(host_step, device_step):
+            np.testing.assert_array_equal(host_value, device_value)

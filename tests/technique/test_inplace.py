@@ -395,3 +395,39 @@ def test_a_sublayer_a_closed_block_calls_twice_advances_its_pruning_step_once_pe
     assert reloaded.step == 4 and reloaded.calls_per_step == inner.calls_per_step
     staged = kopt.prepare(model, "prune", stage="prune", steps=4, compile=False)  # a policy's stage counts too
     assert [w.calls_per_step for w in nested_wrappers(staged)] == [inner.calls_per_step]
+
+
+@keras.saving.register_keras_serializable(package="kopt_tests")
+class PairingBlock(layers.Layer):
+    """Mixes the samples of a batch in pairs, so a batch of one does not run, and reads the batch size (kept whole)."""
+
+    def __init__(self, units=8, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.dense = layers.Dense(units)
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+
+    def call(self, x):
+        pairs = ops.reshape(self.dense(x), (-1, 2, self.units))
+        return ops.reshape(ops.flip(pairs, axis=1), (-1, self.units)) * ops.ones((ops.shape(x)[0], 1))
+
+    def compute_output_shape(self, input_shape):  # PyTorch's symbolic run cannot follow the pairing reshape
+        return (*input_shape[:-1], self.units)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+def test_a_block_that_cannot_be_counted_on_zeros_is_named_and_its_sublayers_still_pruned():
+    inputs = keras.Input((8,))
+    model = keras.Model(inputs, layers.Dense(5, name="head")(PairingBlock(name="pairing")(inputs)))
+    assert "pairing" in kopt.graph.analyze(model).closed_composites
+    with pytest.warns(kopt.errors.KoptRuntimeWarning, match="'pairing' once on a batch of zeros"):
+        pruned = kopt.sparsity.prune_low_magnitude(model, ConstantSparsity(0.5, begin_step=0, frequency=1))
+    (inner,) = nested_wrappers(pruned)
+    assert inner.calls_per_step == 1
+    rng = np.random.default_rng(0)
+    fit(pruned, rng.normal(size=(16, 8)).astype("float32"), rng.integers(0, 5, 16))
+    assert inner.step == 2 and np.mean(ops.convert_to_numpy(inner.masks[0]) == 0) == pytest.approx(0.5)
