@@ -7,7 +7,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PYTHON="${PYTHON:-python3}"
 EXTRAS="${KOPT_EXTRAS:-test,examples,jax,torch}"
-if [ ! -x .venv/bin/python ]; then
+# A .venv without a working pip (a first run interrupted while creating it) is made again.
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -m pip --version > /dev/null 2>&1; then
+  rm -rf .venv
   "$PYTHON" -m venv .venv
 fi
 STAMP=".venv/.kopt-installed"   # line 1: hash of pyproject.toml; then one installed extra per line
