@@ -22,7 +22,6 @@ from numpy import (  # noqa: F401 - the namespace's other ops are NumPy's own
     floor,
     greater,
     greater_equal,
-    less,
     less_equal,
     logical_and,
     maximum,

@@ -133,9 +133,10 @@ def fake_quant(
     def inside(values: Any, lo: Any, hi: Any) -> Any:
         return _inside(values, lo, hi, nonnegative)
 
-    # Eager PyTorch: the branch is decided here, on the host, and the range gets no gradient (None).
-    on_host = branches_on_host()
-    passes_through = on_host and bounds is not None and unclipped is not None and bool(unclipped)
+    if branches_on_host():  # eager PyTorch: the gradient's branch is decided now, on the host
+        passes_through = bounds is not None and unclipped is not None and bool(unclipped)
+        return _straight_through_on_host(x, low, high, num_bits=num_bits, narrow_range=narrow_range,
+                                         nonnegative=nonnegative, unclipped=passes_through)
 
     @ops.custom_gradient
     def straight_through(values: Any, lo: Any, hi: Any, lower: Any, upper: Any) -> Any:
@@ -146,9 +147,6 @@ def fake_quant(
             def masked() -> Any:
                 return masked_gradient(values, lo, hi, upstream, nonnegative=nonnegative)
 
-            if on_host:
-                gradient = upstream if passes_through else masked()
-                return gradient, None, None, None, None
             if bounds is None:
                 gradient = masked()
             else:
@@ -159,7 +157,7 @@ def fake_quant(
         return quantize(values, lo, hi), grad
 
     # Without bounds the range stands in for them: the custom gradient takes a fixed set of tensors.
-    if bounds is None or on_host:
+    if bounds is None:
         lower, upper = low, high
     else:
         lower, upper = (ops.stop_gradient(ops.cast(b, "float32")) for b in bounds)
@@ -169,9 +167,11 @@ def fake_quant(
 def _straight_through_on_host(
     x: Any, low: Any, high: Any, *, num_bits: int, narrow_range: bool, nonnegative: bool, unclipped: bool
 ) -> Any:
-    """``fake_quant(x, low, high, nudged=True, training=True)`` for a nudged range held on the host
-    (:meth:`ActivationQuantizer._step_on_host`): the same values and gradient, with the grid's scalar
-    arithmetic on the host too and the branch of the gradient already known."""
+    """``fake_quant(x, low, high, nudged=True, training=True)`` where branches are read on the host (eager
+    PyTorch), with the gradient's branch already decided (``unclipped``: pass ``upstream`` through, else
+    mask it). The range may be backend tensors or NumPy values computed on the host (the quantizers'
+    ``*_on_host`` methods); the grid's arithmetic then runs there too. Only ``x`` enters the custom
+    gradient: the range gets none."""
 
     @ops.custom_gradient
     def straight_through(values: Any) -> Any:
