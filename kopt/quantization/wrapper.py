@@ -22,6 +22,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from kopt.core.backend import fused
 from kopt.core.errors import InvalidArgumentError, InvalidArgumentTypeError
 from kopt.graph.rebuild import clone_layer
 from kopt.quantization import kernels
@@ -154,6 +155,22 @@ def _safe_reciprocal(values: Any) -> Any:
     return ops.where(tiny, 0.0, 1.0 / ops.where(tiny, 1.0, values))
 
 
+@fused
+def _normalized_by_batch(
+    z: Any, inverse: Any, gamma: Any, beta: Any, epsilon: float, synchronized: bool = False
+) -> tuple[Any, Any, Any]:
+    """A folded BatchNorm's training output from ``z = layer(x)`` with the scaled kernel (``inverse``:
+    ``1 / s`` per channel), and the batch mean and variance of the unfolded response ``z / s``.
+
+    Fused (:func:`~kopt.core.backend.fused`): on eager PyTorch the moments and the affine map are
+    one compiled forward and backward instead of some ten passes over ``z``, each writing a fresh
+    buffer; that was most of the QAT step's overhead there."""
+    z_mean, z_variance = ops.moments(z, axes=tuple(range(len(z.shape) - 1)), synchronized=synchronized)
+    mean, variance = z_mean * inverse, z_variance * ops.square(inverse)  # statistics of z / s
+    normalizer = gamma * ops.rsqrt(variance + epsilon)
+    return z * (inverse * normalizer) + (beta - mean * normalizer), mean, variance
+
+
 @keras.saving.register_keras_serializable(package="kopt")
 class FoldedBatchNorm(QuantizeWrapper):
     """``batch_norm(layer(x))`` computed with the BatchNorm folded into the layer's kernel.
@@ -247,13 +264,10 @@ class FoldedBatchNorm(QuantizeWrapper):
             z = kernels.run_linear(self.layer, inputs, quantized, None)
         inverse = _safe_reciprocal(scale)
         # synchronized=True (TensorFlow): the statistics of the global batch under tf.distribute.
-        z_mean, z_variance = ops.moments(
-            z, axes=tuple(range(len(z.shape) - 1)), synchronized=bool(getattr(bn, "synchronized", False))
-        )
-        mean, variance = z_mean * inverse, z_variance * ops.square(inverse)  # statistics of z / s
+        synchronized = bool(getattr(bn, "synchronized", False))
+        outputs, mean, variance = _normalized_by_batch(z, inverse, gamma, beta, float(bn.epsilon), synchronized)
         _update_moving_statistics(bn, mean, variance)
-        normalizer = gamma * ops.rsqrt(variance + bn.epsilon)
-        return z * (inverse * normalizer) + (beta - mean * normalizer)
+        return outputs
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return self.layer.compute_output_shape(input_shape)

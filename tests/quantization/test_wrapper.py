@@ -68,6 +68,71 @@ def test_folded_batch_norm_equals_conv_then_bn(name, make, shape):
     np.testing.assert_allclose(as_np(folded.batch_norm.moving_variance), as_np(bn.moving_variance), atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.backends
+def test_folded_batch_norm_training_is_the_same_fused_and_op_by_op():
+    """A folded BatchNorm's training step on an activation large enough to be fused (one compiled forward and
+    backward on PyTorch): output, moving statistics and the gradients of kernel, gamma, beta and input agree
+    with the op-by-op run, and the output with a plain Conv2D + BatchNormalization in training."""
+    import keras
+
+    from kopt.core import backend
+    from kopt.quantization import wrapper
+    from tests.gradient_testing import layer_gradients
+
+    shape = (8, 32, 32, 3)
+    x = RNG.normal(size=shape).astype("float32")
+    upstream = RNG.normal(size=shape[:3] + (32,)).astype("float32")
+    assert np.prod(upstream.shape) >= backend.FUSE_MIN_ELEMENTS
+    # no conv bias: under a BatchNorm its gradient is 0 up to rounding noise
+    conv, bn, _ = _folded_pair(lambda: layers.Conv2D(32, 3, padding="same", use_bias=False), shape)
+    runs = []
+    for eager in (False, True):
+        from kopt.quantization.transforms import clone_with
+
+        folded = FoldedBatchNorm(clone_with(conv), clone_with(bn), QuantizeConfig(weights={"kernel": WeightQuantizer()}))
+        folded.build(shape)
+        probe = _InputProbe(x, folded)
+        probe(np.zeros(shape, "float32"))
+        with backend.unfused() if eager else _nothing():
+            gradients = layer_gradients(probe, np.zeros(shape, "float32"), upstream)
+            outputs = as_np(folded(x, training=True))
+        moving = [as_np(v) for v in (folded.batch_norm.moving_mean, folded.batch_norm.moving_variance)]
+        runs.append((outputs, moving, {path.split("/")[-1]: g for path, g in gradients.items()}))
+    (fused_out, fused_moving, fused_grads), (eager_out, eager_moving, eager_grads) = runs
+    assert wrapper._normalized_by_batch.runs_compiled() == (keras.backend.backend() == "torch")
+    np.testing.assert_allclose(fused_out, eager_out, atol=1e-5, rtol=1e-5)
+    for fused_value, eager_value in zip(fused_moving, eager_moving):
+        np.testing.assert_allclose(fused_value, eager_value, atol=1e-6, rtol=1e-5)
+    assert sorted(fused_grads) == sorted(eager_grads) and {"kernel", "gamma", "beta", "values"} <= set(fused_grads)
+    for name, fused_gradient in fused_grads.items():
+        scale = np.abs(eager_grads[name]).max()
+        np.testing.assert_allclose(fused_gradient, eager_grads[name], atol=1e-4 * scale, err_msg=name)
+        assert np.abs(fused_gradient).max() > 0, name
+    # the step is a BatchNormalization's in training (float kernel: the fake-quant moves it by a rounding)
+    expected = as_np(bn(conv(x), training=True))
+    np.testing.assert_allclose(fused_out, expected, atol=0.1)
+    assert np.abs(fused_out - expected).mean() < 0.02
+
+
+class _InputProbe(layers.Layer):
+    """``layer(values)``, with the input a trainable variable: its gradient is the input's."""
+
+    def __init__(self, values, layer):
+        super().__init__()
+        self.values = self.add_weight(name="values", shape=values.shape, initializer="zeros")
+        self.values.assign(values)
+        self.inner = layer
+
+    def call(self, dummy, training=None):
+        return self.inner(self.values + dummy, training=training)
+
+
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
 def test_folded_kernel_is_what_gets_quantized():
     conv, bn, _ = _folded_pair(lambda: layers.Conv2D(4, 3), (1, 6, 6, 2))
     from kopt.quantization.transforms import clone_with
