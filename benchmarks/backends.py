@@ -359,7 +359,7 @@ def main() -> None:
     parser.add_argument("--max-rounds", type=int, default=60, help="--mobilenet: at most this many rounds")
     parser.add_argument("--tfmot-rounds", type=int, default=25)
     parser.add_argument("--tolerance", type=float, default=0.05, help="--mobilenet: wanted half spread of the QAT ratio")
-    parser.add_argument("--steps", type=int, default=3, help="batches per round")
+    parser.add_argument("--steps", type=int, default=10, help="batches per round")
     parser.add_argument("--no-jit", action="store_true", help="skip the jit_compile=True float step")
     parser.add_argument("--jit-backends", nargs="*", default=list(table.KERAS_BACKENDS),
                         choices=table.BACKENDS,
