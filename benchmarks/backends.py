@@ -4,7 +4,7 @@ The CNN of issue 25 (Conv2D + BatchNorm + ReLU, DepthwiseConv2D, 1x1 Conv2D, Den
 batch 64), stepped as: the float model (Keras' default compile setting for the backend, and
 ``jit_compile=True``: XLA on TensorFlow and JAX, ``torch.compile`` on PyTorch), pruned 50 %,
 clustered 16, QAT and PCQAT-ready QAT (the quantize stage of ``"pcqat"`` on a pruned and
-clustered model). The protocol of every ``benchmarks/`` script: variants alternated round by
+clustered model), and a second copy of the float model as a control (its ratio shows the run's noise). The protocol of every ``benchmarks/`` script: variants alternated round by
 round (order reversed every other round), a round's value the median of its batches, a ratio
 the median of the per-round ratios to the float step of the same backend, with its quartiles.
 
@@ -122,7 +122,8 @@ def run_backend(backend: str, rounds: int, steps: int, jit: bool) -> dict[str, A
     x = rng.uniform(-1, 1, (count, 32, 32, 3)).astype("float32")
     y = rng.integers(0, 10, count)
     base = cnn(keras)
-    models: dict[str, Any] = {"float": compiled(keras, kopt.graph.map_layers(base, lambda layer: None))}
+    models: dict[str, Any] = {"float": compiled(keras, kopt.graph.map_layers(base, lambda layer: None)),
+                              "float_again": compiled(keras, kopt.graph.map_layers(base, lambda layer: None))}
     errors: dict[str, str] = {}
     if jit:
         models["float_jit"] = compiled(keras, kopt.graph.map_layers(base, lambda layer: None), jit_compile=True)
@@ -225,7 +226,8 @@ def markdown(results: dict[str, Any]) -> str:
         "compile setting (TensorFlow: graph, no XLA on CPU; JAX: jit; PyTorch: eager) and with `jit_compile=True` "
         "(XLA; PyTorch: `torch.compile`). Overheads: variant step / float step of the same backend (default "
         f"setting), median of {rounds} alternated rounds of {steps} batches, in brackets the middle half of the "
-        "per-round ratios." + (" The three backends ran side by side (each process alternates its own variants)."
+        "per-round ratios. \"float again\" is a control: a second copy of the float model timed as a variant, whose "
+        "distance from 1 is the noise this run's ratios carry." + (" The three backends ran side by side (each process alternates its own variants)."
                                if results.get("side_by_side") else ""),
         *[f"{table.BACKEND_LABELS[name]}: the {table.BACKEND_LABELS[backend]} run in a process started with "
           + " ".join(f"`{k}={v}`" for k, v in settings.items()) + " (eager ops allocate a fresh buffer each; these "

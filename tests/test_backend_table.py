@@ -50,6 +50,15 @@ def test_verdicts_name_the_backend_variant_and_whether_the_spread_straddles_the_
     ]
 
 
+def test_verdicts_say_when_a_miss_is_no_larger_than_the_controls_distance_from_one():
+    results = {"tensorflow": {"train_step": {"float_again": step(1.04, 0.95, 1.06), "cluster": step(1.07, 1.06, 1.08),
+                                             "qat": step(1.20, 1.19, 1.21)}}}
+    assert table.verdicts(results) == [
+        "TensorFlow cluster 16: 1.070 > 1.04 (by no more than the float model timed against itself reads off 1: 1.04×)",
+        "TensorFlow QAT: 1.200 > 1.15",
+    ]
+
+
 def test_backend_table_rows_in_backend_order_with_float_times_relative_to_tensorflow():
     results = {
         "torch": {"train_step": {"float": step(1.0, 1.0, 1.0, 0.9), "qat": step(1.25, 1.2, 1.3)},
@@ -57,6 +66,7 @@ def test_backend_table_rows_in_backend_order_with_float_times_relative_to_tensor
         "tensorflow": {"train_step": {"float": step(1.0, 1.0, 1.0, 0.09), "float_jit": step(0.9, 0.9, 0.9, 0.08)}},
     }
     lines = table.backend_table(results).splitlines()
-    assert lines[0].startswith("| backend | float step | float step, jit_compile=True | vs TF float | prune 50 %")
-    assert lines[2] == "| TensorFlow | 90 ms | 80 ms | 1.0× | — | — | — | — |"
-    assert lines[3] == "| PyTorch | 900 ms | n/a: BackendCompilerFailed: inductor | 10.0× | — | — | 1.25× (1.20–1.30) | — |"
+    assert lines[0].startswith(
+        "| backend | float step | float step, jit_compile=True | vs TF float | float again (control) | prune 50 %")
+    assert lines[2] == "| TensorFlow | 90 ms | 80 ms | 1.0× | — | — | — | — | — |"
+    assert lines[3] == "| PyTorch | 900 ms | n/a: BackendCompilerFailed: inductor | 10.0× | — | — | — | 1.25× (1.20–1.30) | — |"
