@@ -4,9 +4,10 @@ The CNN of issue 25 (Conv2D + BatchNorm + ReLU, DepthwiseConv2D, 1x1 Conv2D, Den
 batch 64), stepped as: the float model (Keras' default compile setting for the backend, and
 ``jit_compile=True``: XLA on TensorFlow and JAX, ``torch.compile`` on PyTorch), pruned 50 %,
 clustered 16, QAT and PCQAT-ready QAT (the quantize stage of ``"pcqat"`` on a pruned and
-clustered model), and a second copy of the float model as a control (its ratio shows the run's noise). The protocol of every ``benchmarks/`` script: variants alternated round by
-round (order reversed every other round), a round's value the median of its batches, a ratio
-the median of the per-round ratios to the float step of the same backend, with its quartiles.
+clustered model), and a second copy of the float model as a control (its ratio shows the run's
+noise). The protocol of every ``benchmarks/`` script: variants alternated round by round (order
+reversed every other round), a round's value the median of its batches, a ratio the median of
+the per-round ratios to the float step of the same backend, with its quartiles.
 
 * ``--backend NAME``: one backend, in this process (prints its table).
 * ``--all-backends``: each backend in a subprocess, one after the other; writes
@@ -227,8 +228,9 @@ def markdown(results: dict[str, Any]) -> str:
         "(XLA; PyTorch: `torch.compile`). Overheads: variant step / float step of the same backend (default "
         f"setting), median of {rounds} alternated rounds of {steps} batches, in brackets the middle half of the "
         "per-round ratios. \"float again\" is a control: a second copy of the float model timed as a variant, whose "
-        "distance from 1 is the noise this run's ratios carry." + (" The three backends ran side by side (each process alternates its own variants)."
-                               if results.get("side_by_side") else ""),
+        "distance from 1 is the noise this run's ratios carry."
+        + (" The three backends ran side by side (each process alternates its own variants)."
+           if results.get("side_by_side") else ""),
         *[f"{table.BACKEND_LABELS[name]}: the {table.BACKEND_LABELS[backend]} run in a process started with "
           + " ".join(f"`{k}={v}`" for k, v in settings.items()) + " (eager ops allocate a fresh buffer each; these "
           "settings stop glibc from returning freed activation-sized blocks to the system, so they are not "
