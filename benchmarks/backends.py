@@ -123,11 +123,14 @@ def run_backend(backend: str, rounds: int, steps: int, jit: bool) -> dict[str, A
     x = rng.uniform(-1, 1, (count, 32, 32, 3)).astype("float32")
     y = rng.integers(0, 10, count)
     base = cnn(keras)
-    models: dict[str, Any] = {"float": compiled(keras, kopt.graph.map_layers(base, lambda layer: None)),
-                              "float_again": compiled(keras, kopt.graph.map_layers(base, lambda layer: None))}
+
+    def float_copy(jit_compile: Any = "auto") -> Any:
+        return compiled(keras, kopt.graph.map_layers(base, lambda layer: None), jit_compile=jit_compile)
+
+    models: dict[str, Any] = {"float": float_copy(), "float_again": float_copy()}  # the second: the noise control
     errors: dict[str, str] = {}
     if jit:
-        models["float_jit"] = compiled(keras, kopt.graph.map_layers(base, lambda layer: None), jit_compile=True)
+        models["float_jit"] = float_copy(jit_compile=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for variant, stage in (("prune", "prune"), ("cluster", "cluster"), ("qat", "quantize")):

@@ -1,5 +1,7 @@
 """QuantizeWrapper, FoldedBatchNorm and ChannelAffine against plain Keras layers and the NumPy reference."""
 
+import contextlib
+
 import numpy as np
 import pytest
 from keras import layers, ops
@@ -74,9 +76,11 @@ def test_folded_batch_norm_training_is_the_same_fused_and_op_by_op():
     backward on PyTorch): output, moving statistics and the gradients of kernel, gamma, beta and input agree
     with the op-by-op run, and the output with a plain Conv2D + BatchNormalization in training."""
     import keras
+    from test_quantizers import _GradientProbe
 
     from kopt.core import backend
     from kopt.quantization import wrapper
+    from kopt.quantization.transforms import clone_with
     from tests.gradient_testing import layer_gradients
 
     shape = (8, 32, 32, 3)
@@ -87,23 +91,22 @@ def test_folded_batch_norm_training_is_the_same_fused_and_op_by_op():
     conv, bn, _ = _folded_pair(lambda: layers.Conv2D(32, 3, padding="same", use_bias=False), shape)
     runs = []
     for eager in (False, True):
-        from kopt.quantization.transforms import clone_with
-
         folded = FoldedBatchNorm(clone_with(conv), clone_with(bn), QuantizeConfig(weights={"kernel": WeightQuantizer()}))
-        folded.build(shape)
-        probe = _InputProbe(x, folded)
-        probe(np.zeros(shape, "float32"))
-        with backend.unfused() if eager else _nothing():
-            gradients = layer_gradients(probe, np.zeros(shape, "float32"), upstream)
+        probe = _GradientProbe(x, folded)  # the input as a variable: its gradient is the input's
+        dummy = np.zeros(shape, "float32")
+        probe(dummy)
+        with backend.unfused() if eager else contextlib.nullcontext():
+            gradients = layer_gradients(probe, dummy, upstream)
             outputs = as_np(folded(x, training=True))
         moving = [as_np(v) for v in (folded.batch_norm.moving_mean, folded.batch_norm.moving_variance)]
-        runs.append((outputs, moving, {path.split("/")[-1]: g for path, g in gradients.items()}))
+        names = {probe.values.path: "input"}
+        runs.append((outputs, moving, {names.get(path, path.split("/")[-1]): g for path, g in gradients.items()}))
     (fused_out, fused_moving, fused_grads), (eager_out, eager_moving, eager_grads) = runs
     assert wrapper._normalized_by_batch.runs_compiled() == (keras.backend.backend() == "torch")
     np.testing.assert_allclose(fused_out, eager_out, atol=1e-5, rtol=1e-5)
     for fused_value, eager_value in zip(fused_moving, eager_moving):
         np.testing.assert_allclose(fused_value, eager_value, atol=1e-6, rtol=1e-5)
-    assert sorted(fused_grads) == sorted(eager_grads) and {"kernel", "gamma", "beta", "values"} <= set(fused_grads)
+    assert sorted(fused_grads) == sorted(eager_grads) and {"kernel", "gamma", "beta", "input"} <= set(fused_grads)
     for name, fused_gradient in fused_grads.items():
         scale = np.abs(eager_grads[name]).max()
         np.testing.assert_allclose(fused_gradient, eager_grads[name], atol=1e-4 * scale, err_msg=name)
@@ -112,25 +115,6 @@ def test_folded_batch_norm_training_is_the_same_fused_and_op_by_op():
     expected = as_np(bn(conv(x), training=True))
     np.testing.assert_allclose(fused_out, expected, atol=0.1)
     assert np.abs(fused_out - expected).mean() < 0.02
-
-
-class _InputProbe(layers.Layer):
-    """``layer(values)``, with the input a trainable variable: its gradient is the input's."""
-
-    def __init__(self, values, layer):
-        super().__init__()
-        self.values = self.add_weight(name="values", shape=values.shape, initializer="zeros")
-        self.values.assign(values)
-        self.inner = layer
-
-    def call(self, dummy, training=None):
-        return self.inner(self.values + dummy, training=training)
-
-
-def _nothing():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def test_folded_kernel_is_what_gets_quantized():
